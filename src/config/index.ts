@@ -1,0 +1,130 @@
+/**
+ * Configuration from environment variables, validated once at start into a frozen, typed object.
+ * Every variable is documented in the README's table; an invalid value stops the process with a message
+ * naming the variable. Secrets may come from `<NAME>_FILE` (the path of a file holding the value).
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+
+/** Database settings. */
+export type DatabaseConfig =
+  | { client: "sqlite"; filename: string }
+  | { client: "mysql"; url: string; poolMax: number };
+
+/** The service's whole configuration. */
+export interface Config {
+  /** host:port to listen on. */
+  listenAddress: string;
+  /** Directory for the embedded database, the local keystore and the page-token key. */
+  dataDir: string;
+  database: DatabaseConfig;
+  /** Path of the local root-key keystore (JWKS-like JSON, mode 0600). */
+  localKeystorePath: string;
+  /** Root key id (in the local backend) that wraps the DEKs of provider-managed instances. */
+  defaultRootKeyId: string;
+  /** Path of the file holding the 32-byte key that authenticates page tokens (created if missing). */
+  pageTokenKeyPath: string;
+  /** DEK cache bounds. */
+  dekCacheMax: number;
+  dekCacheTtlMs: number;
+  /** Largest gRPC message accepted, bytes. */
+  maxReceiveMessageBytes: number;
+  /** How long SIGTERM waits for in-flight calls before forcing the shutdown, ms. */
+  shutdownGraceMs: number;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+}
+
+/** Thrown for an invalid environment; the message names the variable. */
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`configuration error: ${variable} ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string, fallback: string): string {
+  const v = env[name];
+  return v === undefined || v === "" ? fallback : v;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got ${JSON.stringify(raw)}`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** Reads NAME, or the contents of the file named by NAME_FILE (trailing newline trimmed). */
+function secret(env: Env, name: string): string | undefined {
+  const file = env[`${name}_FILE`];
+  if (file !== undefined && file !== "") {
+    if (env[name] !== undefined && env[name] !== "") throw new ConfigError(name, `and ${name}_FILE are both set; set one`);
+    try {
+      return readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    } catch (err) {
+      throw new ConfigError(`${name}_FILE`, `names a file that cannot be read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    }
+  }
+  const v = env[name];
+  return v === undefined || v === "" ? undefined : v;
+}
+
+/**
+ * Builds the configuration from `env`.
+ * @throws ConfigError naming the first invalid variable.
+ */
+export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const dataDir = path.resolve(str(env, "CM_DATA_DIR", "./data"));
+
+  const listenAddress = str(env, "CM_LISTEN_ADDRESS", "127.0.0.1:50051");
+  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(listenAddress) || Number(listenAddress.split(":").pop()) > 65535) {
+    throw new ConfigError("CM_LISTEN_ADDRESS", `must be host:port (for example 127.0.0.1:50051), got ${JSON.stringify(listenAddress)}`);
+  }
+
+  const url = secret(env, "CM_DATABASE_URL");
+  let database: DatabaseConfig;
+  if (url === undefined) {
+    database = { client: "sqlite", filename: path.join(dataDir, "certmanager.sqlite") };
+  } else if (url.startsWith("sqlite:")) {
+    const file = url.slice("sqlite:".length).replace(/^\/\//, "");
+    if (file === "") throw new ConfigError("CM_DATABASE_URL", "sqlite: URL needs a file path, e.g. sqlite:///var/lib/cm/db.sqlite");
+    database = { client: "sqlite", filename: path.resolve(file) };
+  } else if (/^mysql:\/\//.test(url)) {
+    try {
+      new URL(url);
+    } catch {
+      throw new ConfigError("CM_DATABASE_URL", "is not a valid mysql:// URL");
+    }
+    database = { client: "mysql", url, poolMax: int(env, "CM_DATABASE_POOL_MAX", 10, 1, 1000) };
+  } else {
+    // Never echo the URL: it may hold a password.
+    throw new ConfigError("CM_DATABASE_URL", "must start with mysql:// or sqlite:");
+  }
+
+  const logLevel = str(env, "CM_LOG_LEVEL", "info") as Config["logLevel"];
+  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(logLevel)) {
+    throw new ConfigError("CM_LOG_LEVEL", `must be one of fatal, error, warn, info, debug, trace, silent`);
+  }
+  const defaultRootKeyId = str(env, "CM_DEFAULT_ROOT_KEY_ID", "default");
+  if (!/^[a-z][a-z0-9-]{0,62}$/.test(defaultRootKeyId)) {
+    throw new ConfigError("CM_DEFAULT_ROOT_KEY_ID", "must match [a-z][a-z0-9-]{0,62}");
+  }
+
+  return Object.freeze({
+    listenAddress,
+    dataDir,
+    database,
+    localKeystorePath: path.resolve(str(env, "CM_LOCAL_KEYSTORE", path.join(dataDir, "root-keys.json"))),
+    defaultRootKeyId,
+    pageTokenKeyPath: path.resolve(str(env, "CM_PAGE_TOKEN_KEY_FILE", path.join(dataDir, "page-token.key"))),
+    dekCacheMax: int(env, "CM_DEK_CACHE_MAX", 1000, 1, 1_000_000),
+    dekCacheTtlMs: int(env, "CM_DEK_CACHE_TTL_SECONDS", 300, 1, 86_400) * 1000,
+    maxReceiveMessageBytes: int(env, "CM_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024),
+    shutdownGraceMs: int(env, "CM_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+    logLevel,
+  });
+}

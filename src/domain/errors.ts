@@ -1,0 +1,120 @@
+/**
+ * Domain errors. Each carries a stable UPPER_SNAKE `reason` (AIP-193 ErrorInfo.reason) and a `kind` that the
+ * gRPC layer maps to a status code in exactly one place (src/grpc/status.ts). The `cause` is kept for logs and
+ * never sent on the wire. Messages must say what was wrong and how to fix it, and never contain secrets.
+ */
+
+/** Status categories, named after google.rpc.Code so the mapping is obvious but without importing gRPC. */
+export type ErrorKind =
+  | "INVALID_ARGUMENT"
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
+  | "FAILED_PRECONDITION"
+  | "ABORTED"
+  | "PERMISSION_DENIED"
+  | "UNAVAILABLE"
+  | "RESOURCE_EXHAUSTED"
+  | "INTERNAL";
+
+/** A bad request field (google.rpc.BadRequest.FieldViolation): `field` is the proto field path. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+/** Base class of every error the service reports on purpose. */
+export class DomainError extends Error {
+  readonly kind: ErrorKind;
+  /** Stable machine-readable reason, e.g. `PRIVATE_KEY_MISMATCH`. */
+  readonly reason: string;
+  /** ErrorInfo.metadata: small, non-secret facts such as the resource name. */
+  readonly metadata: Record<string, string>;
+  readonly fieldViolations: FieldViolation[];
+
+  constructor(
+    kind: ErrorKind,
+    reason: string,
+    message: string,
+    opts: { metadata?: Record<string, string>; fieldViolations?: FieldViolation[]; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.kind = kind;
+    this.reason = reason;
+    this.metadata = opts.metadata ?? {};
+    this.fieldViolations = opts.fieldViolations ?? [];
+  }
+}
+
+/** A request field is malformed or violates a rule. Maps to INVALID_ARGUMENT with a BadRequest detail. */
+export class InvalidArgumentError extends DomainError {
+  constructor(reason: string, field: string, message: string, opts: { metadata?: Record<string, string>; cause?: unknown } = {}) {
+    super("INVALID_ARGUMENT", reason, message, {
+      ...opts,
+      metadata: { field, ...(opts.metadata ?? {}) },
+      fieldViolations: [{ field, description: message }],
+    });
+  }
+}
+
+/** The named resource does not exist (AIP-135/131). */
+export class NotFoundError extends DomainError {
+  constructor(reason: string, resourceName: string, message: string) {
+    super("NOT_FOUND", reason, message, { metadata: { resource: resourceName } });
+  }
+}
+
+/** The resource to create already exists (AIP-133). */
+export class AlreadyExistsError extends DomainError {
+  constructor(reason: string, resourceName: string, message: string, metadata: Record<string, string> = {}) {
+    super("ALREADY_EXISTS", reason, message, { metadata: { resource: resourceName, ...metadata } });
+  }
+}
+
+/** The system is not in a state the operation needs (e.g. etag mismatch, key disabled). */
+export class FailedPreconditionError extends DomainError {
+  constructor(reason: string, message: string, metadata: Record<string, string> = {}, cause?: unknown) {
+    super("FAILED_PRECONDITION", reason, message, { metadata, cause });
+  }
+}
+
+/**
+ * Stored ciphertext failed to decrypt or authenticate (tampered, moved to another instance or certificate, or
+ * encrypted under a key we no longer hold). Every such failure looks the same to the caller (RFC 7516 §11.5).
+ */
+export class DecryptionError extends DomainError {
+  constructor(message = "stored ciphertext could not be decrypted or authenticated", cause?: unknown) {
+    super("INTERNAL", "DECRYPTION_FAILED", message, { cause });
+  }
+}
+
+/** A root-key backend refused or could not serve a request. */
+export class RootKeyError extends DomainError {
+  constructor(
+    reason: "ROOT_KEY_NOT_FOUND" | "ROOT_KEY_DISABLED" | "ROOT_KEY_DESTROYED" | "ROOT_KEY_ACCESS_DENIED" | "ROOT_KEY_UNAVAILABLE",
+    message: string,
+    metadata: Record<string, string> = {},
+    cause?: unknown,
+  ) {
+    const kind: ErrorKind =
+      reason === "ROOT_KEY_NOT_FOUND"
+        ? "NOT_FOUND"
+        : reason === "ROOT_KEY_ACCESS_DENIED"
+          ? "PERMISSION_DENIED"
+          : reason === "ROOT_KEY_UNAVAILABLE"
+            ? "UNAVAILABLE"
+            : "FAILED_PRECONDITION";
+    super(kind, reason, message, { metadata, cause });
+  }
+}
+
+/**
+ * A write hit a unique key (for example a second certificate with the same fingerprint racing the first).
+ * Storage throws it; services turn it into the right answer after the transaction has rolled back.
+ */
+export class UniqueConstraintError extends Error {
+  constructor(readonly constraint: string, cause?: unknown) {
+    super(`unique constraint ${constraint} violated`, { cause });
+    this.name = "UniqueConstraintError";
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * Repository ports: what the services need from persistence. `src/storage` implements them with Knex; the
+ * services never see SQL. Ciphertext fields are opaque strings (JWE compact) at this level.
+ */
+import type { CertificateMetadata, KeyAlgorithm } from "./certificate.js";
+
+/** Lifecycle state of an instance as stored. */
+export type InstanceState = "ACTIVE";
+
+/** An instance row. Times are UTC `Date`s with millisecond precision. */
+export interface InstanceRecord {
+  id: string;
+  displayName: string;
+  description: string;
+  labels: Record<string, string>;
+  state: InstanceState;
+  rootKeyBackend: string;
+  rootKeyId: string;
+  /** Incremented on every change; the etag is derived from it. */
+  revision: number;
+  createTime: Date;
+  updateTime: Date;
+}
+
+/** A wrapped DEK row. `wrappedKey` is a JWE (A256KW + A256GCM) made by the root-key backend. */
+export interface DekRecord {
+  id: string;
+  instanceId: string;
+  wrappedKey: string;
+  rootKeyVersion: number;
+  /** ACTIVE: encrypts new material; RETIRED: decrypts old material only. */
+  state: "ACTIVE" | "RETIRED";
+  /** AES-GCM encryptions made with this DEK (NIST SP 800-38D §8.3 bounds it). */
+  encryptionCount: number;
+  createTime: Date;
+}
+
+/** A certificate's current metadata row. */
+export interface CertificateRecord {
+  id: string;
+  instanceId: string;
+  displayName: string;
+  description: string;
+  labels: Record<string, string>;
+  metadata: CertificateMetadata;
+  hasPrivateKey: boolean;
+  intermediateCount: number;
+  currentVersion: number;
+  revision: number;
+  createTime: Date;
+  updateTime: Date;
+}
+
+/** One version of a certificate's encrypted material. Every `*Jwe` is a JWE compact (dir + A256GCM). */
+export interface CertificateVersionRecord {
+  certificateId: string;
+  version: number;
+  dekId: string;
+  certificateJwe: string;
+  /** "" when the version has no private key. */
+  privateKeyJwe: string;
+  /** "" when the version has no intermediates. */
+  intermediatesJwe: string;
+  sha256Fingerprint: string;
+  createTime: Date;
+}
+
+/** A filter on certificates, already parsed and validated (AIP-160 subset). */
+export interface CertificateFilter {
+  notAfter?: { op: "<" | "<=" | ">" | ">="; value: Date }[];
+  notBefore?: { op: "<" | "<=" | ">" | ">="; value: Date }[];
+  /** Lowercased host names; a certificate matches when it is valid for any form listed (exact or wildcard). */
+  domainForms?: string[];
+  keyAlgorithm?: KeyAlgorithm;
+}
+
+/** Sort key for certificate lists. Ties are broken by id. */
+export type CertificateOrderField = "create_time" | "not_after" | "display_name";
+
+/** Keyset cursor: the sort value and id of the last row of the previous page. */
+export interface KeysetCursor {
+  /** Sort value: epoch milliseconds for times, the string for display_name. */
+  value: number | string;
+  id: string;
+}
+
+/** Arguments of a keyset-paginated certificate listing. */
+export interface CertificateListQuery {
+  instanceId: string;
+  filter: CertificateFilter;
+  orderBy: CertificateOrderField;
+  descending: boolean;
+  limit: number;
+  after?: KeysetCursor;
+}
+
+/** Instance persistence. */
+export interface InstanceRepository {
+  insert(instance: InstanceRecord): Promise<void>;
+  get(id: string): Promise<InstanceRecord | undefined>;
+  /** Oldest first, keyset paginated on (create_time, id). */
+  list(limit: number, after?: KeysetCursor): Promise<InstanceRecord[]>;
+  /** Writes the new values when `revision` still equals `expectedRevision`; returns false otherwise. */
+  update(instance: InstanceRecord, expectedRevision: number): Promise<boolean>;
+}
+
+/** Wrapped DEK persistence. */
+export interface DekRepository {
+  insert(dek: DekRecord): Promise<void>;
+  get(id: string): Promise<DekRecord | undefined>;
+  getActive(instanceId: string): Promise<DekRecord | undefined>;
+  /** Adds `n` to the DEK's encryption count (NIST SP 800-38D §8.3 bookkeeping). */
+  addEncryptions(id: string, n: number): Promise<void>;
+}
+
+/** Certificate persistence. */
+export interface CertificateRepository {
+  insert(cert: CertificateRecord, version: CertificateVersionRecord): Promise<void>;
+  get(instanceId: string, id: string): Promise<CertificateRecord | undefined>;
+  findByFingerprint(instanceId: string, sha256Fingerprint: string): Promise<CertificateRecord | undefined>;
+  getVersion(certificateId: string, version: number): Promise<CertificateVersionRecord | undefined>;
+  list(query: CertificateListQuery): Promise<CertificateRecord[]>;
+  /** Metadata-only update guarded by revision; false when the revision moved. */
+  update(cert: CertificateRecord, expectedRevision: number): Promise<boolean>;
+  /** Adds a version and makes it current, guarded by revision; false when the revision moved. */
+  addVersion(cert: CertificateRecord, version: CertificateVersionRecord, expectedRevision: number): Promise<boolean>;
+  /** Deletes the certificate and all its versions, guarded by revision; false when the revision moved. */
+  delete(instanceId: string, id: string, expectedRevision: number): Promise<boolean>;
+}
+
+/** Idempotency records for AIP-155 `request_id`. */
+export interface RequestIdRecord {
+  scope: string;
+  requestId: string;
+  resourceId: string;
+  /** What identifies the request's payload (for example the certificate fingerprint), to detect reuse. */
+  fingerprint: string;
+}
+
+/** Idempotency record persistence. */
+export interface RequestIdRepository {
+  find(scope: string, requestId: string): Promise<RequestIdRecord | undefined>;
+  /**
+   * Claims `(scope, requestId)`. Returns false when another request already holds it (unique key), so the
+   * caller rolls back and answers with the earlier result.
+   */
+  claim(record: RequestIdRecord, now: Date): Promise<boolean>;
+}
+
+/** The repositories bound to one transaction. */
+export interface Repositories {
+  instances: InstanceRepository;
+  deks: DekRepository;
+  certificates: CertificateRepository;
+  requestIds: RequestIdRepository;
+}
+
+/** Runs work in one database transaction; throwing inside rolls everything back. */
+export interface UnitOfWork {
+  /** Repositories outside any transaction (single statements). */
+  readonly repos: Repositories;
+  transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T>;
+  /** Resolves when the database answers (health). */
+  ping(): Promise<void>;
+}
+
+/** Source of the current time, injectable so tests can move it. */
+export interface Clock {
+  now(): Date;
+}

@@ -1,0 +1,118 @@
+/**
+ * gRPC handlers typed by the generated *Server interfaces. Each handler validates the request's shape,
+ * calls one service use case and maps the result; errors go through `toServiceError` only.
+ */
+import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { CertificateServiceServer } from "../../gen/ts/certmanager/v1/certificate.js";
+import type { InstanceServiceServer } from "../../gen/ts/certmanager/v1/instance.js";
+import { InvalidArgumentError } from "../domain/errors.js";
+import { parseCertificateName, parseInstanceName } from "../domain/names.js";
+import type { CertificateService } from "../services/certificates.js";
+import type { InstanceService } from "../services/instances.js";
+import { toCertificate, toInstance } from "./mappers.js";
+import { toServiceError } from "./status.js";
+import { checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
+
+/** Wraps a unary use case: runs it, answers, maps any error in one place and logs the call (no payloads). */
+function unary<Req, Res>(log: Logger, method: string, fn: (req: Req) => Promise<Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    const started = process.hrtime.bigint();
+    fn(call.request).then(
+      (res) => {
+        log.debug({ method, code: 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "call");
+        callback(null, res);
+      },
+      (err: unknown) => {
+        const { error, expected } = toServiceError(err);
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        if (expected) log.info({ method, code: error.code, reason: (err as { reason?: string }).reason, ms }, "call failed");
+        else log.error({ method, code: error.code, ms, err }, "call failed unexpectedly");
+        callback(error);
+      },
+    );
+  };
+}
+
+function required<T>(value: T | undefined, field: string): T {
+  if (value === undefined) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} is required`);
+  return value;
+}
+
+/** InstanceService handlers. */
+export function instanceHandlers(log: Logger, instances: InstanceService): InstanceServiceServer {
+  const withVersion = async (id: string) => toInstance(await instances.get(id), await instances.rootKeyVersion(id));
+  return {
+    createInstance: unary(log, "CreateInstance", async (req) => {
+      const inst = required(req.instance, "instance");
+      const created = await instances.create(checkUserFields("instance.", inst), checkRequestId(req.requestId));
+      return { instance: toInstance(created, await instances.rootKeyVersion(created.id)) };
+    }),
+    getInstance: unary(log, "GetInstance", async (req) => ({ instance: await withVersion(parseInstanceName(req.name, "name")) })),
+    listInstances: unary(log, "ListInstances", async (req) => {
+      const page = await instances.list(req.pageSize, req.pageToken);
+      const out = [];
+      for (const i of page.instances) out.push(toInstance(i, await instances.rootKeyVersion(i.id)));
+      return { instances: out, nextPageToken: page.nextPageToken };
+    }),
+    updateInstance: unary(log, "UpdateInstance", async (req) => {
+      const inst = required(req.instance, "instance");
+      const id = parseInstanceName(inst.name, "instance.name");
+      const fields = checkUserFields("instance.", inst, checkUpdateMask(req.updateMask));
+      const updated = await instances.update(id, fields, inst.etag);
+      return { instance: toInstance(updated, await instances.rootKeyVersion(id)) };
+    }),
+  };
+}
+
+/** CertificateService handlers. */
+export function certificateHandlers(log: Logger, certificates: CertificateService): CertificateServiceServer {
+  return {
+    importCertificate: unary(log, "ImportCertificate", async (req) => {
+      const instanceId = parseInstanceName(req.parent, "parent");
+      const fields = checkUserFields("", req);
+      const cert = await certificates.import(
+        instanceId,
+        { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
+        fields,
+        checkRequestId(req.requestId),
+      );
+      return { certificate: toCertificate(cert) };
+    }),
+    reimportCertificate: unary(log, "ReimportCertificate", async (req) => {
+      const { instanceId, certificateId } = parseCertificateName(req.name, "name");
+      const cert = await certificates.reimport(
+        instanceId,
+        certificateId,
+        { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
+        req.etag,
+      );
+      return { certificate: toCertificate(cert) };
+    }),
+    getCertificate: unary(log, "GetCertificate", async (req) => {
+      const { instanceId, certificateId } = parseCertificateName(req.name, "name");
+      return { certificate: toCertificate(await certificates.get(instanceId, certificateId)) };
+    }),
+    accessCertificate: unary(log, "AccessCertificate", async (req) => {
+      const { instanceId, certificateId } = parseCertificateName(req.name, "name");
+      const m = await certificates.access(instanceId, certificateId, req.version);
+      return { name: req.name, version: m.version, certificate: m.certificatePem, privateKey: m.privateKeyPem, intermediates: m.intermediatesPem };
+    }),
+    listCertificates: unary(log, "ListCertificates", async (req) => {
+      const instanceId = parseInstanceName(req.parent, "parent");
+      const page = await certificates.list(instanceId, req);
+      return { certificates: page.certificates.map(toCertificate), nextPageToken: page.nextPageToken };
+    }),
+    updateCertificate: unary(log, "UpdateCertificate", async (req) => {
+      const cert = required(req.certificate, "certificate");
+      const { instanceId, certificateId } = parseCertificateName(cert.name, "certificate.name");
+      const fields = checkUserFields("certificate.", cert, checkUpdateMask(req.updateMask));
+      return { certificate: toCertificate(await certificates.update(instanceId, certificateId, fields, cert.etag)) };
+    }),
+    deleteCertificate: unary(log, "DeleteCertificate", async (req) => {
+      const { instanceId, certificateId } = parseCertificateName(req.name, "name");
+      await certificates.delete(instanceId, certificateId, req.etag);
+      return {};
+    }),
+  };
+}

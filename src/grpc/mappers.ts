@@ -1,0 +1,60 @@
+/** Domain records to generated proto messages. Pure functions; nothing secret passes through them. */
+import { KeyAlgorithm, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
+import { Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
+import { certificateName, instanceName } from "../domain/names.js";
+import type { CertificateRecord, InstanceRecord } from "../domain/ports.js";
+import { etagOf } from "../services/etag.js";
+
+const KEY_ALGORITHMS: Record<string, KeyAlgorithm> = {
+  RSA: KeyAlgorithm.KEY_ALGORITHM_RSA,
+  EC: KeyAlgorithm.KEY_ALGORITHM_EC,
+  ED25519: KeyAlgorithm.KEY_ALGORITHM_ED25519,
+  ED448: KeyAlgorithm.KEY_ALGORITHM_ED448,
+};
+
+/** InstanceRecord -> certmanager.v1.Instance. */
+export function toInstance(i: InstanceRecord, rootKeyVersion: number): Instance {
+  const name = instanceName(i.id);
+  return {
+    name,
+    displayName: i.displayName,
+    description: i.description,
+    labels: i.labels,
+    state: Instance_State.STATE_ACTIVE,
+    rootKey: `${i.rootKeyBackend}/${i.rootKeyId}`,
+    rootKeyVersion,
+    createTime: i.createTime,
+    updateTime: i.updateTime,
+    etag: etagOf(name, i.revision),
+  };
+}
+
+/** CertificateRecord -> certmanager.v1.Certificate (metadata only). */
+export function toCertificate(c: CertificateRecord): Certificate {
+  const name = certificateName(c.instanceId, c.id);
+  const m = c.metadata;
+  return {
+    name,
+    displayName: c.displayName,
+    description: c.description,
+    labels: c.labels,
+    subjectCommonName: m.subjectCommonName,
+    subject: m.subject,
+    issuer: m.issuer,
+    subjectAltNames: { dnsNames: m.sans.dns, ipAddresses: m.sans.ip, emailAddresses: m.sans.email, uris: m.sans.uri },
+    serialNumber: m.serialNumber,
+    notBefore: m.notBefore,
+    notAfter: m.notAfter,
+    keyAlgorithm: KEY_ALGORITHMS[m.keyAlgorithm] ?? KeyAlgorithm.KEY_ALGORITHM_UNSPECIFIED,
+    keySize: m.keySize,
+    keyCurve: m.keyCurve,
+    sha256Fingerprint: m.sha256Fingerprint,
+    selfSigned: m.selfSigned,
+    hasPrivateKey: c.hasPrivateKey,
+    intermediateCount: c.intermediateCount,
+    version: c.currentVersion,
+    createTime: c.createTime,
+    updateTime: c.updateTime,
+    etag: etagOf(name, c.revision),
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * Request-shape validation at the edge: lengths, label syntax, request ids, update masks. Rules that need the
+ * database or parsing of certificates live in the services and src/x509.
+ */
+import { InvalidArgumentError } from "../domain/errors.js";
+
+const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
+const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** @throws InvalidArgumentError INVALID_FIELD when `value` is longer than `max` characters. */
+export function checkLength(field: string, value: string, max: number): string {
+  if ([...value].length > max) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} must be at most ${max} characters, got ${[...value].length}`);
+  return value;
+}
+
+/** Label rules as in Google Cloud: at most 64; keys `[a-z][a-z0-9_-]{0,62}`; values `[a-z0-9_-]{0,63}`. */
+export function checkLabels(field: string, labels: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(labels);
+  if (entries.length > 64) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} may hold at most 64 labels, got ${entries.length}`);
+  for (const [k, v] of entries) {
+    if (!LABEL_KEY.test(k)) {
+      throw new InvalidArgumentError("INVALID_FIELD", field, `label key ${JSON.stringify(k.slice(0, 80))} must start with a lowercase letter and hold only a-z, 0-9, _ and -, at most 63 characters`);
+    }
+    if (!LABEL_VALUE.test(v)) {
+      throw new InvalidArgumentError("INVALID_FIELD", `${field}.${k}`, `label value of ${JSON.stringify(k)} must hold only a-z, 0-9, _ and -, at most 63 characters`);
+    }
+  }
+  return labels;
+}
+
+/** AIP-155: request_id is empty or a UUID. @throws InvalidArgumentError INVALID_FIELD */
+export function checkRequestId(requestId: string): string {
+  if (requestId !== "" && !UUID.test(requestId)) {
+    throw new InvalidArgumentError("INVALID_FIELD", "request_id", "request_id must be a UUID such as 5f0c1a52-3d4e-4f6a-8b7c-9d0e1f2a3b4c, or empty");
+  }
+  return requestId.toLowerCase();
+}
+
+/** Resource fields a user may update (AIP-134). */
+const UPDATABLE = ["display_name", "description", "labels"] as const;
+export type UpdatableField = (typeof UPDATABLE)[number];
+
+/**
+ * Validates an update mask. `*` means every updatable field.
+ * @throws InvalidArgumentError INVALID_UPDATE_MASK when empty or naming another field.
+ */
+export function checkUpdateMask(paths: string[] | undefined): Set<UpdatableField> {
+  if (!paths || paths.length === 0) {
+    throw new InvalidArgumentError("INVALID_UPDATE_MASK", "update_mask", `update_mask is required: list the fields to update, any of ${UPDATABLE.join(", ")}`);
+  }
+  const out = new Set<UpdatableField>();
+  for (const p of paths) {
+    if (p === "*") UPDATABLE.forEach((f) => out.add(f));
+    else if ((UPDATABLE as readonly string[]).includes(p)) out.add(p as UpdatableField);
+    else throw new InvalidArgumentError("INVALID_UPDATE_MASK", "update_mask", `update_mask names ${JSON.stringify(p.slice(0, 80))}, which cannot be updated; updatable fields are ${UPDATABLE.join(", ")}`);
+  }
+  return out;
+}
+
+/** The user-settable fields of a Create/Update request, checked. */
+export function checkUserFields(
+  prefix: string,
+  src: { displayName: string; description: string; labels: Record<string, string> },
+  mask?: Set<UpdatableField>,
+): { displayName?: string; description?: string; labels?: Record<string, string> } {
+  const want = (f: UpdatableField) => mask === undefined || mask.has(f);
+  return {
+    displayName: want("display_name") ? checkLength(`${prefix}display_name`, src.displayName, 256) : undefined,
+    description: want("description") ? checkLength(`${prefix}description`, src.description, 2048) : undefined,
+    labels: want("labels") ? checkLabels(`${prefix}labels`, src.labels) : undefined,
+  };
+}

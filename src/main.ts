@@ -1,0 +1,161 @@
+/**
+ * Composition root: config -> storage -> root keys -> services -> gRPC; signals. `startService` is also what
+ * the integration tests start, on an ephemeral port, so they exercise exactly what production runs.
+ */
+import { randomBytes } from "node:crypto";
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import pino, { type Logger } from "pino";
+import { type Config, ConfigError, loadConfig } from "./config/index.js";
+import { DekCache } from "./crypto/dekcache.js";
+import { LocalRootKeyBackend } from "./crypto/rootkeys/local.js";
+import type { Clock } from "./domain/ports.js";
+import type { RootKeyBackend } from "./domain/rootkey.js";
+import { bind, buildServer, drain } from "./grpc/server.js";
+import { CertificateService } from "./services/certificates.js";
+import { InstanceService } from "./services/instances.js";
+import { Keyring } from "./services/keyring.js";
+import { PageTokenCodec } from "./services/page-token.js";
+import { createKnex, KnexUnitOfWork, migrateLatest } from "./storage/index.js";
+
+/** A running service. */
+export interface RunningService {
+  /** The bound port. */
+  port: number;
+  /** Drains in-flight calls (up to the configured grace), then closes the pool and the backends. */
+  stop(): Promise<void>;
+}
+
+const systemClock: Clock = { now: () => new Date() };
+
+/**
+ * Reads a 32-byte key file, creating it with mode 0600 from the CSPRNG when missing. Refuses a file that
+ * group or others can read, as OpenSSH does for private keys.
+ */
+function loadOrCreateKeyFile(file: string): Buffer {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  try {
+    const fd = openSync(file, "wx", 0o600);
+    try {
+      writeSync(fd, randomBytes(32).toString("base64url"));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  const fd = openSync(file, "r");
+  try {
+    if ((fstatSync(fd).mode & 0o077) !== 0) {
+      throw new ConfigError("CM_PAGE_TOKEN_KEY_FILE", `names ${file}, which group or others can read; run chmod 600 on it`);
+    }
+    const key = Buffer.from(readFileSync(fd, "utf8").trim(), "base64url");
+    if (key.length < 32) throw new ConfigError("CM_PAGE_TOKEN_KEY_FILE", `names ${file}, which does not hold a base64url key of at least 32 bytes`);
+    return key;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Starts the whole service from `config`: runs migrations, opens the root-key backends, binds the server.
+ * @throws ConfigError, or the database/backend error that prevented the start.
+ */
+export async function startService(config: Config, opts: { log?: Logger; clock?: Clock } = {}): Promise<RunningService> {
+  const log = opts.log ?? pino({ level: config.logLevel, base: { service: "certmanager" } });
+  const clock = opts.clock ?? systemClock;
+
+  const knex = createKnex(config.database);
+  const closers: (() => Promise<void>)[] = [() => knex.destroy()];
+  try {
+    const applied = await migrateLatest(knex);
+    if (applied.length > 0) log.info({ migrations: applied }, "database migrated");
+    const uow = new KnexUnitOfWork(knex);
+
+    const local = await LocalRootKeyBackend.open(config.localKeystorePath, { createIfMissing: true, defaultKeyId: config.defaultRootKeyId });
+    closers.push(() => local.close());
+    const backends = new Map<string, RootKeyBackend>([[local.name, local]]);
+
+    const cache = new DekCache({ max: config.dekCacheMax, ttlMs: config.dekCacheTtlMs });
+    const keyring = new Keyring(backends, cache, clock);
+    closers.push(async () => keyring.clear());
+    const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));
+
+    const instances = new InstanceService(uow, keyring, clock, pageTokens, { backend: local.name, keyId: config.defaultRootKeyId });
+    const certificates = new CertificateService(uow, keyring, clock, pageTokens);
+    const grpcServer = buildServer(log, { instances, certificates }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
+    const port = await bind(grpcServer.server, config.listenAddress);
+
+    // Health reflects the database and every root-key backend, checked now and every 5 s.
+    const checkHealth = async () => {
+      try {
+        await uow.ping();
+        for (const b of backends.values()) await b.check();
+        grpcServer.setServing(true);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "health check failed");
+        grpcServer.setServing(false);
+      }
+    };
+    await checkHealth();
+    const healthTimer = setInterval(() => void checkHealth(), 5000);
+    healthTimer.unref();
+
+    log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client }, "certificate manager serving");
+    let stopped: Promise<void> | undefined;
+    return {
+      port,
+      stop() {
+        stopped ??= (async () => {
+          clearInterval(healthTimer);
+          grpcServer.setServing(false);
+          await drain(grpcServer.server, config.shutdownGraceMs);
+          for (const close of closers.reverse()) await close();
+          log.info("stopped");
+        })();
+        return stopped;
+      },
+    };
+  } catch (err) {
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = pino({ level: config.logLevel, base: { service: "certmanager" } });
+  let service: RunningService;
+  try {
+    service = await startService(config, { log });
+  } catch (err) {
+    log.fatal({ err }, "could not start");
+    process.exit(1);
+  }
+  const shutdown = (signal: string) => {
+    log.info({ signal }, "shutting down: draining in-flight calls");
+    service.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  void main();
+}

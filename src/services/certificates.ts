@@ -1,0 +1,334 @@
+/**
+ * Certificate use cases (CertificateService): import, reimport, get, access (decrypt), list, update, delete.
+ * Parsing and checks happen before any write; sealing happens before the transaction; every write of one
+ * request is one transaction, so bad input changes nothing.
+ */
+import { v7 as uuidv7 } from "uuid";
+import { open, seal, type SecretContext, type SecretField } from "../crypto/envelope.js";
+import type { CertificateMaterial } from "../domain/certificate.js";
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
+import { certificateName, instanceName } from "../domain/names.js";
+import type {
+  CertificateRecord,
+  CertificateVersionRecord,
+  Clock,
+  InstanceRecord,
+  Repositories,
+  UnitOfWork,
+} from "../domain/ports.js";
+import { parseImport, type ParsedImport } from "../x509/index.js";
+import { checkEtag, EtagMismatchError } from "./etag.js";
+import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
+import type { Keyring, LentDek } from "./keyring.js";
+import { PageTokenCodec, pageSize } from "./page-token.js";
+
+/** Raw material as the user sent it (PEM text); "" means absent. */
+export interface MaterialInput {
+  certificate: string;
+  privateKey: string;
+  intermediates: string;
+}
+
+/** User-settable certificate fields. */
+export interface CertificateFields {
+  displayName?: string;
+  description?: string;
+  labels?: Record<string, string>;
+}
+
+/** The decrypted material of one version. */
+export interface AccessedMaterial extends CertificateMaterial {
+  version: number;
+}
+
+/** Signals, inside a transaction, that a request_id was already claimed; the transaction rolls back. */
+class ReplayedRequest extends Error {}
+
+const FIELDS: readonly SecretField[] = ["certificate", "private_key", "intermediates"];
+
+/** Certificate use cases. */
+export class CertificateService {
+  constructor(
+    private readonly uow: UnitOfWork,
+    private readonly keyring: Keyring,
+    private readonly clock: Clock,
+    private readonly pageTokens: PageTokenCodec,
+  ) {}
+
+  /**
+   * Imports a certificate with optional private key and intermediates.
+   * @throws InvalidArgumentError (x509 reasons, REQUEST_ID_REUSED), NotFoundError INSTANCE_NOT_FOUND,
+   *         AlreadyExistsError CERTIFICATE_ALREADY_EXISTS, RootKeyError.
+   */
+  async import(instanceId: string, input: MaterialInput, fields: CertificateFields, requestId: string): Promise<CertificateRecord> {
+    const instance = await this.instance(instanceId);
+    const scope = `certificates:${instanceId}`;
+    // Parse first: it validates every field before any work on keys or the database.
+    const parsed = parseImport(input);
+    const fingerprint = parsed.metadata.sha256Fingerprint;
+    if (requestId) {
+      const earlier = await this.uow.repos.requestIds.find(scope, requestId);
+      if (earlier) return this.replay(instanceId, earlier.resourceId, earlier.fingerprint, fingerprint);
+    }
+    await this.refuseDuplicate(instanceId, fingerprint);
+
+    const now = this.clock.now();
+    const id = uuidv7();
+    const record: CertificateRecord = {
+      id,
+      instanceId,
+      displayName: fields.displayName ?? "",
+      description: fields.description ?? "",
+      labels: fields.labels ?? {},
+      metadata: parsed.metadata,
+      hasPrivateKey: parsed.hasPrivateKey,
+      intermediateCount: parsed.intermediateCount,
+      currentVersion: 1,
+      revision: 1,
+      createTime: now,
+      updateTime: now,
+    };
+    try {
+      await this.uow.transaction(async (repos) => {
+        if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
+          throw new ReplayedRequest();
+        }
+        const version = await this.sealVersion(repos, instance, record, 1, parsed, now);
+        await repos.certificates.insert(record, version);
+      });
+    } catch (err) {
+      if (err instanceof ReplayedRequest) {
+        const earlier = await this.uow.repos.requestIds.find(scope, requestId);
+        return this.replay(instanceId, earlier!.resourceId, earlier!.fingerprint, fingerprint);
+      }
+      if (err instanceof UniqueConstraintError) await this.refuseDuplicate(instanceId, fingerprint);
+      throw err;
+    }
+    return record;
+  }
+
+  /**
+   * Adds a new version of a certificate's material and makes it current; earlier versions stay readable.
+   * @throws as `import`, plus EtagMismatchError and NotFoundError CERTIFICATE_NOT_FOUND.
+   */
+  async reimport(instanceId: string, certificateId: string, input: MaterialInput, etag: string): Promise<CertificateRecord> {
+    const instance = await this.instance(instanceId);
+    const parsed = parseImport(input);
+    const current = await this.get(instanceId, certificateId);
+    const name = certificateName(instanceId, certificateId);
+    checkEtag(name, current.revision, etag);
+    const fingerprint = parsed.metadata.sha256Fingerprint;
+    const holder = await this.uow.repos.certificates.findByFingerprint(instanceId, fingerprint);
+    if (holder && holder.id !== certificateId) this.throwDuplicate(holder);
+
+    const now = this.clock.now();
+    const versionNo = current.currentVersion + 1;
+    const updated: CertificateRecord = {
+      ...current,
+      metadata: parsed.metadata,
+      hasPrivateKey: parsed.hasPrivateKey,
+      intermediateCount: parsed.intermediateCount,
+      currentVersion: versionNo,
+      revision: current.revision + 1,
+      updateTime: now,
+    };
+    try {
+      await this.uow.transaction(async (repos) => {
+        const version = await this.sealVersion(repos, instance, updated, versionNo, parsed, now);
+        if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name);
+      });
+    } catch (err) {
+      if (err instanceof UniqueConstraintError) await this.refuseDuplicate(instanceId, fingerprint);
+      throw err;
+    }
+    return updated;
+  }
+
+  /** @throws NotFoundError INSTANCE_NOT_FOUND | CERTIFICATE_NOT_FOUND */
+  async get(instanceId: string, certificateId: string): Promise<CertificateRecord> {
+    const cert = await this.uow.repos.certificates.get(instanceId, certificateId);
+    if (!cert) {
+      await this.instance(instanceId);
+      const name = certificateName(instanceId, certificateId);
+      throw new NotFoundError("CERTIFICATE_NOT_FOUND", name, `certificate ${name} does not exist`);
+    }
+    return cert;
+  }
+
+  /**
+   * Decrypts a version's material (0 = current).
+   * @throws NotFoundError CERTIFICATE_NOT_FOUND | CERTIFICATE_VERSION_NOT_FOUND, DecryptionError, RootKeyError.
+   */
+  async access(instanceId: string, certificateId: string, version: number): Promise<AccessedMaterial> {
+    const instance = await this.instance(instanceId);
+    const cert = await this.get(instanceId, certificateId);
+    const name = certificateName(instanceId, certificateId);
+    if (version < 0) throw new InvalidArgumentError("INVALID_FIELD", "version", `version must be 0 (current) or a positive version number, got ${version}`);
+    const wanted = version === 0 ? cert.currentVersion : version;
+    const row = await this.uow.repos.certificates.getVersion(certificateId, wanted);
+    if (!row) {
+      throw new NotFoundError("CERTIFICATE_VERSION_NOT_FOUND", `${name}`, `certificate ${name} has no version ${wanted}; its current version is ${cert.currentVersion}`);
+    }
+    const resolver = this.keyring.resolver(this.uow.repos, instance);
+    try {
+      const openField = async (jwe: string, field: SecretField): Promise<string> => {
+        if (jwe === "") return "";
+        const plain = await open(jwe, resolver.resolve, secretContext(instanceId, certificateId, field));
+        try {
+          return plain.toString("utf8");
+        } finally {
+          plain.fill(0);
+        }
+      };
+      return {
+        version: wanted,
+        certificatePem: await openField(row.certificateJwe, "certificate"),
+        privateKeyPem: await openField(row.privateKeyJwe, "private_key"),
+        intermediatesPem: await openField(row.intermediatesJwe, "intermediates"),
+      };
+    } finally {
+      resolver.releaseAll();
+    }
+  }
+
+  /**
+   * Lists certificates with filter and order, keyset-paginated so pages stay stable while rows are added.
+   * @throws InvalidArgumentError INVALID_FILTER | INVALID_ORDER_BY | INVALID_PAGE_TOKEN | INVALID_FIELD
+   */
+  async list(
+    instanceId: string,
+    req: { pageSize: number; pageToken: string; filter: string; orderBy: string },
+  ): Promise<{ certificates: CertificateRecord[]; nextPageToken: string }> {
+    const size = pageSize(req.pageSize);
+    const filter = parseCertificateFilter(req.filter);
+    const order = parseCertificateOrderBy(req.orderBy);
+    await this.instance(instanceId);
+    const binding = PageTokenCodec.bind("certificates", instanceId, req.filter, `${order.field} ${order.descending}`);
+    const after = req.pageToken ? this.pageTokens.decode(req.pageToken, binding) : undefined;
+    const rows = await this.uow.repos.certificates.list({
+      instanceId,
+      filter,
+      orderBy: order.field,
+      descending: order.descending,
+      limit: size + 1,
+      after,
+    });
+    const page = rows.slice(0, size);
+    let nextPageToken = "";
+    if (rows.length > size) {
+      const last = page[page.length - 1];
+      const value =
+        order.field === "display_name" ? last.displayName : order.field === "not_after" ? last.metadata.notAfter.getTime() : last.createTime.getTime();
+      nextPageToken = this.pageTokens.encode(binding, { value, id: last.id });
+    }
+    return { certificates: page, nextPageToken };
+  }
+
+  /** Updates display name, description or labels, conditional on `etag`. @throws NotFoundError, EtagMismatchError */
+  async update(instanceId: string, certificateId: string, fields: CertificateFields, etag: string): Promise<CertificateRecord> {
+    const current = await this.get(instanceId, certificateId);
+    const name = certificateName(instanceId, certificateId);
+    checkEtag(name, current.revision, etag);
+    const updated: CertificateRecord = {
+      ...current,
+      ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)),
+      revision: current.revision + 1,
+      updateTime: this.clock.now(),
+    };
+    if (!(await this.uow.repos.certificates.update(updated, current.revision))) throw new EtagMismatchError(name);
+    return updated;
+  }
+
+  /** Deletes a certificate and all its versions in one transaction. @throws NotFoundError, EtagMismatchError */
+  async delete(instanceId: string, certificateId: string, etag: string): Promise<void> {
+    const current = await this.get(instanceId, certificateId);
+    const name = certificateName(instanceId, certificateId);
+    checkEtag(name, current.revision, etag);
+    const deleted = await this.uow.transaction((repos) => repos.certificates.delete(instanceId, certificateId, current.revision));
+    if (!deleted) throw new EtagMismatchError(name);
+  }
+
+  private async instance(instanceId: string): Promise<InstanceRecord> {
+    const instance = await this.uow.repos.instances.get(instanceId);
+    if (!instance) {
+      const name = instanceName(instanceId);
+      throw new NotFoundError("INSTANCE_NOT_FOUND", name, `instance ${name} does not exist`);
+    }
+    return instance;
+  }
+
+  /** Seals the three material fields with the instance's active DEK and counts the encryptions. */
+  private async sealVersion(
+    repos: Repositories,
+    instance: InstanceRecord,
+    cert: CertificateRecord,
+    version: number,
+    parsed: ParsedImport,
+    now: Date,
+  ): Promise<CertificateVersionRecord> {
+    const dek: LentDek = await this.keyring.activeDek(repos, instance);
+    try {
+      const plain = [parsed.material.certificatePem, parsed.material.privateKeyPem, parsed.material.intermediatesPem];
+      const sealed: string[] = [];
+      for (let i = 0; i < FIELDS.length; i++) {
+        if (plain[i] === "") {
+          sealed.push("");
+          continue;
+        }
+        const buf = Buffer.from(plain[i], "utf8");
+        try {
+          sealed.push(await seal({ id: dek.id, key: dek.key }, buf, secretContext(instance.id, cert.id, FIELDS[i])));
+        } finally {
+          buf.fill(0);
+        }
+      }
+      await repos.deks.addEncryptions(dek.id, sealed.filter((s) => s !== "").length);
+      return {
+        certificateId: cert.id,
+        version,
+        dekId: dek.id,
+        certificateJwe: sealed[0],
+        privateKeyJwe: sealed[1],
+        intermediatesJwe: sealed[2],
+        sha256Fingerprint: parsed.metadata.sha256Fingerprint,
+        createTime: now,
+      };
+    } finally {
+      dek.release();
+    }
+  }
+
+  private async replay(instanceId: string, certificateId: string, earlierFingerprint: string, fingerprint: string): Promise<CertificateRecord> {
+    if (earlierFingerprint !== fingerprint) {
+      throw new InvalidArgumentError(
+        "REQUEST_ID_REUSED",
+        "request_id",
+        "request_id was already used for an import of a different certificate; send a new request_id for a new request",
+      );
+    }
+    return this.get(instanceId, certificateId);
+  }
+
+  private async refuseDuplicate(instanceId: string, fingerprint: string): Promise<void> {
+    const holder = await this.uow.repos.certificates.findByFingerprint(instanceId, fingerprint);
+    if (holder) this.throwDuplicate(holder);
+  }
+
+  private throwDuplicate(holder: CertificateRecord): never {
+    const name = certificateName(holder.instanceId, holder.id);
+    throw new AlreadyExistsError(
+      "CERTIFICATE_ALREADY_EXISTS",
+      name,
+      `this certificate (SHA-256 ${holder.metadata.sha256Fingerprint}) is already stored as ${name}; use ReimportCertificate to replace its material`,
+      { sha256_fingerprint: holder.metadata.sha256Fingerprint },
+    );
+  }
+}
+
+/**
+ * The authenticated context of one sealed field: binding instance, certificate and field into the
+ * JWE protected header means a ciphertext copied to any other place fails to open (DESIGN.md).
+ */
+function secretContext(instanceId: string, certificateId: string, field: SecretField): SecretContext {
+  return { instance: instanceName(instanceId), certificate: certificateName(instanceId, certificateId), field };
+}

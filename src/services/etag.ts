@@ -1,0 +1,25 @@
+/**
+ * Etags (AIP-154): a short hash of a resource's id and revision, so it changes on every write and a client
+ * can make an update conditional on what it read.
+ */
+import { createHash } from "node:crypto";
+import { DomainError } from "../domain/errors.js";
+
+/** The etag of revision `revision` of resource `name`: 16 base64url characters in double quotes. */
+export function etagOf(name: string, revision: number): string {
+  return `"${createHash("sha256").update(`${name}\n${revision}`).digest("base64url").slice(0, 16)}"`;
+}
+
+/** Thrown when a sent etag does not match the current one; maps to ABORTED (AIP-154). */
+export class EtagMismatchError extends DomainError {
+  constructor(name: string) {
+    super("ABORTED", "ETAG_MISMATCH", `the etag sent for ${name} does not match its current etag: it changed since you read it; read it again and retry`, {
+      metadata: { resource: name },
+    });
+  }
+}
+
+/** @throws EtagMismatchError when `sent` is non-empty and differs from the current etag. */
+export function checkEtag(name: string, revision: number, sent: string | undefined): void {
+  if (sent && sent !== etagOf(name, revision)) throw new EtagMismatchError(name);
+}

@@ -1,0 +1,115 @@
+/**
+ * The certificate list filter and order (AIP-160 subset, AIP-132 `order_by`). Grammar:
+ *
+ *   filter      = comparison *( "AND" comparison )
+ *   comparison  = ("not_after" | "not_before") ("<" | "<=" | ">" | ">=") quoted-rfc3339
+ *               | "domain" "=" quoted-host
+ *               | "key_algorithm" "=" ("RSA" | "EC" | "ED25519" | "ED448")
+ */
+import type { KeyAlgorithm } from "../domain/certificate.js";
+import { InvalidArgumentError } from "../domain/errors.js";
+import type { CertificateFilter, CertificateOrderField } from "../domain/ports.js";
+
+const TOKEN = /\s*(?:("(?:[^"\\]|\\.)*")|(<=|>=|<|>|=)|([A-Za-z_][A-Za-z0-9_.]*))/y;
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const HOST = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const ALGORITHMS: KeyAlgorithm[] = ["RSA", "EC", "ED25519", "ED448"];
+
+function fail(message: string): never {
+  throw new InvalidArgumentError("INVALID_FILTER", "filter", message);
+}
+
+function tokenize(text: string): { kind: "string" | "op" | "word"; text: string }[] {
+  const out: { kind: "string" | "op" | "word"; text: string }[] = [];
+  TOKEN.lastIndex = 0;
+  let pos = 0;
+  while (pos < text.length) {
+    if (/^\s*$/.test(text.slice(pos))) break;
+    TOKEN.lastIndex = pos;
+    const m = TOKEN.exec(text);
+    if (!m) fail(`filter has an unexpected character at position ${pos + 1}: ${JSON.stringify(text.slice(pos, pos + 20))}`);
+    pos = TOKEN.lastIndex;
+    if (m[1] !== undefined) out.push({ kind: "string", text: JSON.parse(m[1]) as string });
+    else if (m[2] !== undefined) out.push({ kind: "op", text: m[2] });
+    else out.push({ kind: "word", text: m[3] });
+  }
+  return out;
+}
+
+/**
+ * Parses a ListCertificates filter.
+ * @returns the filter; `{}` for an empty string.
+ * @throws InvalidArgumentError INVALID_FILTER naming what is wrong and what is accepted.
+ */
+export function parseCertificateFilter(text: string): CertificateFilter {
+  if (text.length > 1024) fail("filter is longer than 1024 characters");
+  const tokens = tokenize(text);
+  const filter: CertificateFilter = {};
+  let i = 0;
+  while (i < tokens.length) {
+    const [field, op, value] = [tokens[i], tokens[i + 1], tokens[i + 2]];
+    if (!field || field.kind !== "word" || !op || op.kind !== "op" || !value) {
+      fail(`filter must be comparisons such as not_after < "2027-01-01T00:00:00Z" joined by AND`);
+    }
+    switch (field.text) {
+      case "not_after":
+      case "not_before": {
+        if (op.text === "=") fail(`${field.text} takes <, <=, > or >=, not =`);
+        if (value.kind !== "string" || !RFC3339.test(value.text) || Number.isNaN(Date.parse(value.text))) {
+          fail(`${field.text} must be compared with an RFC 3339 time in double quotes, such as "2027-01-01T00:00:00Z"`);
+        }
+        const key = field.text === "not_after" ? "notAfter" : "notBefore";
+        (filter[key] ??= []).push({ op: op.text as "<" | "<=" | ">" | ">=", value: new Date(value.text) });
+        break;
+      }
+      case "domain": {
+        if (op.text !== "=") fail(`domain takes =, not ${op.text}`);
+        const host = value.text.toLowerCase().replace(/\.$/, "");
+        if (value.kind !== "string" || host.length > 253 || !HOST.test(host)) {
+          fail(`domain must be a host name in double quotes, such as "www.example.com"`);
+        }
+        if (filter.domainForms) fail("domain may appear only once");
+        // A host matches its exact name and a wildcard one label up (RFC 6125 §6.4.3: `*` covers one label).
+        const forms = [host];
+        if (!host.startsWith("*.") && host.includes(".")) forms.push(`*.${host.slice(host.indexOf(".") + 1)}`);
+        filter.domainForms = forms;
+        break;
+      }
+      case "key_algorithm": {
+        if (op.text !== "=") fail(`key_algorithm takes =, not ${op.text}`);
+        const alg = value.text.toUpperCase().replace(/^KEY_ALGORITHM_/, "") as KeyAlgorithm;
+        if (!ALGORITHMS.includes(alg)) fail(`key_algorithm must be one of ${ALGORITHMS.join(", ")}`);
+        if (filter.keyAlgorithm) fail("key_algorithm may appear only once");
+        filter.keyAlgorithm = alg;
+        break;
+      }
+      default:
+        fail(`filter field ${JSON.stringify(field.text)} is unknown; use not_after, not_before, domain or key_algorithm`);
+    }
+    i += 3;
+    if (i < tokens.length) {
+      if (tokens[i].kind !== "word" || tokens[i].text !== "AND") fail(`comparisons must be joined by AND (OR and NOT are not supported)`);
+      i += 1;
+      if (i >= tokens.length) fail("filter ends with AND");
+    }
+  }
+  return filter;
+}
+
+/**
+ * Parses `order_by`: `create_time` (default), `not_after` or `display_name`, optionally followed by `desc`.
+ * @throws InvalidArgumentError INVALID_ORDER_BY.
+ */
+export function parseCertificateOrderBy(text: string): { field: CertificateOrderField; descending: boolean } {
+  const parts = text.trim().split(/\s+/).filter(Boolean);
+  if (parts.length === 0) return { field: "create_time", descending: false };
+  const [field, dir] = parts;
+  if (parts.length > 2 || !["create_time", "not_after", "display_name"].includes(field) || (dir !== undefined && !["asc", "desc"].includes(dir))) {
+    throw new InvalidArgumentError(
+      "INVALID_ORDER_BY",
+      "order_by",
+      `order_by must be create_time, not_after or display_name, optionally followed by desc; got ${JSON.stringify(text.slice(0, 100))}`,
+    );
+  }
+  return { field: field as CertificateOrderField, descending: dir === "desc" };
+}

@@ -1,0 +1,77 @@
+/**
+ * Knex client per dialect. SQLite (better-sqlite3) is the embedded default; MySQL/MariaDB (mysql2) is the
+ * production database. Dialect differences are kept here and in migrations.ts.
+ */
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import knexFactory, { type Knex } from "knex";
+import type { DatabaseConfig } from "../config/index.js";
+
+/** Creates a Knex instance for `cfg`. The SQLite file's directory is created with mode 0700. */
+export function createKnex(cfg: DatabaseConfig): Knex {
+  if (cfg.client === "sqlite") {
+    if (cfg.filename !== ":memory:") mkdirSync(path.dirname(cfg.filename), { recursive: true, mode: 0o700 });
+    return knexFactory({
+      client: "better-sqlite3",
+      connection: { filename: cfg.filename },
+      useNullAsDefault: true,
+      pool: {
+        min: 1,
+        max: 1,
+        // WAL + NORMAL: 10x faster autocommit inserts than the rollback journal (TOOLCHAIN.md, pitfall 6);
+        // busy_timeout lets a second process (npm run migrate) wait instead of failing.
+        afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+          try {
+            conn.pragma("journal_mode = WAL");
+            conn.pragma("synchronous = NORMAL");
+            conn.pragma("foreign_keys = ON");
+            conn.pragma("busy_timeout = 5000");
+            done(null, conn);
+          } catch (err) {
+            done(err as Error, conn);
+          }
+        },
+      },
+    });
+  }
+  return knexFactory({
+    client: "mysql2",
+    connection: {
+      uri: cfg.url,
+      timezone: "Z",
+      charset: "utf8mb4",
+      supportBigNumbers: true,
+      bigNumberStrings: false,
+    } as Knex.MySql2ConnectionConfig & { uri: string },
+    pool: {
+      min: 0,
+      max: cfg.poolMax,
+      // Strict mode so MySQL never truncates silently; UTC so nothing depends on the server's zone.
+      afterCreate(
+        conn: { query(sql: string, cb: (err: Error | null) => void): void },
+        done: (err: Error | null, conn: unknown) => void,
+      ) {
+        conn.query(
+          "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'",
+          (err) => done(err, conn),
+        );
+      },
+    },
+  });
+}
+
+/** True when `err` is a unique/primary key violation on either dialect. */
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number };
+  return (
+    e?.code === "ER_DUP_ENTRY" ||
+    e?.errno === 1062 ||
+    e?.code === "SQLITE_CONSTRAINT_UNIQUE" ||
+    e?.code === "SQLITE_CONSTRAINT_PRIMARYKEY"
+  );
+}
+
+/** True when `db` talks to MySQL/MariaDB. */
+export function isMysql(db: Knex): boolean {
+  return db.client.config.client === "mysql2";
+}

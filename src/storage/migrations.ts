@@ -1,0 +1,139 @@
+/**
+ * Schema migrations, provided in code (no files to ship) and run by Knex's migrator, which takes a lock in
+ * the database so several replicas starting together run each migration once. One set for SQLite and
+ * MySQL/MariaDB: times are BIGINT epoch milliseconds (UTC, no time-zone conversion on either dialect, exact
+ * from 1950 to 9999), secret material is opaque JWE text in MEDIUMTEXT (16 MiB on MySQL; TEXT is only 64 KiB).
+ */
+import type { Knex } from "knex";
+import { isMysql } from "./db.js";
+
+interface Migration {
+  name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+/** MySQL only: UTF-8 for every character and binary collation, so ordering matches SQLite's memcmp. */
+function utf8mb4(knex: Knex, t: Knex.CreateTableBuilder): void {
+  if (!isMysql(knex)) return;
+  t.charset("utf8mb4");
+  t.collate("utf8mb4_bin");
+}
+
+const initial: Migration = {
+  name: "0001_initial",
+  async up(knex) {
+    await knex.schema.createTable("instances", (t) => {
+      utf8mb4(knex, t);
+      t.string("id", 36).primary();
+      t.string("display_name", 256).notNullable();
+      t.text("description").notNullable();
+      t.text("labels").notNullable();
+      t.string("state", 32).notNullable();
+      t.string("root_key_backend", 32).notNullable();
+      t.string("root_key_id", 128).notNullable();
+      t.integer("revision").notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.bigInteger("update_time").notNullable();
+      t.index(["create_time", "id"], "instances_create_time_id");
+    });
+    await knex.schema.createTable("deks", (t) => {
+      utf8mb4(knex, t);
+      t.string("id", 64).primary();
+      t.string("instance_id", 36).notNullable().references("id").inTable("instances");
+      t.text("wrapped_key").notNullable();
+      t.integer("root_key_version").notNullable();
+      t.string("state", 16).notNullable();
+      t.bigInteger("encryption_count").notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.index(["instance_id", "state"], "deks_instance_state");
+    });
+    await knex.schema.createTable("certificates", (t) => {
+      utf8mb4(knex, t);
+      t.string("id", 36).primary();
+      t.string("instance_id", 36).notNullable().references("id").inTable("instances");
+      t.string("display_name", 256).notNullable();
+      t.text("description").notNullable();
+      t.text("labels").notNullable();
+      t.text("subject_common_name").notNullable();
+      t.text("subject").notNullable();
+      t.text("issuer").notNullable();
+      t.text("sans", "mediumtext").notNullable();
+      t.string("serial_number", 128).notNullable();
+      t.bigInteger("not_before").notNullable();
+      t.bigInteger("not_after").notNullable();
+      t.string("key_algorithm", 16).notNullable();
+      t.integer("key_size").notNullable();
+      t.string("key_curve", 16).notNullable();
+      t.string("sha256_fingerprint", 64).notNullable();
+      t.boolean("self_signed").notNullable();
+      t.boolean("has_private_key").notNullable();
+      t.integer("intermediate_count").notNullable();
+      t.integer("current_version").notNullable();
+      t.integer("revision").notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.bigInteger("update_time").notNullable();
+      t.unique(["instance_id", "sha256_fingerprint"], { indexName: "certificates_instance_fingerprint" });
+      t.index(["instance_id", "create_time", "id"], "certificates_instance_create_time");
+      t.index(["instance_id", "not_after", "id"], "certificates_instance_not_after");
+      t.index(["instance_id", "display_name", "id"], "certificates_instance_display_name");
+    });
+    await knex.schema.createTable("certificate_versions", (t) => {
+      utf8mb4(knex, t);
+      t.string("certificate_id", 36).notNullable().references("id").inTable("certificates");
+      t.integer("version").notNullable();
+      t.string("dek_id", 64).notNullable().references("id").inTable("deks");
+      t.text("certificate_jwe", "mediumtext").notNullable();
+      t.text("private_key_jwe", "mediumtext").notNullable();
+      t.text("intermediates_jwe", "mediumtext").notNullable();
+      t.string("sha256_fingerprint", 64).notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.primary(["certificate_id", "version"]);
+    });
+    // One row per host name a certificate is valid for (DNS SANs, or the CN without them), lowercased, so
+    // `domain = "..."` filters use an index instead of scanning JSON.
+    await knex.schema.createTable("certificate_domains", (t) => {
+      utf8mb4(knex, t);
+      t.string("certificate_id", 36).notNullable().references("id").inTable("certificates");
+      t.string("instance_id", 36).notNullable();
+      t.string("domain", 253).notNullable();
+      t.primary(["certificate_id", "domain"]);
+      t.index(["instance_id", "domain"], "certificate_domains_instance_domain");
+    });
+    await knex.schema.createTable("request_ids", (t) => {
+      utf8mb4(knex, t);
+      t.string("scope", 64).notNullable();
+      t.string("request_id", 64).notNullable();
+      t.string("resource_id", 36).notNullable();
+      t.string("fingerprint", 128).notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.primary(["scope", "request_id"]);
+    });
+  },
+  async down(knex) {
+    for (const table of ["request_ids", "certificate_domains", "certificate_versions", "certificates", "deks", "instances"]) {
+      await knex.schema.dropTableIfExists(table);
+    }
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial];
+
+/** Knex migration source serving MIGRATIONS in order. */
+class CodeMigrationSource implements Knex.MigrationSource<Migration> {
+  async getMigrations(): Promise<Migration[]> {
+    return MIGRATIONS;
+  }
+  getMigrationName(m: Migration): string {
+    return m.name;
+  }
+  async getMigration(m: Migration): Promise<Knex.Migration> {
+    return { up: m.up, down: m.down };
+  }
+}
+
+/** Applies every pending migration. Safe to call from several processes at once (Knex migration lock). */
+export async function migrateLatest(knex: Knex): Promise<string[]> {
+  const [, applied] = (await knex.migrate.latest({ migrationSource: new CodeMigrationSource() })) as [number, string[]];
+  return applied;
+}

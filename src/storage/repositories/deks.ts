@@ -1,0 +1,67 @@
+/** Wrapped DEK repository: table `deks`. Holds only wrapped keys (JWE); plaintext DEKs never reach it. */
+import type { Knex } from "knex";
+import type { DekRecord, DekRepository } from "../../domain/ports.js";
+
+const TABLE = "deks";
+const COLUMNS = ["id", "instance_id", "wrapped_key", "root_key_version", "state", "encryption_count", "create_time"] as const;
+
+interface Row {
+  id: string;
+  instance_id: string;
+  wrapped_key: string;
+  root_key_version: number;
+  state: string;
+  encryption_count: number | string;
+  create_time: number | string;
+}
+
+function rowToDek(r: Row): DekRecord {
+  return {
+    id: r.id,
+    instanceId: r.instance_id,
+    wrappedKey: r.wrapped_key,
+    rootKeyVersion: Number(r.root_key_version),
+    state: r.state as DekRecord["state"],
+    encryptionCount: Number(r.encryption_count),
+    createTime: new Date(Number(r.create_time)),
+  };
+}
+
+function dekToRow(d: DekRecord): Row {
+  return {
+    id: d.id,
+    instance_id: d.instanceId,
+    wrapped_key: d.wrappedKey,
+    root_key_version: d.rootKeyVersion,
+    state: d.state,
+    encryption_count: d.encryptionCount,
+    create_time: d.createTime.getTime(),
+  };
+}
+
+/** Knex implementation of DekRepository. */
+export class KnexDekRepository implements DekRepository {
+  constructor(private readonly db: Knex | Knex.Transaction) {}
+
+  async insert(dek: DekRecord): Promise<void> {
+    await this.db(TABLE).insert(dekToRow(dek));
+  }
+
+  async get(id: string): Promise<DekRecord | undefined> {
+    const row = (await this.db(TABLE).select(COLUMNS).where({ id }).first()) as Row | undefined;
+    return row && rowToDek(row);
+  }
+
+  async getActive(instanceId: string): Promise<DekRecord | undefined> {
+    const row = (await this.db(TABLE)
+      .select(COLUMNS)
+      .where({ instance_id: instanceId, state: "ACTIVE" })
+      .orderBy("create_time", "desc")
+      .first()) as Row | undefined;
+    return row && rowToDek(row);
+  }
+
+  async addEncryptions(id: string, n: number): Promise<void> {
+    await this.db(TABLE).where({ id }).increment("encryption_count", n);
+  }
+}

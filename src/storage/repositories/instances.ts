@@ -1,0 +1,91 @@
+/** Instance repository: table `instances`. */
+import type { Knex } from "knex";
+import type { InstanceRecord, InstanceRepository, KeysetCursor } from "../../domain/ports.js";
+
+const TABLE = "instances";
+const COLUMNS = [
+  "id",
+  "display_name",
+  "description",
+  "labels",
+  "state",
+  "root_key_backend",
+  "root_key_id",
+  "revision",
+  "create_time",
+  "update_time",
+] as const;
+
+interface Row {
+  id: string;
+  display_name: string;
+  description: string;
+  labels: string;
+  state: string;
+  root_key_backend: string;
+  root_key_id: string;
+  revision: number;
+  create_time: number | string;
+  update_time: number | string;
+}
+
+function rowToInstance(r: Row): InstanceRecord {
+  return {
+    id: r.id,
+    displayName: r.display_name,
+    description: r.description,
+    labels: JSON.parse(r.labels) as Record<string, string>,
+    state: r.state as InstanceRecord["state"],
+    rootKeyBackend: r.root_key_backend,
+    rootKeyId: r.root_key_id,
+    revision: Number(r.revision),
+    createTime: new Date(Number(r.create_time)),
+    updateTime: new Date(Number(r.update_time)),
+  };
+}
+
+function instanceToRow(i: InstanceRecord): Row {
+  return {
+    id: i.id,
+    display_name: i.displayName,
+    description: i.description,
+    labels: JSON.stringify(i.labels),
+    state: i.state,
+    root_key_backend: i.rootKeyBackend,
+    root_key_id: i.rootKeyId,
+    revision: i.revision,
+    create_time: i.createTime.getTime(),
+    update_time: i.updateTime.getTime(),
+  };
+}
+
+/** Knex implementation of InstanceRepository over `db` (a Knex instance or a transaction). */
+export class KnexInstanceRepository implements InstanceRepository {
+  constructor(private readonly db: Knex | Knex.Transaction) {}
+
+  async insert(instance: InstanceRecord): Promise<void> {
+    await this.db(TABLE).insert(instanceToRow(instance));
+  }
+
+  async get(id: string): Promise<InstanceRecord | undefined> {
+    const row = (await this.db(TABLE).select(COLUMNS).where({ id }).first()) as Row | undefined;
+    return row && rowToInstance(row);
+  }
+
+  async list(limit: number, after?: KeysetCursor): Promise<InstanceRecord[]> {
+    const q = this.db(TABLE).select(COLUMNS);
+    if (after) {
+      q.where((w) =>
+        w.where("create_time", ">", after.value).orWhere((w2) => w2.where("create_time", after.value).andWhere("id", ">", after.id)),
+      );
+    }
+    const rows = (await q.orderBy([{ column: "create_time" }, { column: "id" }]).limit(limit)) as Row[];
+    return rows.map(rowToInstance);
+  }
+
+  async update(instance: InstanceRecord, expectedRevision: number): Promise<boolean> {
+    const { id, create_time: _c, ...rest } = instanceToRow(instance);
+    const n = await this.db(TABLE).where({ id, revision: expectedRevision }).update(rest);
+    return n === 1;
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Starts the real service (src/main.ts startService) on an ephemeral loopback port against SQLite or
+ * MariaDB, and makes generated grpc-js clients for it. Each started service gets its own data directory and,
+ * on MariaDB, its own database, dropped at stop.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { credentials, Metadata, type Client, type ServiceError } from "@grpc/grpc-js";
+import knexFactory from "knex";
+import pino from "pino";
+import * as certificatePb from "../../gen/ts/certmanager/v1/certificate.js";
+import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
+import { BadRequest, ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { Status } from "../../gen/ts/google/rpc/status.js";
+import { loadConfig, type Config } from "../../src/config/index.js";
+import type { Clock } from "../../src/domain/ports.js";
+import { startService, type RunningService } from "../../src/main.js";
+
+/** Root URL of the test MariaDB server (no database part). */
+export const MYSQL_URL = process.env.CM_TEST_MYSQL_URL ?? "mysql://root@127.0.0.1:3306";
+
+/** Whether MariaDB answers; when CM_TEST_REQUIRE_MYSQL=1 (set by .ci/run) an unreachable server is an error. */
+export async function mysqlAvailable(): Promise<boolean> {
+  const k = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL_URL}/`, connectTimeout: 2000 } as never, pool: { min: 0, max: 1 } });
+  try {
+    await k.raw("select 1");
+    return true;
+  } catch (err) {
+    if (process.env.CM_TEST_REQUIRE_MYSQL === "1") throw new Error(`MariaDB is required (CM_TEST_REQUIRE_MYSQL=1) but ${MYSQL_URL} does not answer: ${(err as Error).message}`);
+    return false;
+  } finally {
+    await k.destroy();
+  }
+}
+
+/** The databases to run integration suites on: SQLite always, MariaDB when it answers. */
+export async function databases(): Promise<("sqlite" | "mysql")[]> {
+  return (await mysqlAvailable()) ? ["sqlite", "mysql"] : ["sqlite"];
+}
+
+/** A movable clock for tests. */
+export class TestClock implements Clock {
+  constructor(private t = Date.now()) {}
+  now(): Date {
+    return new Date(this.t);
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+/** A started service with its clients. */
+export interface TestService {
+  service: RunningService;
+  config: Config;
+  dataDir: string;
+  /** `mysql://.../<db>` of this service's own database, when on MariaDB. */
+  mysqlDatabaseUrl?: string;
+  /** Promise-returning InstanceService stub taking partial requests. */
+  instances: Rpc<typeof instancePb.InstanceServiceService>;
+  /** Promise-returning CertificateService stub taking partial requests. */
+  certificates: Rpc<typeof certificatePb.CertificateServiceService>;
+  address: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a service on `db` with a fresh data directory (and database). Extra env overrides the defaults. */
+export async function startTestService(db: "sqlite" | "mysql", env: Record<string, string> = {}, clock?: Clock): Promise<TestService> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "cm-test-"));
+  let mysqlDatabaseUrl: string | undefined;
+  let dropDb: (() => Promise<void>) | undefined;
+  if (db === "mysql") {
+    const name = `cm_test_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
+    const admin = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL_URL}/` } as never, pool: { min: 0, max: 1 } });
+    await admin.raw(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+    await admin.destroy();
+    mysqlDatabaseUrl = `${MYSQL_URL}/${name}`;
+    dropDb = async () => {
+      const a = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL_URL}/` } as never, pool: { min: 0, max: 1 } });
+      await a.raw(`DROP DATABASE IF EXISTS \`${name}\``);
+      await a.destroy();
+    };
+  }
+  const config = loadConfig({
+    CM_DATA_DIR: dataDir,
+    CM_LISTEN_ADDRESS: "127.0.0.1:0",
+    CM_LOG_LEVEL: process.env.CM_TEST_LOG_LEVEL ?? "silent",
+    CM_SHUTDOWN_GRACE_SECONDS: "2",
+    ...(mysqlDatabaseUrl ? { CM_DATABASE_URL: mysqlDatabaseUrl } : {}),
+    ...env,
+  });
+  const service = await startService(config, { log: pino({ level: config.logLevel }), clock });
+  const address = `127.0.0.1:${service.port}`;
+  const instanceClient = new instancePb.InstanceServiceClient(address, credentials.createInsecure());
+  const certificateClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure());
+  const instances = promisify(instanceClient, instancePb.InstanceServiceService, instancePb);
+  const certificates = promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb);
+  return {
+    service,
+    config,
+    dataDir,
+    mysqlDatabaseUrl,
+    instances,
+    certificates,
+    address,
+    async stop() {
+      instanceClient.close();
+      certificateClient.close();
+      await service.stop();
+      await dropDb?.();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+type DeepPartial<T> = T extends Date | Buffer | Uint8Array
+  ? T
+  : T extends (infer U)[]
+    ? DeepPartial<U>[]
+    : T extends object
+      ? { [K in keyof T]?: DeepPartial<T[K]> }
+      : T;
+
+/** Unary methods of a generated service definition as promise-returning functions taking partial requests. */
+export type Rpc<S> = {
+  [K in keyof S]: S[K] extends { requestSerialize(value: infer Req): Buffer; responseDeserialize(value: Buffer): infer Res; responseStream: false }
+    ? (req: DeepPartial<Req>, metadata?: Metadata) => Promise<Res>
+    : never;
+};
+
+interface MethodDef {
+  path: string;
+  responseStream: boolean;
+  requestSerialize(value: unknown): Buffer;
+  responseDeserialize(value: Buffer): unknown;
+}
+
+/**
+ * Wraps a generated client: every unary method takes a partial request (filled by the generated
+ * `<Rpc>Request.fromPartial`, buf STANDARD naming) and returns a promise.
+ */
+export function promisify<S extends Record<string, MethodDef>>(client: Client, def: S, pb: object): Rpc<S> {
+  const out: Record<string, unknown> = {};
+  for (const [key, m] of Object.entries(def)) {
+    if (m.responseStream) continue;
+    const type = (pb as Record<string, { fromPartial(p: unknown): unknown }>)[`${m.path.split("/").pop()}Request`];
+    out[key] = (req: unknown, md = new Metadata()) =>
+      new Promise((resolve, reject) =>
+        client.makeUnaryRequest(m.path, (v: unknown) => m.requestSerialize(type.fromPartial(v)), m.responseDeserialize, req, md, (err, res) =>
+          err ? reject(err) : resolve(res),
+        ),
+      );
+  }
+  return out as Rpc<S>;
+}
+
+/** The decoded rich status of a failed call. */
+export interface RichError {
+  code: number;
+  message: string;
+  reason: string;
+  domain: string;
+  metadata: Record<string, string>;
+  fieldViolations: { field: string; description: string }[];
+}
+
+/** Decodes `grpc-status-details-bin` of a ServiceError into its ErrorInfo and BadRequest. */
+export function richError(err: unknown): RichError {
+  const e = err as ServiceError;
+  const bin = e.metadata?.get("grpc-status-details-bin")[0];
+  if (!bin) throw new Error(`no grpc-status-details-bin on error ${e.code}: ${e.message}`);
+  const status = Status.decode(bin as Buffer);
+  const out: RichError = { code: status.code, message: status.message, reason: "", domain: "", metadata: {}, fieldViolations: [] };
+  let infos = 0;
+  for (const d of status.details) {
+    if (d.typeUrl === "type.googleapis.com/google.rpc.ErrorInfo") {
+      const info = ErrorInfo.decode(d.value);
+      infos++;
+      Object.assign(out, { reason: info.reason, domain: info.domain, metadata: info.metadata });
+    } else if (d.typeUrl === "type.googleapis.com/google.rpc.BadRequest") {
+      out.fieldViolations = BadRequest.decode(d.value).fieldViolations.map((v) => ({ field: v.field, description: v.description }));
+    }
+  }
+  if (infos !== 1) throw new Error(`expected exactly one ErrorInfo, got ${infos}`);
+  if (status.code !== e.code) throw new Error(`status code ${status.code} in details differs from the call's ${e.code}`);
+  return out;
+}
+
+/** Awaits a call expected to fail and returns its decoded rich status. */
+export async function expectFailure(p: Promise<unknown>): Promise<RichError> {
+  try {
+    await p;
+  } catch (err) {
+    return richError(err);
+  }
+  throw new Error("expected the call to fail, it succeeded");
+}

@@ -1,0 +1,293 @@
+import { randomBytes } from "node:crypto";
+import { promises as fsp } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+import { parseProtectedHeader } from "../../src/crypto/jwe.js";
+import { LOCAL_KEYSTORE_FORMAT, LocalRootKeyBackend, type LocalKeystoreDocument } from "../../src/crypto/rootkeys/local.js";
+import { AlreadyExistsError, RootKeyError } from "../../src/domain/errors.js";
+import { expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
+
+const X = { instance: "instances/x" };
+const Y = { instance: "instances/y" };
+
+async function expectRootKeyError(p: Promise<unknown>, reason: string): Promise<RootKeyError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RootKeyError);
+  expect((err as RootKeyError).reason).toBe(reason);
+  return err as RootKeyError;
+}
+
+describe("crypto/rootkeys/local", () => {
+  let dir: string;
+  let file: string;
+  const opened: LocalRootKeyBackend[] = [];
+  const openBackend = async (p = file, createIfMissing = true): Promise<LocalRootKeyBackend> => {
+    const b = await LocalRootKeyBackend.open(p, { createIfMissing, defaultKeyId: "default" });
+    opened.push(b);
+    return b;
+  };
+  const readDoc = async (): Promise<LocalKeystoreDocument> => JSON.parse(await fsp.readFile(file, "utf8")) as LocalKeystoreDocument;
+
+  beforeEach(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), "cm-keystore-"));
+    file = path.join(dir, "keystore.json");
+  });
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((b) => b.close()));
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it("creates the keystore on first start, mode 0600, with root key default version 1", async () => {
+    const b = await openBackend();
+    const st = await fsp.stat(file);
+    expect(st.mode & 0o777).toBe(0o600);
+    const doc = await readDoc();
+    expect(doc.format).toBe(LOCAL_KEYSTORE_FORMAT);
+    expect(doc.keys).toHaveLength(1);
+    expect(doc.keys[0]).toMatchObject({ keyId: "default", currentVersion: 1 });
+    expect(doc.keys[0]!.versions[0]).toMatchObject({ kty: "oct", alg: "A256KW", kid: "local/default/1", version: 1, state: "ENABLED" });
+    expect(Buffer.from(doc.keys[0]!.versions[0]!.k!, "base64url")).toHaveLength(32);
+    expect(await b.describe("default")).toEqual({ backend: "local", keyId: "default", state: "ENABLED", currentVersion: 1 });
+    expect(b.name).toBe("local");
+  });
+
+  it("creates the keystore 0600 even under a permissive umask", async () => {
+    const old = process.umask(0o000);
+    try {
+      await openBackend();
+    } finally {
+      process.umask(old);
+    }
+    expect((await fsp.stat(file)).mode & 0o777).toBe(0o600);
+  });
+
+  it("reopens an existing keystore with the same keys", async () => {
+    const a = await openBackend();
+    const wrapped = await a.wrap(randomBytes(32), "default", X);
+    await a.close();
+    const b = await openBackend();
+    expect(await b.unwrap(wrapped, X)).toHaveLength(32);
+  });
+
+  it("two processes creating at once end up with one keystore (no clobbering)", async () => {
+    const [a, b] = await Promise.all([openBackend(), openBackend()]);
+    const dek = randomBytes(32);
+    expect((await b.unwrap(await a.wrap(dek, "default", X), X)).equals(dek)).toBe(true);
+  });
+
+  it("fails when missing and createIfMissing is false", async () => {
+    await expect(openBackend(file, false)).rejects.toThrow(/does not exist/);
+  });
+
+  it.each([0o644, 0o640, 0o604, 0o660, 0o602])("refuses to start when the keystore has mode %o", async (mode) => {
+    const b = await openBackend();
+    await b.close();
+    await fsp.chmod(file, mode);
+    await expect(openBackend()).rejects.toThrow(/chmod 600/);
+  });
+
+  it("refuses a symlinked keystore and a malformed one", async () => {
+    await (await openBackend()).close();
+    const link = path.join(dir, "link.json");
+    await fsp.symlink(file, link);
+    await expect(openBackend(link)).rejects.toThrow(/symbolic link/);
+    const bad = path.join(dir, "bad.json");
+    await fsp.writeFile(bad, JSON.stringify({ format: LOCAL_KEYSTORE_FORMAT, keys: [{ keyId: "k", versions: [] }] }), { mode: 0o600 });
+    await expect(openBackend(bad)).rejects.toThrow(/malformed/);
+    await fsp.writeFile(bad, "{", { mode: 0o600 });
+    await expect(openBackend(bad)).rejects.toThrow(/malformed: not JSON/);
+  });
+
+  it("stops serving when the keystore becomes group/world readable at runtime", async () => {
+    const b = await openBackend();
+    await fsp.chmod(file, 0o644);
+    const err = await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_UNAVAILABLE");
+    expect(err.message).toMatch(/chmod 600/);
+    await expect(b.check()).rejects.toBeInstanceOf(RootKeyError);
+  });
+
+  it("wraps with kid local/<key>/<version> and the instance in the protected header, and unwraps", async () => {
+    const b = await openBackend();
+    const dek = randomBytes(32);
+    const wrapped = await b.wrap(dek, "default", X);
+    expect(parseProtectedHeader(wrapped)).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: "instances/x" });
+    expect((await b.unwrap(wrapped, X)).equals(dek)).toBe(true);
+  });
+
+  it("a wrapped DEK of instance X does not unwrap for instance Y", async () => {
+    const b = await openBackend();
+    const wrapped = await b.wrap(randomBytes(32), "default", X);
+    await expectDecryptionError(b.unwrap(wrapped, Y));
+  });
+
+  it("a header rewritten to name instance Y fails authentication", async () => {
+    const b = await openBackend();
+    const seg = (await b.wrap(randomBytes(32), "default", X)).split(".");
+    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: "instances/y" })).toString("base64url");
+    await expectDecryptionError(b.unwrap(seg.join("."), Y));
+  });
+
+  it.each([0, 1, 2, 3, 4])("rejects tampering with segment %i of a wrapped DEK", async (i) => {
+    const b = await openBackend();
+    const wrapped = await b.wrap(randomBytes(32), "default", X);
+    await expectDecryptionError(b.unwrap(tamperSegment(wrapped, i), X));
+  });
+
+  it("rejects a kid of another backend or a malformed kid as DecryptionError", async () => {
+    const b = await openBackend();
+    const seg = (await b.wrap(randomBytes(32), "default", X)).split(".");
+    for (const kid of ["pkcs11/default/1", "local/default", "local/default/0", "local/default/1/2", "local/../1"]) {
+      seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid, cm_instance: "instances/x" })).toString("base64url");
+      await expectDecryptionError(b.unwrap(seg.join("."), X));
+    }
+  });
+
+  it("routes by kid: rotation makes a new current version and old versions keep unwrapping", async () => {
+    const b = await openBackend();
+    const dek1 = randomBytes(32);
+    const w1 = await b.wrap(dek1, "default", X);
+    const info = await b.rotate("default");
+    expect(info).toMatchObject({ keyId: "default", currentVersion: 2, state: "ENABLED" });
+    expect(info.versions.map((v) => v.version)).toEqual([1, 2]);
+    expect(JSON.stringify(info)).not.toMatch(/"k"/); // no key material in reports
+    const dek2 = randomBytes(32);
+    const w2 = await b.wrap(dek2, "default", X);
+    expect(parseProtectedHeader(w2).kid).toBe("local/default/2");
+    expect((await b.unwrap(w1, X)).equals(dek1)).toBe(true);
+    expect((await b.unwrap(w2, X)).equals(dek2)).toBe(true);
+    expect(await b.describe("default")).toEqual({ backend: "local", keyId: "default", state: "ENABLED", currentVersion: 2 });
+    // A v1 JWE relabelled as v2 is decrypted with v2's KEK and fails.
+    const seg = w1.split(".");
+    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/2", cm_instance: "instances/x" })).toString("base64url");
+    await expectDecryptionError(b.unwrap(seg.join("."), X));
+  });
+
+  it("unknown key or version -> ROOT_KEY_NOT_FOUND", async () => {
+    const b = await openBackend();
+    await expectRootKeyError(b.wrap(randomBytes(32), "nope", X), "ROOT_KEY_NOT_FOUND");
+    await expectRootKeyError(b.describe("nope"), "ROOT_KEY_NOT_FOUND");
+    await expectRootKeyError(b.rotate("nope"), "ROOT_KEY_NOT_FOUND");
+    await expectRootKeyError(b.setState("default", 9, "DISABLED"), "ROOT_KEY_NOT_FOUND");
+    const seg = (await b.wrap(randomBytes(32), "default", X)).split(".");
+    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/7", cm_instance: "instances/x" })).toString("base64url");
+    await expectRootKeyError(b.unwrap(seg.join("."), X), "ROOT_KEY_NOT_FOUND");
+  });
+
+  it("disabled -> ROOT_KEY_DISABLED for wrap and unwrap; enabling restores both", async () => {
+    const b = await openBackend();
+    const dek = randomBytes(32);
+    const wrapped = await b.wrap(dek, "default", X);
+    const info = await b.setState("default", 1, "DISABLED");
+    expect(info.state).toBe("DISABLED");
+    expect((await b.describe("default")).state).toBe("DISABLED");
+    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_DISABLED");
+    await expectRootKeyError(b.unwrap(wrapped, X), "ROOT_KEY_DISABLED");
+    await b.setState("default", 1, "ENABLED");
+    expect((await b.unwrap(wrapped, X)).equals(dek)).toBe(true);
+  });
+
+  it("disabling a key without a version disables every version", async () => {
+    const b = await openBackend();
+    const w1 = await b.wrap(randomBytes(32), "default", X);
+    await b.rotate("default");
+    const w2 = await b.wrap(randomBytes(32), "default", X);
+    const info = await b.setState("default", undefined, "DISABLED");
+    expect(info.versions.map((v) => v.state)).toEqual(["DISABLED", "DISABLED"]);
+    await expectRootKeyError(b.unwrap(w1, X), "ROOT_KEY_DISABLED");
+    await expectRootKeyError(b.unwrap(w2, X), "ROOT_KEY_DISABLED");
+    await b.setState("default", undefined, "ENABLED");
+    expect(await b.unwrap(w1, X)).toHaveLength(32);
+  });
+
+  it("destroyed -> ROOT_KEY_DESTROYED; k is erased from the file; destroy is terminal", async () => {
+    const b = await openBackend();
+    const wrapped = await b.wrap(randomBytes(32), "default", X);
+    const k = (await readDoc()).keys[0]!.versions[0]!.k!;
+    await expect(b.setState("default", undefined, "DESTROYED")).rejects.toThrow(TypeError); // needs a version
+    const info = await b.setState("default", 1, "DESTROYED");
+    expect(info.versions[0]).toMatchObject({ state: "DESTROYED" });
+    expect(info.versions[0]!.destroyTime).toBeTypeOf("string");
+    await expectRootKeyError(b.unwrap(wrapped, X), "ROOT_KEY_DESTROYED");
+    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_DESTROYED");
+    expect((await b.describe("default")).state).toBe("DESTROYED");
+    const text = await fsp.readFile(file, "utf8");
+    expect(text).not.toContain(k);
+    expect(JSON.parse(text).keys[0].versions[0]).not.toHaveProperty("k");
+    await expectRootKeyError(b.setState("default", 1, "ENABLED"), "ROOT_KEY_DESTROYED");
+    await b.setState("default", 1, "DESTROYED"); // idempotent
+    // A new version brings the key back for new wraps.
+    await b.rotate("default");
+    expect(await b.unwrap(await b.wrap(randomBytes(32), "default", X), X)).toHaveLength(32);
+  });
+
+  it("createKey / listKeys; duplicate ids and malformed ids are refused", async () => {
+    const b = await openBackend();
+    const created = await b.createKey("byok-1");
+    expect(created).toMatchObject({ backend: "local", keyId: "byok-1", currentVersion: 1, state: "ENABLED" });
+    await expect(b.createKey("byok-1")).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expect(b.createKey("a/b")).rejects.toThrow(TypeError);
+    await expect(b.createKey("")).rejects.toThrow(TypeError);
+    const list = await b.listKeys();
+    expect(list.map((k) => k.keyId)).toEqual(["byok-1", "default"]);
+    expect(JSON.stringify(list)).not.toMatch(/"k"/);
+    const dek = randomBytes(32);
+    const w = await b.wrap(dek, "byok-1", X);
+    expect(parseProtectedHeader(w).kid).toBe("local/byok-1/1");
+    expect((await b.unwrap(w, X)).equals(dek)).toBe(true);
+  });
+
+  it("sees changes made by another process (e.g. the keys CLI) without a restart", async () => {
+    const service = await openBackend();
+    const cli = await openBackend();
+    const wrapped = await service.wrap(randomBytes(32), "default", X);
+    await cli.setState("default", 1, "DISABLED");
+    await expectRootKeyError(service.unwrap(wrapped, X), "ROOT_KEY_DISABLED");
+    await cli.setState("default", 1, "ENABLED");
+    await cli.rotate("default");
+    expect((await service.describe("default")).currentVersion).toBe(2);
+  });
+
+  it("serializes concurrent changes across two handles (lock file): no lost updates", async () => {
+    const a = await openBackend();
+    const b = await openBackend();
+    await Promise.all([a.createKey("k1"), b.createKey("k2"), a.createKey("k3"), b.createKey("k4"), a.rotate("default"), b.rotate("default")]);
+    const list = await a.listKeys();
+    expect(list.map((k) => k.keyId)).toEqual(["default", "k1", "k2", "k3", "k4"]);
+    expect(list.find((k) => k.keyId === "default")!.currentVersion).toBe(3);
+  });
+
+  it("writes atomically: mode stays 0600 and no temp, old or lock files are left behind", async () => {
+    const b = await openBackend();
+    await b.rotate("default");
+    await b.setState("default", 1, "DESTROYED");
+    expect((await fsp.stat(file)).mode & 0o777).toBe(0o600);
+    expect(await fsp.readdir(dir)).toEqual(["keystore.json"]);
+  });
+
+  it("rejects bad inputs as programming errors", async () => {
+    const b = await openBackend();
+    await expect(b.wrap(randomBytes(16), "default", X)).rejects.toThrow(TypeError);
+    await expect(b.wrap(randomBytes(32), "default", { instance: "x" })).rejects.toThrow(TypeError);
+    await expect(b.unwrap("a.b.c.d.e", { instance: "" })).rejects.toThrow(TypeError);
+  });
+
+  it("after close, calls fail with ROOT_KEY_UNAVAILABLE", async () => {
+    const b = await openBackend();
+    await b.close();
+    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_UNAVAILABLE");
+    await expectRootKeyError(b.check(), "ROOT_KEY_UNAVAILABLE");
+  });
+
+  it("check() passes on a healthy keystore and fails when the file is gone", async () => {
+    const b = await openBackend();
+    await b.check();
+    await fsp.rm(file);
+    await expectRootKeyError(b.check(), "ROOT_KEY_UNAVAILABLE");
+  });
+});
