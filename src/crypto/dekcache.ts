@@ -3,7 +3,7 @@
  * root key is disabled"). Unwrapping costs a root-key backend round trip (an HSM call, or ~140 µs in node-jose),
  * so every read of a sealed value would otherwise pay it.
  *
- * Ownership: the cache keeps its own copy of each DEK and zeroes it when the entry is evicted (LRU), expires
+ * Ownership: the cache owns the buffer each loader returns and zeroes it when the entry is evicted (LRU), expires
  * (TTL, purged by timer), is deleted or the cache is cleared. Callers always get a FRESH COPY they own, so an
  * eviction can never zero a key in the middle of someone's encryption; callers zero their copy when done.
  */
@@ -23,8 +23,9 @@ export interface DekCacheOptions {
 }
 
 interface Inflight {
-  promise: Promise<Buffer>;
-  /** Callers still waiting for `promise`; the last one zeroes the loaded buffer. */
+  /** Resolves to one private copy per waiter. */
+  promise: Promise<Buffer[]>;
+  /** Callers waiting for `promise`. */
   waiters: number;
   /** Set by delete/clear while loading: the result is handed to waiters but not cached. */
   invalidated: boolean;
@@ -68,8 +69,8 @@ export class DekCache {
    * Returns the DEK `dekId`, loading it with `loader` on a miss. Concurrent misses for the same id share ONE
    * loader call (one unwrap for N callers). A failed load is not cached and rejects every waiter with its error.
    *
-   * @param loader produces the 32-byte DEK (e.g. `backend.unwrap`); the cache takes ownership of the returned
-   *        buffer and zeroes it once every waiter has its copy.
+   * @param loader produces the 32-byte DEK (e.g. `backend.unwrap`). The cache takes ownership of the returned
+   *        buffer: it is stored as is and zeroed on eviction, so the loader must not keep or reuse it.
    * @returns a fresh copy of the DEK that the caller owns and should zero after use.
    * @throws whatever `loader` throws (e.g. RootKeyError, DecryptionError).
    */
@@ -86,25 +87,20 @@ export class DekCache {
       flight = f;
     }
     flight.waiters++;
-    let loaded: Buffer;
-    try {
-      loaded = await flight.promise;
-    } catch (err) {
-      flight.waiters--;
-      throw err;
-    }
-    const copy = Buffer.from(loaded);
-    if (--flight.waiters === 0) loaded.fill(0);
-    return copy;
+    const copies = await flight.promise;
+    return copies.pop()!;
   }
 
-  async #load(dekId: string, loader: (dekId: string) => Promise<Buffer>, flight: Inflight): Promise<Buffer> {
+  async #load(dekId: string, loader: (dekId: string) => Promise<Buffer>, flight: Inflight): Promise<Buffer[]> {
     try {
       const loaded = await loader(dekId);
       if (!Buffer.isBuffer(loaded)) throw new TypeError("DEK loader must return a Buffer");
-      // The cache stores its own copy: `loaded` is zeroed when the last waiter has copied it.
-      if (!flight.invalidated) this.#lru.set(dekId, Buffer.from(loaded));
-      return loaded;
+      // Every waiter's copy is made now, in the same synchronous step as the insert: a later eviction (which
+      // zeroes `loaded`) can then never hand a waiter zeros.
+      const copies = Array.from({ length: flight.waiters }, () => Buffer.from(loaded));
+      if (flight.invalidated) loaded.fill(0);
+      else this.#lru.set(dekId, loaded);
+      return copies;
     } finally {
       // Removed before waiters resume, so later callers hit the LRU (or load afresh) instead of this flight.
       if (this.#inflight.get(dekId) === flight) this.#inflight.delete(dekId);

@@ -15,8 +15,8 @@
  * it writes and it opens what node-jose writes, so either can read data written by the other.
  */
 import { DecryptionError } from "../domain/errors.js";
-import { fail, parseProtectedHeader } from "./compact.js";
-import { decryptDirFast, encryptDirFast } from "./fastjwe.js";
+import { ALG_DIR, ENC_A256GCM, assertAlgorithms, fail, parseProtectedHeader, splitCompact } from "./compact.js";
+import { encryptDirFast, openParts } from "./fastjwe.js";
 
 /** Which secret part of a certificate a sealed value holds. */
 export type SecretField = "certificate" | "private_key" | "intermediates";
@@ -103,16 +103,17 @@ export async function seal(dek: Dek, plaintext: Buffer, ctx: SecretContext): Pro
  */
 export async function open(jwe: string, resolveDek: (dekId: string) => Promise<Buffer>, ctx: SecretContext): Promise<Buffer> {
   checkContext(ctx);
-  const header = parseProtectedHeader(jwe);
-  const expected: Record<string, string> = { alg: "dir", enc: "A256GCM", ...headerFor(String(header.kid), ctx) };
-  const names = Object.keys(header);
-  if (names.length !== HEADER_FIELDS.length || HEADER_FIELDS.some((n) => header[n] !== expected[n])) {
+  const parts = splitCompact(jwe);
+  assertAlgorithms(parts, ALG_DIR);
+  const header = parts.header;
+  if (typeof header.kid !== "string" || header.kid.length === 0) fail("missing kid");
+  const expected: Record<string, string> = { alg: ALG_DIR, enc: ENC_A256GCM, ...headerFor(header.kid, ctx) };
+  if (Object.keys(header).length !== HEADER_FIELDS.length || HEADER_FIELDS.some((n) => header[n] !== expected[n])) {
     fail("protected header does not match the secret context");
   }
-  if (typeof header.kid !== "string" || header.kid.length === 0) fail("missing kid");
   const key = await resolveDek(header.kid);
-  // fastjwe re-parses and authenticates the same header segment: the fields checked above are the ones GCM verifies.
-  return decryptDirFast(key, jwe).plaintext;
+  // GCM authenticates exactly the header segment checked above (it is the AAD), so the check cannot be forged.
+  return openParts(key, parts);
 }
 
 /**

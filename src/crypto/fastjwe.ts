@@ -16,6 +16,7 @@ import {
   GCM_TAG_BYTES,
   assertAlgorithms,
   checkHeaderInput,
+  type CompactParts,
   fail,
   splitCompact,
 } from "./compact.js";
@@ -110,6 +111,16 @@ export function decryptDirFast(key: Buffer, jwe: string): { plaintext: Buffer; h
   checkKey(key);
   const parts = splitCompact(jwe);
   assertAlgorithms(parts, ALG_DIR);
-  const plaintext = gcmOpen(key, parts.protectedB64, parts.iv, parts.ciphertext, parts.tag);
-  return { plaintext, header: parts.header };
+  return { plaintext: openParts(key, parts), header: parts.header };
+}
+
+/**
+ * Decrypts already split and allow-listed parts ({@link splitCompact} + `assertAlgorithms(parts, "dir")`), for
+ * callers that inspect the header before fetching the key (envelope.open) without parsing twice.
+ *
+ * @internal
+ * @throws DecryptionError when the tag does not verify.
+ */
+export function openParts(key: Buffer, parts: CompactParts): Buffer {
+  return gcmOpen(key, parts.protectedB64, parts.iv, parts.ciphertext, parts.tag);
 }

@@ -79,12 +79,16 @@ export function parsePrivateKey(text: string): KeyObject | undefined {
 
 /**
  * True when the private key belongs to the public key (RFC 5280 §4.1.2.7 subjectPublicKeyInfo): node derives the
- * public half of the private key and compares it with the certificate's (EVP_PKEY_eq: same algorithm,
- * parameters and public value).
+ * public half of the private key, and both are exported as SPKI DER (RFC 5280 §4.1) and compared byte for byte;
+ * node writes both in the same canonical form (named curve, uncompressed point).
+ *
+ * Not KeyObject.equals: on Node 20, comparing keys of different types leaves an OpenSSL error on the thread's
+ * queue, and the next unrelated createPrivateKey() in the process fails with "different key types".
  */
 export function keyMatches(privateKey: KeyObject, publicKey: KeyObject): boolean {
   try {
-    return createPublicKey(privateKey).equals(publicKey);
+    const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
+    return spki(createPublicKey(privateKey)).equals(spki(publicKey));
   } catch {
     return false;
   }

@@ -307,7 +307,8 @@ export function makeChain(opts: ChainOptions = {}): Chain {
   for (let i = 1; i <= depth; i += 1) {
     cas.push(
       makeCa({
-        subject: `/CN=${name} Intermediate ${i}/O=Test`,
+        // Numbered from the leaf: "Intermediate 1" issues the leaf, "Intermediate <depth>" is issued by the root.
+        subject: `/CN=${name} Intermediate ${depth + 1 - i}/O=Test`,
         keyType: caKeyType,
         issuer: cas[cas.length - 1],
         days: (opts.days ?? 30) + 10 - i,
@@ -332,6 +333,33 @@ export function makeChain(opts: ChainOptions = {}): Chain {
     rootKeyPem: root.keyPem,
     certs: [leaf, ...intermediates, root],
   };
+}
+
+/** Bundles a certificate, its key and CA certificates into a PKCS#12 file (`openssl pkcs12 -export`). */
+export function exportPkcs12(opts: { certPem: string; keyPem: string; caPems?: string[]; password?: string }): Buffer {
+  return inTemp((dir) => {
+    writeFileSync(join(dir, "cert.pem"), opts.certPem);
+    writeFileSync(join(dir, "key.pem"), opts.keyPem);
+    const args = ["pkcs12", "-export", "-in", "cert.pem", "-inkey", "key.pem", "-passout", `pass:${opts.password ?? ""}`, "-out", "out.p12"];
+    if (opts.caPems?.length) {
+      writeFileSync(join(dir, "ca.pem"), opts.caPems.join(""));
+      args.push("-certfile", "ca.pem");
+    }
+    openssl(args, { cwd: dir });
+    return readFileSync(join(dir, "out.p12"));
+  });
+}
+
+/**
+ * What `openssl pkcs12 -in file.p12 -nodes` prints for one part of a PKCS#12 file: PEM blocks preceded by
+ * `Bag Attributes`, `subject=`/`issuer=` and `Key Attributes` lines, the way users often paste them.
+ */
+export function pkcs12ToText(p12: Buffer, part: "leaf" | "cas" | "key", password = ""): string {
+  return inTemp((dir) => {
+    writeFileSync(join(dir, "in.p12"), p12);
+    const select = { leaf: ["-clcerts", "-nokeys"], cas: ["-cacerts", "-nokeys"], key: ["-nocerts", "-nodes"] }[part];
+    return openssl(["pkcs12", "-in", "in.p12", "-passin", `pass:${password}`, ...select], { cwd: dir });
+  });
 }
 
 /** Reads fingerprint, serial, dates and DNs of a certificate with `openssl x509`. */

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { credentials, Metadata, type Client, type ServiceError } from "@grpc/grpc-js";
-import knexFactory from "knex";
+import knexFactory, { type Knex } from "knex";
+import { createKnex } from "../../src/storage/index.js";
 import pino from "pino";
 import * as certificatePb from "../../gen/ts/certmanager/v1/certificate.js";
 import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
@@ -62,6 +63,10 @@ export interface TestService {
   /** Promise-returning CertificateService stub taking partial requests. */
   certificates: Rpc<typeof certificatePb.CertificateServiceService>;
   address: string;
+  /** A separate Knex connection to the service's database, for inspecting (or tampering with) raw rows. */
+  raw(): Knex;
+  /** Stops the server and starts it again on the same data directory and database (new port, new clients). */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -90,28 +95,48 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
     ...(mysqlDatabaseUrl ? { CM_DATABASE_URL: mysqlDatabaseUrl } : {}),
     ...env,
   });
-  const service = await startService(config, { log: pino({ level: config.logLevel }), clock });
-  const address = `127.0.0.1:${service.port}`;
-  const instanceClient = new instancePb.InstanceServiceClient(address, credentials.createInsecure());
-  const certificateClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure());
-  const instances = promisify(instanceClient, instancePb.InstanceServiceService, instancePb);
-  const certificates = promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb);
-  return {
-    service,
+  const raws: Knex[] = [];
+  const connect = async () => {
+    const service = await startService(config, { log: pino({ level: config.logLevel }), clock });
+    const address = `127.0.0.1:${service.port}`;
+    const instanceClient = new instancePb.InstanceServiceClient(address, credentials.createInsecure());
+    const certificateClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure());
+    return {
+      service,
+      address,
+      instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb),
+      certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb),
+      async close() {
+        instanceClient.close();
+        certificateClient.close();
+        await service.stop();
+      },
+    };
+  };
+  let live = await connect();
+  const t: TestService & { close(): Promise<void> } = {
+    ...live,
     config,
     dataDir,
     mysqlDatabaseUrl,
-    instances,
-    certificates,
-    address,
+    raw() {
+      const k = createKnex(config.database);
+      raws.push(k);
+      return k;
+    },
+    async restart() {
+      await live.close();
+      live = await connect();
+      Object.assign(t, live);
+    },
     async stop() {
-      instanceClient.close();
-      certificateClient.close();
-      await service.stop();
+      for (const k of raws) await k.destroy();
+      await live.close();
       await dropDb?.();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+  return t;
 }
 
 type DeepPartial<T> = T extends Date | Buffer | Uint8Array
