@@ -1,0 +1,130 @@
+/**
+ * The server as a separate process, as an operator runs it: reflection and health through `buf curl` (the
+ * grpcurl stand-in, see TOOLCHAIN.md), config errors naming the variable, SIGTERM draining and exiting 0.
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeChain } from "../helpers/openssl.js";
+
+const run = promisify(execFile);
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const BUF = path.join(ROOT, "node_modules/.bin/buf");
+
+interface Proc {
+  child: ChildProcess;
+  port: number;
+  logs: string[];
+  exited: Promise<number | null>;
+}
+
+function startProcess(env: Record<string, string>): Promise<Proc> {
+  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, CM_LISTEN_ADDRESS: "127.0.0.1:0", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${logs.join("")}`)), 20_000);
+    child.stderr!.on("data", (d) => logs.push(String(d)));
+    child.stdout!.on("data", (d: Buffer) => {
+      for (const line of String(d).split("\n").filter(Boolean)) {
+        logs.push(line);
+        const m = /"address":"127\.0\.0\.1:(\d+)"/.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          resolve({ child, port: Number(m[1]), logs, exited });
+        }
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}: ${logs.join("")}`));
+    });
+  });
+}
+
+async function bufCurl(port: number, args: string[]): Promise<string> {
+  const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args.slice(0, -1), `http://127.0.0.1:${port}${args[args.length - 1]}`], {
+    cwd: ROOT,
+  });
+  return stdout;
+}
+
+describe("server process", () => {
+  let dataDir: string;
+  let p: Proc;
+  beforeAll(async () => {
+    dataDir = mkdtempSync(path.join(tmpdir(), "cm-e2e-"));
+    p = await startProcess({ CM_DATA_DIR: dataDir });
+  });
+  afterAll(async () => {
+    if (p.child.exitCode === null) p.child.kill("SIGKILL");
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("creates its data directory with private files", () => {
+    expect(statSync(dataDir).isDirectory()).toBe(true);
+    expect(statSync(path.join(dataDir, "root-keys.json")).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(dataDir, "page-token.key")).mode & 0o777).toBe(0o600);
+  });
+
+  it("lists and describes services through reflection, with no proto files", async () => {
+    const services = (await bufCurl(p.port, ["--list-services", ""])).trim().split("\n").sort();
+    expect(services).toEqual(["certmanager.v1.CertificateService", "certmanager.v1.InstanceService", "grpc.health.v1.Health"]);
+    const methods = await bufCurl(p.port, ["--list-methods", ""]);
+    expect(methods).toContain("certmanager.v1.CertificateService/AccessCertificate");
+    const v1alpha = await bufCurl(p.port, ["--reflect-protocol", "grpc-v1alpha", "--list-services", ""]);
+    expect(v1alpha).toContain("certmanager.v1.InstanceService");
+  });
+
+  it("reports SERVING health and runs the README walk-through with JSON", async () => {
+    expect(JSON.parse(await bufCurl(p.port, ["-d", "{}", "/grpc.health.v1.Health/Check"]))).toEqual({ status: "SERVING" });
+    expect(JSON.parse(await bufCurl(p.port, ["-d", '{"service":"certmanager.v1.CertificateService"}', "/grpc.health.v1.Health/Check"]))).toEqual({
+      status: "SERVING",
+    });
+    const inst = JSON.parse(await bufCurl(p.port, ["-d", '{"instance":{"display_name":"e2e"}}', "/certmanager.v1.InstanceService/CreateInstance"]));
+    const chain = makeChain({ name: "e2e", cn: "e2e.example.test", sans: { dns: ["e2e.example.test"] } });
+    const body = JSON.stringify({ parent: inst.instance.name, certificate: chain.leafPem, private_key: chain.leafKeyPem, intermediates: chain.intermediatesPem.join("") });
+    const imported = JSON.parse(await bufCurl(p.port, ["-d", body, "/certmanager.v1.CertificateService/ImportCertificate"]));
+    expect(imported.certificate.subjectCommonName).toBe("e2e.example.test");
+    const accessed = JSON.parse(await bufCurl(p.port, ["-d", JSON.stringify({ name: imported.certificate.name }), "/certmanager.v1.CertificateService/AccessCertificate"]));
+    expect(accessed.certificate).toContain("BEGIN CERTIFICATE");
+    const listed = JSON.parse(
+      await bufCurl(p.port, ["-d", JSON.stringify({ parent: inst.instance.name, filter: 'domain = "e2e.example.test"' }), "/certmanager.v1.CertificateService/ListCertificates"]),
+    );
+    expect(listed.certificates.map((c: { name: string }) => c.name)).toEqual([imported.certificate.name]);
+    // Logs never carry PEM bodies.
+    const line = chain.leafKeyPem.split("\n")[2];
+    expect(p.logs.join("\n")).not.toContain(line);
+  });
+
+  it("exits 0 on SIGTERM after draining", async () => {
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+    expect(p.logs.join("\n")).toContain('"msg":"stopped"');
+  });
+});
+
+describe("configuration errors", () => {
+  it("names the invalid variable and exits 2", async () => {
+    for (const [env, variable] of [
+      [{ CM_LISTEN_ADDRESS: "nowhere" }, "CM_LISTEN_ADDRESS"],
+      [{ CM_DATABASE_URL: "postgres://x" }, "CM_DATABASE_URL"],
+      [{ CM_DEK_CACHE_TTL_SECONDS: "-5" }, "CM_DEK_CACHE_TTL_SECONDS"],
+      [{ CM_LOG_LEVEL: "loud" }, "CM_LOG_LEVEL"],
+    ] as const) {
+      const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], { cwd: ROOT, env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += String(d)));
+      const code = await new Promise((resolve) => child.on("exit", resolve));
+      expect(code).toBe(2);
+      expect(stderr).toContain(`configuration error: ${variable}`);
+    }
+  });
+});

@@ -1,0 +1,47 @@
+/** Configuration from the environment: defaults, validation naming the variable, *_FILE secrets. */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../src/config/index.js";
+
+describe("loadConfig", () => {
+  it("defaults to SQLite and the local keystore under the data directory", () => {
+    const c = loadConfig({ CM_DATA_DIR: "/var/lib/cm" });
+    expect(c.listenAddress).toBe("127.0.0.1:50051");
+    expect(c.database).toEqual({ client: "sqlite", filename: "/var/lib/cm/certmanager.sqlite" });
+    expect(c.localKeystorePath).toBe("/var/lib/cm/root-keys.json");
+    expect(c.dekCacheTtlMs).toBe(300_000);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("reads the database URL from a file without echoing it in errors", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "cm-config-"));
+    const file = path.join(dir, "db-url");
+    writeFileSync(file, "mysql://cm:s3cret@db.internal:3306/cm\n");
+    const c = loadConfig({ CM_DATABASE_URL_FILE: file });
+    expect(c.database).toEqual({ client: "mysql", url: "mysql://cm:s3cret@db.internal:3306/cm", poolMax: 10 });
+    try {
+      loadConfig({ CM_DATABASE_URL: "postgres://cm:s3cret@x/y" });
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as Error).message).toContain("CM_DATABASE_URL");
+      expect((err as Error).message).not.toContain("s3cret");
+    }
+    expect(() => loadConfig({ CM_DATABASE_URL_FILE: path.join(dir, "missing") })).toThrow(/CM_DATABASE_URL_FILE/);
+    expect(() => loadConfig({ CM_DATABASE_URL_FILE: file, CM_DATABASE_URL: "mysql://x/y" })).toThrow(/both set/);
+  });
+
+  it.each([
+    ["CM_LISTEN_ADDRESS", "50051"],
+    ["CM_LISTEN_ADDRESS", "127.0.0.1:70000"],
+    ["CM_DEK_CACHE_MAX", "0"],
+    ["CM_DEK_CACHE_TTL_SECONDS", "ten"],
+    ["CM_MAX_MESSAGE_BYTES", "10"],
+    ["CM_LOG_LEVEL", "verbose"],
+    ["CM_DEFAULT_ROOT_KEY_ID", "Bad Id"],
+  ])("refuses %s=%s naming the variable", (name, value) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`configuration error: ${name} `));
+  });
+});
