@@ -53,9 +53,10 @@ export interface ParsedCertificate {
  * Decodes a DER certificate (RFC 5280 §4.1).
  *
  * @returns the parsed certificate.
- * @throws Error (to be wrapped by the caller with its field; a CertificateDefect when the message is meant for
- *   users) when node:crypto or @peculiar/x509 cannot decode it, when the bytes carry trailing data or a non-DER encoding (node re-encodes a different byte string:
- *   the SHA-256 fingerprint must be of the one canonical encoding, X.690 §10), or when a required field is missing.
+ * @throws Error, to be wrapped by the caller with its field (a CertificateDefect when the message is meant for
+ *   users): when node:crypto or @peculiar/x509 cannot decode it; when the bytes carry trailing data or are not
+ *   DER (node re-encodes a different byte string, and the SHA-256 fingerprint must be of the one canonical
+ *   encoding, X.690 §10); when a required field is missing.
  */
 export function parseCertificateDer(der: Buffer): ParsedCertificate {
   const node = new NodeCertificate(der);

@@ -189,7 +189,8 @@ function parseLeaf(text: string): { leaf: ParsedCertificate; facts: LeafFacts } 
     };
     return { leaf, facts };
   } catch (err) {
-    throw invalidCertificate("certificate", `the PEM block is not a valid X.509 certificate: ${defect(err)}; export it again from its source or have it reissued`, err);
+    const message = `the PEM block is not a valid X.509 certificate: ${defect(err)}; export it again from its source or have it reissued`;
+    throw invalidCertificate("certificate", message, err);
   }
 }
 

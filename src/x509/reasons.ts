@@ -5,7 +5,10 @@
 export const X509Reason = {
   /** A field exceeds its size limit (see limits.ts). */
   FIELD_TOO_LARGE: "FIELD_TOO_LARGE",
-  /** `certificate` is empty, not PEM, holds a non-certificate block, or does not decode as X.509; also a bad block in `intermediates`. */
+  /**
+   * `certificate` is empty, not PEM, holds a non-certificate block, or does not decode as X.509; also a bad block
+   * in `intermediates` (then with field `intermediates`).
+   */
   INVALID_CERTIFICATE: "INVALID_CERTIFICATE",
   /** `certificate` holds more than one CERTIFICATE block. */
   MULTIPLE_CERTIFICATES: "MULTIPLE_CERTIFICATES",

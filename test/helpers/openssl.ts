@@ -3,7 +3,7 @@
  *
  * - Keys are cached per (type, slot) for the life of the test process: RSA generation dominates run time. Ask for
  *   another slot when you need a different key of the same type (e.g. a mismatch test).
- * - Every openssl run happens in its own temp directory under one per-process root, removed on exit.
+ * - Every openssl run that needs files gets its own temp directory, removed right after.
  * - Everything returned is PEM text with LF line endings.
  *
  * Typical use:
@@ -13,7 +13,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -124,21 +124,6 @@ export interface CertFacts {
   issuer: string;
 }
 
-let root: string | undefined;
-let counter = 0;
-
-function workDir(): string {
-  if (root === undefined) {
-    root = mkdtempSync(join(tmpdir(), "certmgr-openssl-"));
-    const dir = root;
-    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-  }
-  counter += 1;
-  const dir = join(root, String(counter));
-  mkdirSync(dir);
-  return dir;
-}
-
 /** Runs openssl with arguments (no shell) and returns stdout; throws with stderr on failure. */
 export function openssl(args: string[], opts: { cwd?: string; input?: string } = {}): string {
   try {
@@ -156,7 +141,7 @@ export function openssl(args: string[], opts: { cwd?: string; input?: string } =
 
 /** Runs `fn` in a fresh temp directory and removes it afterwards. */
 function inTemp<T>(fn: (dir: string) => T): T {
-  const dir = workDir();
+  const dir = mkdtempSync(join(tmpdir(), "certmgr-openssl-"));
   try {
     return fn(dir);
   } finally {

@@ -2,6 +2,7 @@
  * parseImport against certificates and keys made by the openssl CLI; expected values come from openssl itself
  * (test/helpers/openssl.ts certFacts), not from constants.
  */
+import { join } from "node:path";
 import { createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -27,7 +28,7 @@ import {
   type KeyType,
 } from "../helpers/openssl.js";
 
-const FIXTURES = "/work/shared/fixtures/real/pyca-cryptography-vectors/asymmetric";
+const FIXTURES = join(import.meta.dirname, "../../../shared/fixtures/real/pyca-cryptography-vectors/asymmetric");
 
 function input(partial: Partial<ImportInput>): ImportInput {
   return { certificate: "", privateKey: "", intermediates: "", ...partial };

@@ -174,7 +174,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
     }
     if (!exists) {
       if (!opts.createIfMissing) {
-        throw new Error(`keystore ${backend.path} does not exist; create it by starting with createIfMissing, or fix the path`);
+        throw new Error(`keystore ${backend.path} does not exist; fix the path, or create it (the service creates it on first start; the keys CLI with "init")`);
       }
       await fsp.mkdir(path.dirname(backend.path), { recursive: true, mode: 0o700 });
       const now = new Date().toISOString();
