@@ -2,7 +2,7 @@
  * Knex client per dialect. SQLite (better-sqlite3) is the embedded default; MySQL/MariaDB (mysql2) is the
  * production database. Dialect differences are kept here and in migrations.ts.
  */
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import knexFactory, { type Knex } from "knex";
 import type { DatabaseConfig } from "../config/index.js";
@@ -10,7 +10,11 @@ import type { DatabaseConfig } from "../config/index.js";
 /** Creates a Knex instance for `cfg`. The SQLite file's directory is created with mode 0700. */
 export function createKnex(cfg: DatabaseConfig): Knex {
   if (cfg.client === "sqlite") {
-    if (cfg.filename !== ":memory:") mkdirSync(path.dirname(cfg.filename), { recursive: true, mode: 0o700 });
+    if (cfg.filename !== ":memory:") {
+      mkdirSync(path.dirname(cfg.filename), { recursive: true, mode: 0o700 });
+      // Create the file owner-only before SQLite does (its -wal and -shm files copy these permissions).
+      closeSync(openSync(cfg.filename, "a", 0o600));
+    }
     return knexFactory({
       client: "better-sqlite3",
       connection: { filename: cfg.filename },

@@ -22,7 +22,8 @@ interface Proc {
 }
 
 function startProcess(env: Record<string, string>): Promise<Proc> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/main.ts"], {
+  // The compiled build, exactly what `npm start` runs.
+  const child = spawn(process.execPath, ["dist/src/main.js"], {
     cwd: ROOT,
     env: { PATH: process.env.PATH, CM_LISTEN_ADDRESS: "127.0.0.1:0", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -60,6 +61,7 @@ describe("server process", () => {
   let dataDir: string;
   let p: Proc;
   beforeAll(async () => {
+    await run("npm", ["run", "--silent", "build"], { cwd: ROOT });
     dataDir = mkdtempSync(path.join(tmpdir(), "cm-e2e-"));
     p = await startProcess({ CM_DATA_DIR: dataDir });
   });
@@ -72,6 +74,8 @@ describe("server process", () => {
     expect(statSync(dataDir).isDirectory()).toBe(true);
     expect(statSync(path.join(dataDir, "root-keys.json")).mode & 0o777).toBe(0o600);
     expect(statSync(path.join(dataDir, "page-token.key")).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(dataDir, "certmanager.sqlite")).mode & 0o777).toBe(0o600);
+    expect(statSync(dataDir).mode & 0o777).toBe(0o700);
   });
 
   it("lists and describes services through reflection, with no proto files", async () => {
