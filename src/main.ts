@@ -16,6 +16,8 @@ import { bind, buildServer, drain } from "./grpc/server.js";
 import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
 import { Keyring } from "./services/keyring.js";
+import { ReclamationService } from "./services/reclamations.js";
+import { startPurgeJob } from "./jobs/purge.js";
 import { PageTokenCodec } from "./services/page-token.js";
 import { createKnex, KnexUnitOfWork, migrateLatest } from "./storage/index.js";
 
@@ -23,6 +25,8 @@ import { createKnex, KnexUnitOfWork, migrateLatest } from "./storage/index.js";
 export interface RunningService {
   /** The bound port. */
   port: number;
+  /** Runs one purge tick now (tests; production relies on the interval). */
+  purgeNow(): Promise<void>;
   /** Drains in-flight calls (up to the configured grace), then closes the pool and the backends. */
   stop(): Promise<void>;
 }
@@ -82,9 +86,20 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     closers.push(async () => keyring.clear());
     const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));
 
-    const instances = new InstanceService(uow, keyring, clock, pageTokens, { backend: local.name, keyId: config.defaultRootKeyId });
+    const instances = new InstanceService(
+      uow,
+      keyring,
+      clock,
+      pageTokens,
+      { backend: local.name, keyId: config.defaultRootKeyId },
+      config.reclamationRetentionMs,
+    );
     const certificates = new CertificateService(uow, keyring, clock, pageTokens);
-    const grpcServer = buildServer(log, { instances, certificates }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
+    const reclamations = new ReclamationService(uow, keyring, clock, pageTokens, log.child({ component: "reclamations" }), {
+      batchSize: config.purgeBatchSize,
+      leaseMs: config.purgeLeaseMs,
+    });
+    const grpcServer = buildServer(log, { instances, certificates, reclamations }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
     const port = await bind(grpcServer.server, config.listenAddress);
 
     // Health reflects the database and every root-key backend, checked now and every 5 s.
@@ -101,11 +116,14 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     await checkHealth();
     const healthTimer = setInterval(() => void checkHealth(), 5000);
     healthTimer.unref();
+    const purge = startPurgeJob(reclamations, config.purgeIntervalMs, log.child({ component: "purge" }));
+    closers.push(() => purge.stop()); // closers run in reverse: the job stops before keys and pool close
 
     log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client }, "certificate manager serving");
     let stopped: Promise<void> | undefined;
     return {
       port,
+      purgeNow: () => purge.runOnce(),
       stop() {
         stopped ??= (async () => {
           clearInterval(healthTimer);

@@ -29,6 +29,14 @@ export interface Config {
   dekCacheTtlMs: number;
   /** Largest gRPC message accepted, bytes. */
   maxReceiveMessageBytes: number;
+  /** How long a deleted instance stays restorable, ms (AIP-164 retention). */
+  reclamationRetentionMs: number;
+  /** How often the purge job looks for expired reclamations, ms. */
+  purgeIntervalMs: number;
+  /** Certificates deleted per transaction while reclaiming. */
+  purgeBatchSize: number;
+  /** How long a reclaim lease lasts without renewal, ms. */
+  purgeLeaseMs: number;
   /** How long SIGTERM waits for in-flight calls before forcing the shutdown, ms. */
   shutdownGraceMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -125,6 +133,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dekCacheTtlMs: int(env, "CM_DEK_CACHE_TTL_SECONDS", 300, 1, 86_400) * 1000,
     maxReceiveMessageBytes: int(env, "CM_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024),
     shutdownGraceMs: int(env, "CM_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+    reclamationRetentionMs: int(env, "CM_RECLAMATION_RETENTION_SECONDS", 7 * 86_400, 1, 366 * 86_400) * 1000,
+    purgeIntervalMs: int(env, "CM_PURGE_INTERVAL_SECONDS", 60, 1, 86_400) * 1000,
+    purgeBatchSize: int(env, "CM_PURGE_BATCH_SIZE", 500, 1, 500),
+    purgeLeaseMs: int(env, "CM_PURGE_LEASE_SECONDS", 60, 1, 3600) * 1000,
     logLevel,
   });
 }

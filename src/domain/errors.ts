@@ -78,6 +78,13 @@ export class FailedPreconditionError extends DomainError {
   }
 }
 
+/** A concurrency conflict the caller should retry (AIP-193 ABORTED). */
+export class AbortedError extends DomainError {
+  constructor(reason: string, message: string, metadata: Record<string, string> = {}) {
+    super("ABORTED", reason, message, { metadata });
+  }
+}
+
 /**
  * Stored ciphertext failed to decrypt or authenticate (tampered, moved to another instance or certificate, or
  * encrypted under a key we no longer hold). Every such failure looks the same to the caller (RFC 7516 §11.5).

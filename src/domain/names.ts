@@ -51,3 +51,21 @@ export function parseCertificateName(name: string, field: string): { instanceId:
   }
   return { instanceId: m[1], certificateId: m[2] };
 }
+
+const RECLAMATION = new RegExp(`^reclamations/(${UUID})$`);
+
+/**
+ * Parses `reclamations/{reclamation}`.
+ * @throws InvalidArgumentError INVALID_FIELD when the name is malformed.
+ */
+export function parseReclamationName(name: string, field: string): string {
+  const m = RECLAMATION.exec(name);
+  if (!m) {
+    throw new InvalidArgumentError(
+      "INVALID_FIELD",
+      field,
+      name === "" ? `${field} is required: send a reclamation name such as reclamations/{uuid}` : `${field} must be a reclamation name of the form reclamations/{uuid}, got ${JSON.stringify(name.slice(0, 200))}`,
+    );
+  }
+  return m[1];
+}

@@ -4,8 +4,8 @@
  */
 import type { CertificateMetadata, KeyAlgorithm } from "./certificate.js";
 
-/** Lifecycle state of an instance as stored. */
-export type InstanceState = "ACTIVE";
+/** Lifecycle state of an instance as stored (see Instance.State in the contract). */
+export type InstanceState = "ACTIVE" | "PENDING_RECLAMATION" | "DELETED";
 
 /** An instance row. Times are UTC `Date`s with millisecond precision. */
 export interface InstanceRecord {
@@ -20,6 +20,35 @@ export interface InstanceRecord {
   revision: number;
   createTime: Date;
   updateTime: Date;
+  /** The open or last reclamation's id; set while PENDING_RECLAMATION and once DELETED. */
+  reclamationId?: string;
+  /** When a pending reclamation expires; set only while PENDING_RECLAMATION. */
+  expireTime?: Date;
+  /** When the data was permanently deleted; set only once DELETED. */
+  deleteTime?: Date;
+}
+
+/** Lifecycle state of a reclamation (see Reclamation.State in the contract). */
+export type ReclamationState = "SCHEDULED" | "RESTORED" | "RECLAIMING" | "RECLAIMED";
+
+/** A reclamation row: the pending permanent deletion of an instance. */
+export interface ReclamationRecord {
+  id: string;
+  instanceId: string;
+  state: ReclamationState;
+  expireTime: Date;
+  createTime: Date;
+  updateTime: Date;
+  /** Which server process holds the reclaim lease, while RECLAIMING. */
+  leaseOwner?: string;
+  /** Until when that lease holds; another process may take over after it. */
+  leaseUntil?: Date;
+}
+
+/** Reclamation list filter (AIP-160 subset). */
+export interface ReclamationFilter {
+  instanceId?: string;
+  state?: ReclamationState;
 }
 
 /** A wrapped DEK row. `wrappedKey` is a JWE (A256KW + A256GCM) made by the root-key backend. */
@@ -98,8 +127,10 @@ export interface CertificateListQuery {
 export interface InstanceRepository {
   insert(instance: InstanceRecord): Promise<void>;
   get(id: string): Promise<InstanceRecord | undefined>;
-  /** Oldest first, keyset paginated on (create_time, id). */
-  list(limit: number, after?: KeysetCursor): Promise<InstanceRecord[]>;
+  /** Reads under a shared row lock (MySQL `FOR SHARE`; SQLite transactions are serial anyway). */
+  getForShare(id: string): Promise<InstanceRecord | undefined>;
+  /** Oldest first, keyset paginated on (create_time, id); only ACTIVE ones unless `showDeleted`. */
+  list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean): Promise<InstanceRecord[]>;
   /** Writes the new values when `revision` still equals `expectedRevision`; returns false otherwise. */
   update(instance: InstanceRecord, expectedRevision: number): Promise<boolean>;
 }
@@ -111,6 +142,8 @@ export interface DekRepository {
   getActive(instanceId: string): Promise<DekRecord | undefined>;
   /** Adds `n` to the DEK's encryption count (NIST SP 800-38D §8.3 bookkeeping). */
   addEncryptions(id: string, n: number): Promise<void>;
+  /** Deletes every wrapped DEK of an instance (crypto-shredding). @returns the deleted DEK ids. */
+  deleteForInstance(instanceId: string): Promise<string[]>;
 }
 
 /** Certificate persistence. */
@@ -126,6 +159,30 @@ export interface CertificateRepository {
   addVersion(cert: CertificateRecord, version: CertificateVersionRecord, expectedRevision: number): Promise<boolean>;
   /** Deletes the certificate and all its versions, guarded by revision; false when the revision moved. */
   delete(instanceId: string, id: string, expectedRevision: number): Promise<boolean>;
+  /** Deletes up to `limit` certificates of an instance with all their versions. @returns how many. */
+  deleteBatch(instanceId: string, limit: number): Promise<number>;
+}
+
+/** Reclamation persistence. Every state change is a conditional UPDATE, so races have one winner. */
+export interface ReclamationRepository {
+  /** @throws UniqueConstraintError when the instance already has an open reclamation. */
+  insert(reclamation: ReclamationRecord): Promise<void>;
+  get(id: string): Promise<ReclamationRecord | undefined>;
+  /** Newest first, keyset paginated on (create_time, id) descending. */
+  list(filter: ReclamationFilter, limit: number, after?: KeysetCursor): Promise<ReclamationRecord[]>;
+  /** SCHEDULED -> RESTORED when `expire_time > now`. @returns false when another change won. */
+  restore(id: string, now: Date): Promise<boolean>;
+  /**
+   * Takes the reclaim lease: SCHEDULED -> RECLAIMING (when expired, or at once if `expiredOnly` is false),
+   * or RECLAIMING whose lease ran out -> RECLAIMING with this owner. @returns false when another won.
+   */
+  claim(id: string, owner: string, now: Date, leaseUntil: Date, expiredOnly: boolean): Promise<boolean>;
+  /** Extends the lease while `owner` still holds it. @returns false when the lease was lost. */
+  renewLease(id: string, owner: string, leaseUntil: Date): Promise<boolean>;
+  /** RECLAIMING -> RECLAIMED while `owner` holds the lease. @returns false when the lease was lost. */
+  finish(id: string, owner: string, now: Date): Promise<boolean>;
+  /** Ids of reclamations due: SCHEDULED and expired, or RECLAIMING with a lapsed lease. */
+  due(now: Date, limit: number): Promise<string[]>;
 }
 
 /** Idempotency records for AIP-155 `request_id`. */
@@ -145,6 +202,8 @@ export interface RequestIdRepository {
    * caller rolls back and answers with the earlier result.
    */
   claim(record: RequestIdRecord, now: Date): Promise<boolean>;
+  /** Deletes every record of a scope (when the scope's owner is reclaimed). */
+  deleteScope(scope: string): Promise<void>;
 }
 
 /** The repositories bound to one transaction. */
@@ -153,6 +212,7 @@ export interface Repositories {
   deks: DekRepository;
   certificates: CertificateRepository;
   requestIds: RequestIdRepository;
+  reclamations: ReclamationRepository;
 }
 
 /** Runs work in one database transaction; throwing inside rolls everything back. */

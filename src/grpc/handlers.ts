@@ -7,10 +7,12 @@ import type { Logger } from "pino";
 import type { CertificateServiceServer } from "../../gen/ts/certmanager/v1/certificate.js";
 import type { InstanceServiceServer } from "../../gen/ts/certmanager/v1/instance.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { parseCertificateName, parseInstanceName } from "../domain/names.js";
+import { parseCertificateName, parseInstanceName, parseReclamationName } from "../domain/names.js";
 import type { CertificateService } from "../services/certificates.js";
 import type { InstanceService } from "../services/instances.js";
-import { toCertificate, toInstance } from "./mappers.js";
+import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/reclamation.js";
+import type { ReclamationService } from "../services/reclamations.js";
+import { toCertificate, toInstance, toReclamation } from "./mappers.js";
 import { toServiceError } from "./status.js";
 import { checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
 
@@ -50,7 +52,7 @@ export function instanceHandlers(log: Logger, instances: InstanceService): Insta
     }),
     getInstance: unary(log, "GetInstance", async (req) => ({ instance: await withVersion(parseInstanceName(req.name, "name")) })),
     listInstances: unary(log, "ListInstances", async (req) => {
-      const page = await instances.list(req.pageSize, req.pageToken);
+      const page = await instances.list(req.pageSize, req.pageToken, req.showDeleted);
       const out = [];
       for (const i of page.instances) out.push(toInstance(i, await instances.rootKeyVersion(i.id)));
       return { instances: out, nextPageToken: page.nextPageToken };
@@ -62,6 +64,28 @@ export function instanceHandlers(log: Logger, instances: InstanceService): Insta
       const updated = await instances.update(id, fields, inst.etag);
       return { instance: toInstance(updated, await instances.rootKeyVersion(id)) };
     }),
+    deleteInstance: unary(log, "DeleteInstance", async (req) => {
+      const id = parseInstanceName(req.name, "name");
+      const { instance, reclamation } = await instances.delete(id, req.etag);
+      return { instance: toInstance(instance, await instances.rootKeyVersion(id)), reclamation: toReclamation(reclamation) };
+    }),
+  };
+}
+
+/** ReclamationService handlers. */
+export function reclamationHandlers(log: Logger, reclamations: ReclamationService): ReclamationServiceServer {
+  return {
+    listReclamations: unary(log, "ListReclamations", async (req) => {
+      const page = await reclamations.list(req);
+      return { reclamations: page.reclamations.map(toReclamation), nextPageToken: page.nextPageToken };
+    }),
+    getReclamation: unary(log, "GetReclamation", async (req) => ({ reclamation: toReclamation(await reclamations.get(parseReclamationName(req.name, "name"))) })),
+    restoreReclamation: unary(log, "RestoreReclamation", async (req) => ({
+      reclamation: toReclamation(await reclamations.restore(parseReclamationName(req.name, "name"))),
+    })),
+    deleteReclamation: unary(log, "DeleteReclamation", async (req) => ({
+      reclamation: toReclamation(await reclamations.reclaimNow(parseReclamationName(req.name, "name"))),
+    })),
   };
 }
 

@@ -2,8 +2,10 @@
 import { KeyAlgorithm, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
 import { Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
 import { certificateName, instanceName } from "../domain/names.js";
-import type { CertificateRecord, InstanceRecord } from "../domain/ports.js";
+import { Reclamation_State, type Reclamation } from "../../gen/ts/certmanager/v1/reclamation.js";
+import type { CertificateRecord, InstanceRecord, ReclamationRecord } from "../domain/ports.js";
 import { etagOf } from "../services/etag.js";
+import { reclamationName } from "../services/instance-state.js";
 
 const KEY_ALGORITHMS: Record<string, KeyAlgorithm> = {
   RSA: KeyAlgorithm.KEY_ALGORITHM_RSA,
@@ -20,12 +22,40 @@ export function toInstance(i: InstanceRecord, rootKeyVersion: number): Instance 
     displayName: i.displayName,
     description: i.description,
     labels: i.labels,
-    state: Instance_State.STATE_ACTIVE,
+    state: INSTANCE_STATES[i.state],
     rootKey: `${i.rootKeyBackend}/${i.rootKeyId}`,
     rootKeyVersion,
     createTime: i.createTime,
     updateTime: i.updateTime,
     etag: etagOf(name, i.revision),
+    expireTime: i.state === "PENDING_RECLAMATION" ? i.expireTime : undefined,
+    reclamation: i.reclamationId ? reclamationName(i.reclamationId) : "",
+    deleteTime: i.state === "DELETED" ? i.deleteTime : undefined,
+  };
+}
+
+const INSTANCE_STATES: Record<InstanceRecord["state"], Instance_State> = {
+  ACTIVE: Instance_State.STATE_ACTIVE,
+  PENDING_RECLAMATION: Instance_State.STATE_PENDING_RECLAMATION,
+  DELETED: Instance_State.STATE_DELETED,
+};
+
+const RECLAMATION_STATES: Record<ReclamationRecord["state"], Reclamation_State> = {
+  SCHEDULED: Reclamation_State.STATE_SCHEDULED,
+  RESTORED: Reclamation_State.STATE_RESTORED,
+  RECLAIMING: Reclamation_State.STATE_RECLAIMING,
+  RECLAIMED: Reclamation_State.STATE_RECLAIMED,
+};
+
+/** ReclamationRecord -> certmanager.v1.Reclamation. */
+export function toReclamation(r: ReclamationRecord): Reclamation {
+  return {
+    name: reclamationName(r.id),
+    instance: instanceName(r.instanceId),
+    state: RECLAMATION_STATES[r.state],
+    expireTime: r.expireTime,
+    createTime: r.createTime,
+    updateTime: r.updateTime,
   };
 }
 

@@ -13,10 +13,12 @@ import { CertificateServiceService } from "../../gen/ts/certmanager/v1/certifica
 import { InstanceServiceService } from "../../gen/ts/certmanager/v1/instance.js";
 import type { CertificateService } from "../services/certificates.js";
 import type { InstanceService } from "../services/instances.js";
-import { certificateHandlers, instanceHandlers } from "./handlers.js";
+import { ReclamationServiceService } from "../../gen/ts/certmanager/v1/reclamation.js";
+import type { ReclamationService } from "../services/reclamations.js";
+import { certificateHandlers, instanceHandlers, reclamationHandlers } from "./handlers.js";
 
 /** Fully qualified names of the services whose health is reported. */
-export const SERVICE_NAMES = ["certmanager.v1.InstanceService", "certmanager.v1.CertificateService"] as const;
+export const SERVICE_NAMES = ["certmanager.v1.InstanceService", "certmanager.v1.CertificateService", "certmanager.v1.ReclamationService"] as const;
 
 const DESCRIPTOR_SET = new URL("../../gen/descriptor.binpb", import.meta.url);
 
@@ -44,7 +46,7 @@ export interface GrpcServer {
 /** Builds the server with every service registered; does not bind. */
 export function buildServer(
   log: Logger,
-  services: { instances: InstanceService; certificates: CertificateService },
+  services: { instances: InstanceService; certificates: CertificateService; reclamations: ReclamationService },
   opts: { maxReceiveMessageBytes: number },
 ): GrpcServer {
   const server = new grpc.Server({
@@ -53,6 +55,7 @@ export function buildServer(
   });
   server.addService(InstanceServiceService, instanceHandlers(log.child({ service: "InstanceService" }), services.instances));
   server.addService(CertificateServiceService, certificateHandlers(log.child({ service: "CertificateService" }), services.certificates));
+  server.addService(ReclamationServiceService, reclamationHandlers(log.child({ service: "ReclamationService" }), services.reclamations));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
   health.addToServer(server);
   const files = fileDescriptorProtos(DESCRIPTOR_SET);

@@ -18,6 +18,7 @@ import type {
 } from "../domain/ports.js";
 import { parseImport, type ParsedImport } from "../x509/index.js";
 import { checkEtag, EtagMismatchError } from "./etag.js";
+import { requireActive } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
 import type { Keyring, LentDek } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
@@ -90,6 +91,7 @@ export class CertificateService {
     };
     try {
       await this.uow.transaction(async (repos) => {
+        await this.lockActive(repos, instanceId);
         if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
           throw new ReplayedRequest();
         }
@@ -134,6 +136,7 @@ export class CertificateService {
     };
     try {
       await this.uow.transaction(async (repos) => {
+        await this.lockActive(repos, instanceId);
         const version = await this.sealVersion(repos, instance, updated, versionNo, parsed, now);
         if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name);
       });
@@ -146,9 +149,9 @@ export class CertificateService {
 
   /** @throws NotFoundError INSTANCE_NOT_FOUND | CERTIFICATE_NOT_FOUND */
   async get(instanceId: string, certificateId: string): Promise<CertificateRecord> {
+    await this.instance(instanceId);
     const cert = await this.uow.repos.certificates.get(instanceId, certificateId);
     if (!cert) {
-      await this.instance(instanceId);
       const name = certificateName(instanceId, certificateId);
       throw new NotFoundError("CERTIFICATE_NOT_FOUND", name, `certificate ${name} does not exist`);
     }
@@ -235,7 +238,11 @@ export class CertificateService {
       revision: current.revision + 1,
       updateTime: this.clock.now(),
     };
-    if (!(await this.uow.repos.certificates.update(updated, current.revision))) throw new EtagMismatchError(name);
+    const ok = await this.uow.transaction(async (repos) => {
+      await this.lockActive(repos, instanceId);
+      return repos.certificates.update(updated, current.revision);
+    });
+    if (!ok) throw new EtagMismatchError(name);
     return updated;
   }
 
@@ -244,16 +251,32 @@ export class CertificateService {
     const current = await this.get(instanceId, certificateId);
     const name = certificateName(instanceId, certificateId);
     checkEtag(name, current.revision, etag);
-    const deleted = await this.uow.transaction((repos) => repos.certificates.delete(instanceId, certificateId, current.revision));
+    const deleted = await this.uow.transaction(async (repos) => {
+      await this.lockActive(repos, instanceId);
+      return repos.certificates.delete(instanceId, certificateId, current.revision);
+    });
     if (!deleted) throw new EtagMismatchError(name);
   }
 
+  /**
+   * Inside a write transaction: re-reads the instance under a shared lock and checks it is still ACTIVE, so a
+   * concurrent DeleteInstance (which updates that row) either waits for this write or makes it fail; no write
+   * lands in an instance pending reclamation.
+   */
+  private async lockActive(repos: Repositories, instanceId: string): Promise<void> {
+    const instance = await repos.instances.getForShare(instanceId);
+    if (!instance) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(instanceId), `instance ${instanceName(instanceId)} does not exist`);
+    requireActive(instance);
+  }
+
+  /** The instance, which must be ACTIVE. @throws NotFoundError, FailedPreconditionError (requireActive) */
   private async instance(instanceId: string): Promise<InstanceRecord> {
     const instance = await this.uow.repos.instances.get(instanceId);
     if (!instance) {
       const name = instanceName(instanceId);
       throw new NotFoundError("INSTANCE_NOT_FOUND", name, `instance ${name} does not exist`);
     }
+    requireActive(instance);
     return instance;
   }
 

@@ -8,7 +8,7 @@
  */
 import type { KeyAlgorithm } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import type { CertificateFilter, CertificateOrderField } from "../domain/ports.js";
+import type { CertificateFilter, CertificateOrderField, ReclamationFilter, ReclamationState } from "../domain/ports.js";
 
 const TOKEN = /\s*(?:("(?:[^"\\]|\\.)*")|(<=|>=|<|>|=)|([A-Za-z_][A-Za-z0-9_.]*))/y;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
@@ -112,4 +112,34 @@ export function parseCertificateOrderBy(text: string): { field: CertificateOrder
     );
   }
   return { field: field as CertificateOrderField, descending: dir === "desc" };
+}
+
+const RECLAMATION_STATES: ReclamationState[] = ["SCHEDULED", "RESTORED", "RECLAIMING", "RECLAIMED"];
+
+/**
+ * Parses a ListReclamations filter: `instance = "instances/{uuid}"` and/or `state = SCHEDULED` (or RESTORED,
+ * RECLAIMING, RECLAIMED; the proto spelling `STATE_SCHEDULED` is accepted too), joined by AND.
+ * @throws InvalidArgumentError INVALID_FILTER
+ */
+export function parseReclamationFilter(text: string): ReclamationFilter {
+  if (text.length > 1024) fail("filter is longer than 1024 characters");
+  const tokens = tokenize(text);
+  const filter: ReclamationFilter = {};
+  for (let i = 0; i < tokens.length; i += 4) {
+    const [field, op, value, and] = [tokens[i], tokens[i + 1], tokens[i + 2], tokens[i + 3]];
+    if (!field || field.kind !== "word" || !op || op.text !== "=" || !value) fail(`filter must be comparisons such as state = SCHEDULED joined by AND`);
+    if (field.text === "instance") {
+      const m = /^instances\/([0-9a-f-]{36})$/.exec(value.text);
+      if (value.kind !== "string" || !m || filter.instanceId) fail(`instance must be compared once with an instance name in double quotes, such as "instances/{uuid}"`);
+      filter.instanceId = m[1];
+    } else if (field.text === "state") {
+      const state = value.text.toUpperCase().replace(/^STATE_/, "") as ReclamationState;
+      if (!RECLAMATION_STATES.includes(state) || filter.state) fail(`state must be compared once with one of ${RECLAMATION_STATES.join(", ")}`);
+      filter.state = state;
+    } else {
+      fail(`filter field ${JSON.stringify(field.text)} is unknown; use instance or state`);
+    }
+    if (and && (and.kind !== "word" || and.text !== "AND" || i + 4 >= tokens.length)) fail("comparisons must be joined by AND");
+  }
+  return filter;
 }

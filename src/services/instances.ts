@@ -2,10 +2,11 @@
  * Instance use cases (InstanceService): create with a fresh wrapped DEK, get, list, update.
  */
 import { v7 as uuidv7 } from "uuid";
-import { NotFoundError } from "../domain/errors.js";
+import { NotFoundError, UniqueConstraintError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
-import type { Clock, InstanceRecord, UnitOfWork } from "../domain/ports.js";
+import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
 import { checkEtag, EtagMismatchError } from "./etag.js";
+import { requireActive } from "./instance-state.js";
 import type { Keyring } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
@@ -26,6 +27,8 @@ export class InstanceService {
     private readonly clock: Clock,
     private readonly pageTokens: PageTokenCodec,
     private readonly defaultRootKey: { backend: string; keyId: string },
+    /** How long a deleted instance stays restorable, ms. */
+    private readonly retentionMs: number,
   ) {}
 
   /**
@@ -83,11 +86,11 @@ export class InstanceService {
    * Lists instances oldest first (keyset pagination on create_time, id).
    * @throws InvalidArgumentError INVALID_PAGE_TOKEN, INVALID_FIELD (page_size)
    */
-  async list(requestedPageSize: number, pageToken: string): Promise<{ instances: InstanceRecord[]; nextPageToken: string }> {
+  async list(requestedPageSize: number, pageToken: string, showDeleted: boolean): Promise<{ instances: InstanceRecord[]; nextPageToken: string }> {
     const size = pageSize(requestedPageSize);
-    const binding = PageTokenCodec.bind("instances");
+    const binding = PageTokenCodec.bind("instances", String(showDeleted));
     const after = pageToken ? this.pageTokens.decode(pageToken, binding) : undefined;
-    const rows = await this.uow.repos.instances.list(size + 1, after);
+    const rows = await this.uow.repos.instances.list(size + 1, after, showDeleted);
     const page = rows.slice(0, size);
     const last = page[page.length - 1];
     const nextPageToken = rows.length > size ? this.pageTokens.encode(binding, { value: last.createTime.getTime(), id: last.id }) : "";
@@ -100,6 +103,7 @@ export class InstanceService {
    */
   async update(id: string, fields: InstanceFields, etag: string): Promise<InstanceRecord> {
     const current = await this.get(id);
+    requireActive(current);
     checkEtag(instanceName(id), current.revision, etag);
     const updated: InstanceRecord = {
       ...current,
@@ -109,5 +113,47 @@ export class InstanceService {
     };
     if (!(await this.uow.repos.instances.update(updated, current.revision))) throw new EtagMismatchError(instanceName(id));
     return updated;
+  }
+
+  /**
+   * Soft-deletes an instance (AIP-164): ACTIVE -> PENDING_RECLAMATION and a SCHEDULED reclamation expiring
+   * after the retention period, in one transaction. The instance row's revision and the unique open
+   * reclamation per instance make a second, concurrent delete lose.
+   * @throws NotFoundError, EtagMismatchError, FailedPreconditionError INSTANCE_PENDING_RECLAMATION
+   */
+  async delete(id: string, etag: string): Promise<{ instance: InstanceRecord; reclamation: ReclamationRecord }> {
+    const current = await this.get(id);
+    requireActive(current);
+    checkEtag(instanceName(id), current.revision, etag);
+    const now = this.clock.now();
+    const reclamation: ReclamationRecord = {
+      id: uuidv7(),
+      instanceId: id,
+      state: "SCHEDULED",
+      expireTime: new Date(now.getTime() + this.retentionMs),
+      createTime: now,
+      updateTime: now,
+    };
+    const pending: InstanceRecord = {
+      ...current,
+      state: "PENDING_RECLAMATION",
+      reclamationId: reclamation.id,
+      expireTime: reclamation.expireTime,
+      revision: current.revision + 1,
+      updateTime: now,
+    };
+    try {
+      await this.uow.transaction(async (repos) => {
+        if (!(await repos.instances.update(pending, current.revision))) throw new UniqueConstraintError("instances_revision");
+        await repos.reclamations.insert(reclamation);
+      });
+    } catch (err) {
+      if (!(err instanceof UniqueConstraintError)) throw err;
+      // Lost a race: report what the winner left behind.
+      const now2 = await this.get(id);
+      requireActive(now2);
+      throw new EtagMismatchError(instanceName(id));
+    }
+    return { instance: pending, reclamation };
   }
 }

@@ -93,6 +93,11 @@ export class Keyring {
     return { id: record.id, key, release: () => zero(key) };
   }
 
+  /** Drops DEKs from the cache (zeroing them), e.g. once they were destroyed by a reclamation. */
+  forget(dekIds: string[]): void {
+    for (const id of dekIds) this.cache.delete(id);
+  }
+
   /** Empties the DEK cache (zeroing every key), e.g. at shutdown. */
   clear(): void {
     this.cache.clear();

@@ -7,6 +7,7 @@ import type { Repositories, UnitOfWork } from "../domain/ports.js";
 import { KnexCertificateRepository } from "./repositories/certificates.js";
 import { KnexDekRepository } from "./repositories/deks.js";
 import { KnexInstanceRepository } from "./repositories/instances.js";
+import { KnexReclamationRepository } from "./repositories/reclamations.js";
 import { KnexRequestIdRepository } from "./repositories/request-ids.js";
 
 function bind(db: Knex | Knex.Transaction): Repositories {
@@ -15,6 +16,7 @@ function bind(db: Knex | Knex.Transaction): Repositories {
     deks: new KnexDekRepository(db),
     certificates: new KnexCertificateRepository(db),
     requestIds: new KnexRequestIdRepository(db),
+    reclamations: new KnexReclamationRepository(db),
   };
 }
 

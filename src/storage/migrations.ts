@@ -117,7 +117,45 @@ const initial: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial];
+const reclamations: Migration = {
+  name: "0002_reclamations",
+  async up(knex) {
+    await knex.schema.createTable("reclamations", (t) => {
+      utf8mb4(knex, t);
+      t.string("id", 36).primary();
+      t.string("instance_id", 36).notNullable().references("id").inTable("instances");
+      t.string("state", 16).notNullable();
+      // Equals instance_id while SCHEDULED or RECLAIMING, NULL otherwise: a unique index on it allows one open
+      // reclamation per instance on both dialects (NULLs never collide in a unique index).
+      t.string("open_instance_id", 36).nullable().unique({ indexName: "reclamations_open_instance" });
+      t.bigInteger("expire_time").notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.bigInteger("update_time").notNullable();
+      t.string("lease_owner", 64).nullable();
+      t.bigInteger("lease_until").nullable();
+      t.index(["state", "expire_time"], "reclamations_state_expire_time");
+      t.index(["create_time", "id"], "reclamations_create_time_id");
+      t.index(["instance_id"], "reclamations_instance");
+    });
+    await knex.schema.alterTable("instances", (t) => {
+      t.string("reclamation_id", 36).nullable();
+      t.bigInteger("expire_time").nullable();
+      t.bigInteger("delete_time").nullable();
+      t.index(["state", "create_time", "id"], "instances_state_create_time_id");
+    });
+  },
+  async down(knex) {
+    await knex.schema.alterTable("instances", (t) => {
+      t.dropIndex(["state", "create_time", "id"], "instances_state_create_time_id");
+      t.dropColumn("reclamation_id");
+      t.dropColumn("expire_time");
+      t.dropColumn("delete_time");
+    });
+    await knex.schema.dropTableIfExists("reclamations");
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, reclamations];
 
 /** Knex migration source serving MIGRATIONS in order. */
 class CodeMigrationSource implements Knex.MigrationSource<Migration> {

@@ -2,53 +2,17 @@
  * The server as a separate process, as an operator runs it: reflection and health through `buf curl` (the
  * grpcurl stand-in, see TOOLCHAIN.md), config errors naming the variable, SIGTERM draining and exiting 0.
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeChain } from "../helpers/openssl.js";
+import { ROOT, startServerProcess, type ServerProcess } from "../helpers/process.js";
 
 const run = promisify(execFile);
-const ROOT = path.resolve(import.meta.dirname, "../..");
 const BUF = path.join(ROOT, "node_modules/.bin/buf");
-
-interface Proc {
-  child: ChildProcess;
-  port: number;
-  logs: string[];
-  exited: Promise<number | null>;
-}
-
-function startProcess(env: Record<string, string>): Promise<Proc> {
-  // The compiled build, exactly what `npm start` runs.
-  const child = spawn(process.execPath, ["dist/src/main.js"], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, CM_LISTEN_ADDRESS: "127.0.0.1:0", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const logs: string[] = [];
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${logs.join("")}`)), 20_000);
-    child.stderr!.on("data", (d) => logs.push(String(d)));
-    child.stdout!.on("data", (d: Buffer) => {
-      for (const line of String(d).split("\n").filter(Boolean)) {
-        logs.push(line);
-        const m = /"address":"127\.0\.0\.1:(\d+)"/.exec(line);
-        if (m) {
-          clearTimeout(timer);
-          resolve({ child, port: Number(m[1]), logs, exited });
-        }
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code}: ${logs.join("")}`));
-    });
-  });
-}
 
 async function bufCurl(port: number, args: string[]): Promise<string> {
   const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args.slice(0, -1), `http://127.0.0.1:${port}${args[args.length - 1]}`], {
@@ -59,11 +23,10 @@ async function bufCurl(port: number, args: string[]): Promise<string> {
 
 describe("server process", () => {
   let dataDir: string;
-  let p: Proc;
+  let p: ServerProcess;
   beforeAll(async () => {
-    await run("npm", ["run", "--silent", "build"], { cwd: ROOT });
     dataDir = mkdtempSync(path.join(tmpdir(), "cm-e2e-"));
-    p = await startProcess({ CM_DATA_DIR: dataDir });
+    p = await startServerProcess({ CM_DATA_DIR: dataDir });
   });
   afterAll(async () => {
     if (p.child.exitCode === null) p.child.kill("SIGKILL");
@@ -80,7 +43,7 @@ describe("server process", () => {
 
   it("lists and describes services through reflection, with no proto files", async () => {
     const services = (await bufCurl(p.port, ["--list-services", ""])).trim().split("\n").sort();
-    expect(services).toEqual(["certmanager.v1.CertificateService", "certmanager.v1.InstanceService", "grpc.health.v1.Health"]);
+    expect(services).toEqual(["certmanager.v1.CertificateService", "certmanager.v1.InstanceService", "certmanager.v1.ReclamationService", "grpc.health.v1.Health"]);
     const methods = await bufCurl(p.port, ["--list-methods", ""]);
     expect(methods).toContain("certmanager.v1.CertificateService/AccessCertificate");
     const v1alpha = await bufCurl(p.port, ["--reflect-protocol", "grpc-v1alpha", "--list-services", ""]);

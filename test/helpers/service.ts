@@ -12,6 +12,7 @@ import { createKnex } from "../../src/storage/index.js";
 import pino from "pino";
 import * as certificatePb from "../../gen/ts/certmanager/v1/certificate.js";
 import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
+import * as reclamationPb from "../../gen/ts/certmanager/v1/reclamation.js";
 import { BadRequest, ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
 import { loadConfig, type Config } from "../../src/config/index.js";
@@ -62,6 +63,8 @@ export interface TestService {
   instances: Rpc<typeof instancePb.InstanceServiceService>;
   /** Promise-returning CertificateService stub taking partial requests. */
   certificates: Rpc<typeof certificatePb.CertificateServiceService>;
+  /** Promise-returning ReclamationService stub taking partial requests. */
+  reclamations: Rpc<typeof reclamationPb.ReclamationServiceService>;
   address: string;
   /** A separate Knex connection to the service's database, for inspecting (or tampering with) raw rows. */
   raw(): Knex;
@@ -101,14 +104,17 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
     const address = `127.0.0.1:${service.port}`;
     const instanceClient = new instancePb.InstanceServiceClient(address, credentials.createInsecure());
     const certificateClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure());
+    const reclamationClient = new reclamationPb.ReclamationServiceClient(address, credentials.createInsecure());
     return {
       service,
       address,
       instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb),
       certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb),
+      reclamations: promisify(reclamationClient, reclamationPb.ReclamationServiceService, reclamationPb),
       async close() {
         instanceClient.close();
         certificateClient.close();
+        reclamationClient.close();
         await service.stop();
       },
     };

@@ -290,4 +290,15 @@ export class KnexCertificateRepository implements CertificateRepository {
     const n = await this.db(TABLE).where({ id, instance_id: instanceId, revision: expectedRevision }).delete();
     return n === 1;
   }
+
+  async deleteBatch(instanceId: string, limit: number): Promise<number> {
+    const ids = ((await this.db(TABLE).select("id").where({ instance_id: instanceId }).orderBy("id").limit(limit)) as { id: string }[]).map(
+      (r) => r.id,
+    );
+    if (ids.length === 0) return 0;
+    await this.db(DOMAINS).whereIn("certificate_id", ids).delete();
+    await this.db(VERSIONS).whereIn("certificate_id", ids).delete();
+    await this.db(TABLE).whereIn("id", ids).delete();
+    return ids.length;
+  }
 }

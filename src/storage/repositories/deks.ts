@@ -64,4 +64,10 @@ export class KnexDekRepository implements DekRepository {
   async addEncryptions(id: string, n: number): Promise<void> {
     await this.db(TABLE).where({ id }).increment("encryption_count", n);
   }
+
+  async deleteForInstance(instanceId: string): Promise<string[]> {
+    const ids = ((await this.db(TABLE).select("id").where({ instance_id: instanceId })) as { id: string }[]).map((r) => r.id);
+    await this.db(TABLE).where({ instance_id: instanceId }).delete();
+    return ids;
+  }
 }

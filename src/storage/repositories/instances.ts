@@ -1,5 +1,6 @@
 /** Instance repository: table `instances`. */
 import type { Knex } from "knex";
+import { isMysql } from "../db.js";
 import type { InstanceRecord, InstanceRepository, KeysetCursor } from "../../domain/ports.js";
 
 const TABLE = "instances";
@@ -14,6 +15,9 @@ const COLUMNS = [
   "revision",
   "create_time",
   "update_time",
+  "reclamation_id",
+  "expire_time",
+  "delete_time",
 ] as const;
 
 interface Row {
@@ -27,7 +31,12 @@ interface Row {
   revision: number;
   create_time: number | string;
   update_time: number | string;
+  reclamation_id: string | null;
+  expire_time: number | string | null;
+  delete_time: number | string | null;
 }
+
+const optionalDate = (v: number | string | null): Date | undefined => (v === null || v === undefined ? undefined : new Date(Number(v)));
 
 function rowToInstance(r: Row): InstanceRecord {
   return {
@@ -41,6 +50,9 @@ function rowToInstance(r: Row): InstanceRecord {
     revision: Number(r.revision),
     createTime: new Date(Number(r.create_time)),
     updateTime: new Date(Number(r.update_time)),
+    reclamationId: r.reclamation_id ?? undefined,
+    expireTime: optionalDate(r.expire_time),
+    deleteTime: optionalDate(r.delete_time),
   };
 }
 
@@ -56,6 +68,9 @@ function instanceToRow(i: InstanceRecord): Row {
     revision: i.revision,
     create_time: i.createTime.getTime(),
     update_time: i.updateTime.getTime(),
+    reclamation_id: i.reclamationId ?? null,
+    expire_time: i.expireTime?.getTime() ?? null,
+    delete_time: i.deleteTime?.getTime() ?? null,
   };
 }
 
@@ -72,8 +87,16 @@ export class KnexInstanceRepository implements InstanceRepository {
     return row && rowToInstance(row);
   }
 
-  async list(limit: number, after?: KeysetCursor): Promise<InstanceRecord[]> {
+  async getForShare(id: string): Promise<InstanceRecord | undefined> {
+    const q = this.db(TABLE).select(COLUMNS).where({ id });
+    if (isMysql(this.db as Knex)) q.forShare();
+    const row = (await q.first()) as Row | undefined;
+    return row && rowToInstance(row);
+  }
+
+  async list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean): Promise<InstanceRecord[]> {
     const q = this.db(TABLE).select(COLUMNS);
+    if (!showDeleted) q.where("state", "ACTIVE");
     if (after) {
       q.where((w) =>
         w.where("create_time", ">", after.value).orWhere((w2) => w2.where("create_time", after.value).andWhere("id", ">", after.id)),

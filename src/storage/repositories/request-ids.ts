@@ -32,4 +32,8 @@ export class KnexRequestIdRepository implements RequestIdRepository {
       throw err;
     }
   }
+
+  async deleteScope(scope: string): Promise<void> {
+    await this.db(TABLE).where({ scope }).delete();
+  }
 }

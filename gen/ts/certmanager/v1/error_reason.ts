@@ -102,6 +102,30 @@ export enum ErrorReason {
   ERROR_REASON_INTERNAL = 28,
   /** ERROR_REASON_DATABASE_UNAVAILABLE - UNAVAILABLE: the database cannot be reached; retry with backoff. Metadata: none. */
   ERROR_REASON_DATABASE_UNAVAILABLE = 29,
+  /**
+   * ERROR_REASON_INSTANCE_PENDING_RECLAMATION - FAILED_PRECONDITION: the instance is pending reclamation; restore it first. Metadata: `resource`,
+   * `reclamation`, `expire_time`.
+   */
+  ERROR_REASON_INSTANCE_PENDING_RECLAMATION = 30,
+  /**
+   * ERROR_REASON_INSTANCE_DELETED - NOT_FOUND: the instance was permanently deleted; only its tombstone remains. Metadata: `resource`,
+   * `reclamation`.
+   */
+  ERROR_REASON_INSTANCE_DELETED = 31,
+  /** ERROR_REASON_RECLAMATION_NOT_FOUND - NOT_FOUND: the reclamation does not exist. Metadata: `resource`. */
+  ERROR_REASON_RECLAMATION_NOT_FOUND = 32,
+  /**
+   * ERROR_REASON_RECLAMATION_EXPIRED - FAILED_PRECONDITION: the reclamation's `expire_time` has passed; the instance can no longer be restored.
+   * Metadata: `resource`, `expire_time`.
+   */
+  ERROR_REASON_RECLAMATION_EXPIRED = 33,
+  /**
+   * ERROR_REASON_RECLAMATION_NOT_SCHEDULED - FAILED_PRECONDITION: the reclamation is no longer scheduled (it was restored, or is being or was
+   * reclaimed). Metadata: `resource`, `state`.
+   */
+  ERROR_REASON_RECLAMATION_NOT_SCHEDULED = 34,
+  /** ERROR_REASON_RECLAMATION_IN_PROGRESS - ABORTED: another server is reclaiming the instance right now; retry later. Metadata: `resource`. */
+  ERROR_REASON_RECLAMATION_IN_PROGRESS = 35,
   UNRECOGNIZED = -1,
 }
 
@@ -197,6 +221,24 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 29:
     case "ERROR_REASON_DATABASE_UNAVAILABLE":
       return ErrorReason.ERROR_REASON_DATABASE_UNAVAILABLE;
+    case 30:
+    case "ERROR_REASON_INSTANCE_PENDING_RECLAMATION":
+      return ErrorReason.ERROR_REASON_INSTANCE_PENDING_RECLAMATION;
+    case 31:
+    case "ERROR_REASON_INSTANCE_DELETED":
+      return ErrorReason.ERROR_REASON_INSTANCE_DELETED;
+    case 32:
+    case "ERROR_REASON_RECLAMATION_NOT_FOUND":
+      return ErrorReason.ERROR_REASON_RECLAMATION_NOT_FOUND;
+    case 33:
+    case "ERROR_REASON_RECLAMATION_EXPIRED":
+      return ErrorReason.ERROR_REASON_RECLAMATION_EXPIRED;
+    case 34:
+    case "ERROR_REASON_RECLAMATION_NOT_SCHEDULED":
+      return ErrorReason.ERROR_REASON_RECLAMATION_NOT_SCHEDULED;
+    case 35:
+    case "ERROR_REASON_RECLAMATION_IN_PROGRESS":
+      return ErrorReason.ERROR_REASON_RECLAMATION_IN_PROGRESS;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -266,6 +308,18 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_INTERNAL";
     case ErrorReason.ERROR_REASON_DATABASE_UNAVAILABLE:
       return "ERROR_REASON_DATABASE_UNAVAILABLE";
+    case ErrorReason.ERROR_REASON_INSTANCE_PENDING_RECLAMATION:
+      return "ERROR_REASON_INSTANCE_PENDING_RECLAMATION";
+    case ErrorReason.ERROR_REASON_INSTANCE_DELETED:
+      return "ERROR_REASON_INSTANCE_DELETED";
+    case ErrorReason.ERROR_REASON_RECLAMATION_NOT_FOUND:
+      return "ERROR_REASON_RECLAMATION_NOT_FOUND";
+    case ErrorReason.ERROR_REASON_RECLAMATION_EXPIRED:
+      return "ERROR_REASON_RECLAMATION_EXPIRED";
+    case ErrorReason.ERROR_REASON_RECLAMATION_NOT_SCHEDULED:
+      return "ERROR_REASON_RECLAMATION_NOT_SCHEDULED";
+    case ErrorReason.ERROR_REASON_RECLAMATION_IN_PROGRESS:
+      return "ERROR_REASON_RECLAMATION_IN_PROGRESS";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

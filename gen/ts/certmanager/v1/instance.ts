@@ -20,6 +20,7 @@ import {
 } from "@grpc/grpc-js";
 import { FieldMask } from "../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
+import { Reclamation } from "./reclamation.js";
 
 export const protobufPackage = "certmanager.v1";
 
@@ -56,18 +57,46 @@ export interface Instance {
     | Date
     | undefined;
   /**
-   * Output only. A checksum of the instance's current state (AIP-154). Send it back in UpdateInstance to
-   * make the update fail with ABORTED if the instance changed since it was read.
+   * Output only. A checksum of the instance's current state (AIP-154). Send it back in UpdateInstance or
+   * DeleteInstance to make the call fail with ABORTED if the instance changed since it was read.
    */
   etag: string;
+  /**
+   * Output only. When the instance will be permanently deleted. Present only in
+   * `STATE_PENDING_RECLAMATION`.
+   */
+  expireTime?:
+    | Date
+    | undefined;
+  /**
+   * Output only. The reclamation that can restore or permanently delete the instance,
+   * `reclamations/{reclamation}`. Present in `STATE_PENDING_RECLAMATION` and `STATE_DELETED`.
+   */
+  reclamation: string;
+  /** Output only. When the instance's data was permanently deleted. Present only in `STATE_DELETED`. */
+  deleteTime?: Date | undefined;
 }
 
 /** The lifecycle of an instance. */
 export enum Instance_State {
   /** STATE_UNSPECIFIED - Not used. */
   STATE_UNSPECIFIED = 0,
-  /** STATE_ACTIVE - The instance is in use: its certificates can be imported, read and deleted. */
+  /**
+   * STATE_ACTIVE - The instance is in use: its certificates can be imported, read and deleted. Next:
+   * `STATE_PENDING_RECLAMATION` (DeleteInstance).
+   */
   STATE_ACTIVE = 1,
+  /**
+   * STATE_PENDING_RECLAMATION - The instance was deleted and can still be restored until `expire_time`; its certificate RPCs fail
+   * with FAILED_PRECONDITION (`INSTANCE_PENDING_RECLAMATION`). Next: `STATE_ACTIVE` (RestoreReclamation)
+   * or `STATE_DELETED` (reclaimed).
+   */
+  STATE_PENDING_RECLAMATION = 2,
+  /**
+   * STATE_DELETED - The instance's data was permanently deleted and its data encryption keys destroyed. Only this
+   * tombstone remains (no certificates, no keys). Final.
+   */
+  STATE_DELETED = 3,
   UNRECOGNIZED = -1,
 }
 
@@ -79,6 +108,12 @@ export function instance_StateFromJSON(object: any): Instance_State {
     case 1:
     case "STATE_ACTIVE":
       return Instance_State.STATE_ACTIVE;
+    case 2:
+    case "STATE_PENDING_RECLAMATION":
+      return Instance_State.STATE_PENDING_RECLAMATION;
+    case 3:
+    case "STATE_DELETED":
+      return Instance_State.STATE_DELETED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -92,6 +127,10 @@ export function instance_StateToJSON(object: Instance_State): string {
       return "STATE_UNSPECIFIED";
     case Instance_State.STATE_ACTIVE:
       return "STATE_ACTIVE";
+    case Instance_State.STATE_PENDING_RECLAMATION:
+      return "STATE_PENDING_RECLAMATION";
+    case Instance_State.STATE_DELETED:
+      return "STATE_DELETED";
     case Instance_State.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -149,6 +188,8 @@ export interface ListInstancesRequest {
    * the same as in that call.
    */
   pageToken: string;
+  /** Optional. Also list instances that are pending reclamation or deleted (AIP-164). */
+  showDeleted: boolean;
 }
 
 /** Response message for ListInstances. */
@@ -178,6 +219,24 @@ export interface UpdateInstanceResponse {
   instance?: Instance | undefined;
 }
 
+/** Request message for DeleteInstance. */
+export interface DeleteInstanceRequest {
+  /** Required. The name of the instance, `instances/{instance}`. */
+  name: string;
+  /** Optional. When set, it must equal the instance's current etag (else ABORTED). */
+  etag: string;
+}
+
+/** Response message for DeleteInstance. */
+export interface DeleteInstanceResponse {
+  /** The instance, now in `STATE_PENDING_RECLAMATION`. */
+  instance?:
+    | Instance
+    | undefined;
+  /** The reclamation that restores or permanently deletes the instance. */
+  reclamation?: Reclamation | undefined;
+}
+
 function createBaseInstance(): Instance {
   return {
     name: "",
@@ -190,6 +249,9 @@ function createBaseInstance(): Instance {
     createTime: undefined,
     updateTime: undefined,
     etag: "",
+    expireTime: undefined,
+    reclamation: "",
+    deleteTime: undefined,
   };
 }
 
@@ -224,6 +286,15 @@ export const Instance: MessageFns<Instance> = {
     }
     if (message.etag !== "") {
       writer.uint32(82).string(message.etag);
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(90).fork()).join();
+    }
+    if (message.reclamation !== "") {
+      writer.uint32(98).string(message.reclamation);
+    }
+    if (message.deleteTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.deleteTime), writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -324,6 +395,30 @@ export const Instance: MessageFns<Instance> = {
             message.etag = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.reclamation = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.deleteTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -381,6 +476,17 @@ export const Instance: MessageFns<Instance> = {
         ? fromJsonTimestamp(object.update_time)
         : undefined,
       etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      reclamation: isSet(object.reclamation) ? globalThis.String(object.reclamation) : "",
+      deleteTime: isSet(object.deleteTime)
+        ? fromJsonTimestamp(object.deleteTime)
+        : isSet(object.delete_time)
+        ? fromJsonTimestamp(object.delete_time)
+        : undefined,
     };
   },
 
@@ -422,6 +528,15 @@ export const Instance: MessageFns<Instance> = {
     if (message.etag !== "") {
       obj.etag = message.etag;
     }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.reclamation !== "") {
+      obj.reclamation = message.reclamation;
+    }
+    if (message.deleteTime !== undefined) {
+      obj.deleteTime = message.deleteTime.toISOString();
+    }
     return obj;
   },
 
@@ -448,6 +563,9 @@ export const Instance: MessageFns<Instance> = {
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
     message.etag = object.etag ?? "";
+    message.expireTime = object.expireTime ?? undefined;
+    message.reclamation = object.reclamation ?? "";
+    message.deleteTime = object.deleteTime ?? undefined;
     return message;
   },
 };
@@ -834,7 +952,7 @@ export const GetInstanceResponse: MessageFns<GetInstanceResponse> = {
 };
 
 function createBaseListInstancesRequest(): ListInstancesRequest {
-  return { pageSize: 0, pageToken: "" };
+  return { pageSize: 0, pageToken: "", showDeleted: false };
 }
 
 export const ListInstancesRequest: MessageFns<ListInstancesRequest> = {
@@ -844,6 +962,9 @@ export const ListInstancesRequest: MessageFns<ListInstancesRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(18).string(message.pageToken);
+    }
+    if (message.showDeleted !== false) {
+      writer.uint32(24).bool(message.showDeleted);
     }
     return writer;
   },
@@ -877,6 +998,14 @@ export const ListInstancesRequest: MessageFns<ListInstancesRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.showDeleted = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -901,6 +1030,11 @@ export const ListInstancesRequest: MessageFns<ListInstancesRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      showDeleted: isSet(object.showDeleted)
+        ? globalThis.Boolean(object.showDeleted)
+        : isSet(object.show_deleted)
+        ? globalThis.Boolean(object.show_deleted)
+        : false,
     };
   },
 
@@ -912,6 +1046,9 @@ export const ListInstancesRequest: MessageFns<ListInstancesRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.showDeleted !== false) {
+      obj.showDeleted = message.showDeleted;
+    }
     return obj;
   },
 
@@ -922,6 +1059,7 @@ export const ListInstancesRequest: MessageFns<ListInstancesRequest> = {
     const message = createBaseListInstancesRequest();
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.showDeleted = object.showDeleted ?? false;
     return message;
   },
 };
@@ -1177,6 +1315,180 @@ export const UpdateInstanceResponse: MessageFns<UpdateInstanceResponse> = {
   },
 };
 
+function createBaseDeleteInstanceRequest(): DeleteInstanceRequest {
+  return { name: "", etag: "" };
+}
+
+export const DeleteInstanceRequest: MessageFns<DeleteInstanceRequest> = {
+  encode(message: DeleteInstanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.etag !== "") {
+      writer.uint32(18).string(message.etag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteInstanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteInstanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.etag = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteInstanceRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+    };
+  },
+
+  toJSON(message: DeleteInstanceRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.etag !== "") {
+      obj.etag = message.etag;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteInstanceRequest>, I>>(base?: I): DeleteInstanceRequest {
+    return DeleteInstanceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteInstanceRequest>, I>>(object: I): DeleteInstanceRequest {
+    const message = createBaseDeleteInstanceRequest();
+    message.name = object.name ?? "";
+    message.etag = object.etag ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteInstanceResponse(): DeleteInstanceResponse {
+  return { instance: undefined, reclamation: undefined };
+}
+
+export const DeleteInstanceResponse: MessageFns<DeleteInstanceResponse> = {
+  encode(message: DeleteInstanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    if (message.reclamation !== undefined) {
+      Reclamation.encode(message.reclamation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteInstanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteInstanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = Instance.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reclamation = Reclamation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteInstanceResponse {
+    return {
+      instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined,
+      reclamation: isSet(object.reclamation) ? Reclamation.fromJSON(object.reclamation) : undefined,
+    };
+  },
+
+  toJSON(message: DeleteInstanceResponse): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = Instance.toJSON(message.instance);
+    }
+    if (message.reclamation !== undefined) {
+      obj.reclamation = Reclamation.toJSON(message.reclamation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteInstanceResponse>, I>>(base?: I): DeleteInstanceResponse {
+    return DeleteInstanceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteInstanceResponse>, I>>(object: I): DeleteInstanceResponse {
+    const message = createBaseDeleteInstanceResponse();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? Instance.fromPartial(object.instance)
+      : undefined;
+    message.reclamation = (object.reclamation !== undefined && object.reclamation !== null)
+      ? Reclamation.fromPartial(object.reclamation)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * Manages instances, the tenants of Certificate Manager.
  *
@@ -1217,7 +1529,10 @@ export const InstanceServiceService = {
     responseSerialize: (value: GetInstanceResponse): Buffer => Buffer.from(GetInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetInstanceResponse => GetInstanceResponse.decode(value),
   },
-  /** Lists instances, oldest first, with pagination (AIP-132, AIP-158). */
+  /**
+   * Lists instances, oldest first, with pagination (AIP-132, AIP-158). Instances pending reclamation
+   * and deleted instances are listed only with `show_deleted`.
+   */
   listInstances: {
     path: "/certmanager.v1.InstanceService/ListInstances" as const,
     requestStream: false as const,
@@ -1240,6 +1555,25 @@ export const InstanceServiceService = {
       Buffer.from(UpdateInstanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateInstanceResponse => UpdateInstanceResponse.decode(value),
   },
+  /**
+   * Deletes an instance softly (AIP-164): the instance goes to `STATE_PENDING_RECLAMATION` and a reclamation
+   * in `STATE_SCHEDULED` is created with `expire_time` = now + the retention period (7 days by default).
+   * Until then the reclamation can be restored with all data (ReclamationService.RestoreReclamation); after
+   * it, or when the reclamation is deleted, every certificate and data encryption key of the instance is
+   * permanently deleted. Honours `etag`. FAILED_PRECONDITION (`INSTANCE_PENDING_RECLAMATION`) when the
+   * instance is already pending reclamation.
+   */
+  deleteInstance: {
+    path: "/certmanager.v1.InstanceService/DeleteInstance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteInstanceRequest): Buffer =>
+      Buffer.from(DeleteInstanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteInstanceRequest => DeleteInstanceRequest.decode(value),
+    responseSerialize: (value: DeleteInstanceResponse): Buffer =>
+      Buffer.from(DeleteInstanceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteInstanceResponse => DeleteInstanceResponse.decode(value),
+  },
 } as const;
 
 export interface InstanceServiceServer extends UntypedServiceImplementation {
@@ -1250,10 +1584,22 @@ export interface InstanceServiceServer extends UntypedServiceImplementation {
   createInstance: handleUnaryCall<CreateInstanceRequest, CreateInstanceResponse>;
   /** Gets an instance by name. NOT_FOUND when it does not exist. */
   getInstance: handleUnaryCall<GetInstanceRequest, GetInstanceResponse>;
-  /** Lists instances, oldest first, with pagination (AIP-132, AIP-158). */
+  /**
+   * Lists instances, oldest first, with pagination (AIP-132, AIP-158). Instances pending reclamation
+   * and deleted instances are listed only with `show_deleted`.
+   */
   listInstances: handleUnaryCall<ListInstancesRequest, ListInstancesResponse>;
   /** Updates an instance's display name, description or labels (AIP-134). Honours `instance.etag`. */
   updateInstance: handleUnaryCall<UpdateInstanceRequest, UpdateInstanceResponse>;
+  /**
+   * Deletes an instance softly (AIP-164): the instance goes to `STATE_PENDING_RECLAMATION` and a reclamation
+   * in `STATE_SCHEDULED` is created with `expire_time` = now + the retention period (7 days by default).
+   * Until then the reclamation can be restored with all data (ReclamationService.RestoreReclamation); after
+   * it, or when the reclamation is deleted, every certificate and data encryption key of the instance is
+   * permanently deleted. Honours `etag`. FAILED_PRECONDITION (`INSTANCE_PENDING_RECLAMATION`) when the
+   * instance is already pending reclamation.
+   */
+  deleteInstance: handleUnaryCall<DeleteInstanceRequest, DeleteInstanceResponse>;
 }
 
 export interface InstanceServiceClient extends Client {
@@ -1292,7 +1638,10 @@ export interface InstanceServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetInstanceResponse) => void,
   ): ClientUnaryCall;
-  /** Lists instances, oldest first, with pagination (AIP-132, AIP-158). */
+  /**
+   * Lists instances, oldest first, with pagination (AIP-132, AIP-158). Instances pending reclamation
+   * and deleted instances are listed only with `show_deleted`.
+   */
   listInstances(
     request: ListInstancesRequest,
     callback: (error: ServiceError | null, response: ListInstancesResponse) => void,
@@ -1323,6 +1672,29 @@ export interface InstanceServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateInstanceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes an instance softly (AIP-164): the instance goes to `STATE_PENDING_RECLAMATION` and a reclamation
+   * in `STATE_SCHEDULED` is created with `expire_time` = now + the retention period (7 days by default).
+   * Until then the reclamation can be restored with all data (ReclamationService.RestoreReclamation); after
+   * it, or when the reclamation is deleted, every certificate and data encryption key of the instance is
+   * permanently deleted. Honours `etag`. FAILED_PRECONDITION (`INSTANCE_PENDING_RECLAMATION`) when the
+   * instance is already pending reclamation.
+   */
+  deleteInstance(
+    request: DeleteInstanceRequest,
+    callback: (error: ServiceError | null, response: DeleteInstanceResponse) => void,
+  ): ClientUnaryCall;
+  deleteInstance(
+    request: DeleteInstanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteInstanceResponse) => void,
+  ): ClientUnaryCall;
+  deleteInstance(
+    request: DeleteInstanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteInstanceResponse) => void,
   ): ClientUnaryCall;
 }
 
