@@ -6,10 +6,9 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-/** Database settings. */
-export type DatabaseConfig =
-  | { client: "sqlite"; filename: string }
-  | { client: "mysql"; url: string; poolMax: number };
+import type { DatabaseConfig } from "../storage/db.js";
+
+export type { DatabaseConfig };
 
 /** The service's whole configuration. */
 export interface Config {

@@ -125,7 +125,9 @@ export interface CertificateListQuery {
 
 /** Instance persistence. */
 export interface InstanceRepository {
+  /** Inserts a new instance row. */
   insert(instance: InstanceRecord): Promise<void>;
+  /** The instance with this id, in any state, or undefined. */
   get(id: string): Promise<InstanceRecord | undefined>;
   /** Reads under a shared row lock (MySQL `FOR SHARE`; SQLite transactions are serial anyway). */
   getForShare(id: string): Promise<InstanceRecord | undefined>;
@@ -137,8 +139,11 @@ export interface InstanceRepository {
 
 /** Wrapped DEK persistence. */
 export interface DekRepository {
+  /** Inserts a wrapped DEK. */
   insert(dek: DekRecord): Promise<void>;
+  /** The wrapped DEK with this id (of any instance: callers check the owner), or undefined. */
   get(id: string): Promise<DekRecord | undefined>;
+  /** The instance's newest ACTIVE DEK, which seals new material. */
   getActive(instanceId: string): Promise<DekRecord | undefined>;
   /** Adds `n` to the DEK's encryption count (NIST SP 800-38D §8.3 bookkeeping). */
   addEncryptions(id: string, n: number): Promise<void>;
@@ -148,10 +153,15 @@ export interface DekRepository {
 
 /** Certificate persistence. */
 export interface CertificateRepository {
+  /** Inserts a certificate with its first version. @throws UniqueConstraintError on a duplicate fingerprint. */
   insert(cert: CertificateRecord, version: CertificateVersionRecord): Promise<void>;
+  /** The certificate `id` of instance `instanceId`, or undefined. */
   get(instanceId: string, id: string): Promise<CertificateRecord | undefined>;
+  /** The instance's certificate whose current version has this SHA-256 fingerprint, or undefined. */
   findByFingerprint(instanceId: string, sha256Fingerprint: string): Promise<CertificateRecord | undefined>;
+  /** One version's encrypted material, or undefined. */
   getVersion(certificateId: string, version: number): Promise<CertificateVersionRecord | undefined>;
+  /** A keyset-paginated page of certificates matching the query. */
   list(query: CertificateListQuery): Promise<CertificateRecord[]>;
   /** Metadata-only update guarded by revision; false when the revision moved. */
   update(cert: CertificateRecord, expectedRevision: number): Promise<boolean>;
@@ -167,6 +177,7 @@ export interface CertificateRepository {
 export interface ReclamationRepository {
   /** @throws UniqueConstraintError when the instance already has an open reclamation. */
   insert(reclamation: ReclamationRecord): Promise<void>;
+  /** The reclamation with this id, or undefined. */
   get(id: string): Promise<ReclamationRecord | undefined>;
   /** Newest first, keyset paginated on (create_time, id) descending. */
   list(filter: ReclamationFilter, limit: number, after?: KeysetCursor): Promise<ReclamationRecord[]>;
@@ -196,6 +207,7 @@ export interface RequestIdRecord {
 
 /** Idempotency record persistence. */
 export interface RequestIdRepository {
+  /** The claim of `(scope, requestId)`, or undefined. */
   find(scope: string, requestId: string): Promise<RequestIdRecord | undefined>;
   /**
    * Claims `(scope, requestId)`. Returns false when another request already holds it (unique key), so the
@@ -219,6 +231,7 @@ export interface Repositories {
 export interface UnitOfWork {
   /** Repositories outside any transaction (single statements). */
   readonly repos: Repositories;
+  /** Runs `fn` in one transaction (retried from the start on a deadlock); throwing rolls back. */
   transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T>;
   /** Resolves when the database answers (health). */
   ping(): Promise<void>;
@@ -226,5 +239,6 @@ export interface UnitOfWork {
 
 /** Source of the current time, injectable so tests can move it. */
 export interface Clock {
+  /** The current time (UTC instant). */
   now(): Date;
 }

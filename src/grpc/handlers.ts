@@ -2,6 +2,7 @@
  * gRPC handlers typed by the generated *Server interfaces. Each handler validates the request's shape,
  * calls one service use case and maps the result; errors go through `toServiceError` only.
  */
+import { randomUUID } from "node:crypto";
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { CertificateServiceServer } from "../../gen/ts/certmanager/v1/certificate.js";
@@ -16,24 +17,35 @@ import { toCertificate, toInstance, toReclamation } from "./mappers.js";
 import { toServiceError } from "./status.js";
 import { checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
 
-/** Wraps a unary use case: runs it, answers, maps any error in one place and logs the call (no payloads). */
+/**
+ * Wraps a unary use case: runs it, answers, maps any error in one place and logs the call (never payloads).
+ * Each call gets a `call_id` in the log; an unexpected error carries it in ErrorInfo.metadata so an operator
+ * can find the stack trace.
+ */
 function unary<Req, Res>(log: Logger, method: string, fn: (req: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     const started = process.hrtime.bigint();
+    const callId = randomUUID();
     fn(call.request).then(
       (res) => {
-        log.debug({ method, code: 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "call");
+        log.debug({ method, call_id: callId, code: 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "call");
         callback(null, res);
       },
       (err: unknown) => {
-        const { error, expected } = toServiceError(err);
+        const { error, expected } = toServiceError(err, callId);
         const ms = Number(process.hrtime.bigint() - started) / 1e6;
-        if (expected) log.info({ method, code: error.code, reason: (err as { reason?: string }).reason, ms }, "call failed");
-        else log.error({ method, code: error.code, ms, err }, "call failed unexpectedly");
+        if (expected) log.info({ method, call_id: callId, code: error.code, reason: (err as { reason?: string }).reason, ms }, "call failed");
+        else log.error({ method, call_id: callId, code: error.code, ms, err: loggableError(err) }, "call failed unexpectedly");
         callback(error);
       },
     );
   };
+}
+
+/** An error for the log: type, message cut to 2,000 characters (Knex puts whole statements in it), stack. */
+function loggableError(err: unknown): object {
+  const e = err as Error;
+  return { type: e?.name, code: (e as { code?: string })?.code, message: String(e?.message ?? err).slice(0, 2000), stack: e?.stack?.split("\n").slice(1, 12).join("\n") };
 }
 
 function required<T>(value: T | undefined, field: string): T {
@@ -60,7 +72,7 @@ export function instanceHandlers(log: Logger, instances: InstanceService): Insta
     updateInstance: unary(log, "UpdateInstance", async (req) => {
       const inst = required(req.instance, "instance");
       const id = parseInstanceName(inst.name, "instance.name");
-      const fields = checkUserFields("instance.", inst, checkUpdateMask(req.updateMask));
+      const fields = checkUserFields("instance.", inst, checkUpdateMask(req.updateMask, inst));
       const updated = await instances.update(id, fields, inst.etag);
       return { instance: toInstance(updated, await instances.rootKeyVersion(id)) };
     }),
@@ -130,7 +142,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
     updateCertificate: unary(log, "UpdateCertificate", async (req) => {
       const cert = required(req.certificate, "certificate");
       const { instanceId, certificateId } = parseCertificateName(cert.name, "certificate.name");
-      const fields = checkUserFields("certificate.", cert, checkUpdateMask(req.updateMask));
+      const fields = checkUserFields("certificate.", cert, checkUpdateMask(req.updateMask, cert));
       return { certificate: toCertificate(await certificates.update(instanceId, certificateId, fields, cert.etag)) };
     }),
     deleteCertificate: unary(log, "DeleteCertificate", async (req) => {

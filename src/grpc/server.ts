@@ -53,9 +53,9 @@ export function buildServer(
     "grpc.max_receive_message_length": opts.maxReceiveMessageBytes,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
   });
-  server.addService(InstanceServiceService, instanceHandlers(log.child({ service: "InstanceService" }), services.instances));
-  server.addService(CertificateServiceService, certificateHandlers(log.child({ service: "CertificateService" }), services.certificates));
-  server.addService(ReclamationServiceService, reclamationHandlers(log.child({ service: "ReclamationService" }), services.reclamations));
+  server.addService(InstanceServiceService, instanceHandlers(log.child({ rpc_service: "InstanceService" }), services.instances));
+  server.addService(CertificateServiceService, certificateHandlers(log.child({ rpc_service: "CertificateService" }), services.certificates));
+  server.addService(ReclamationServiceService, reclamationHandlers(log.child({ rpc_service: "ReclamationService" }), services.reclamations));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
   health.addToServer(server);
   const files = fileDescriptorProtos(DESCRIPTOR_SET);

@@ -39,7 +39,7 @@ function isDatabaseUnavailable(err: unknown): boolean {
  * @returns the error to pass to the callback or to `call.emit("error")`, and whether it was expected
  *          (an expected error is logged at info level, an unexpected one at error level with its stack).
  */
-export function toServiceError(err: unknown): { error: ServiceError; expected: boolean } {
+export function toServiceError(err: unknown, callId?: string): { error: ServiceError; expected: boolean } {
   let code: Code;
   let reason: string;
   let message: string;
@@ -60,9 +60,10 @@ export function toServiceError(err: unknown): { error: ServiceError; expected: b
   } else {
     code = Code.INTERNAL;
     reason = "INTERNAL";
-    message = "internal error";
+    message = callId ? `internal error; the server log has the details under call_id ${callId}` : "internal error";
     expected = false;
   }
+  if (!expected && callId) metadata = { ...metadata, call_id: callId };
   const details = [
     {
       typeUrl: "type.googleapis.com/google.rpc.ErrorInfo",

@@ -42,12 +42,24 @@ const UPDATABLE = ["display_name", "description", "labels"] as const;
 export type UpdatableField = (typeof UPDATABLE)[number];
 
 /**
- * Validates an update mask. `*` means every updatable field.
- * @throws InvalidArgumentError INVALID_UPDATE_MASK when empty or naming another field.
+ * Validates an update mask (AIP-134). `*` means every updatable field; an omitted mask means the fields the
+ * request populates (non-empty display_name or description, any label).
+ * @throws InvalidArgumentError INVALID_UPDATE_MASK when it names another field, or when omitted and nothing is
+ *         populated.
  */
-export function checkUpdateMask(paths: string[] | undefined): Set<UpdatableField> {
+export function checkUpdateMask(
+  paths: string[] | undefined,
+  populated: { displayName: string; description: string; labels: Record<string, string> },
+): Set<UpdatableField> {
   if (!paths || paths.length === 0) {
-    throw new InvalidArgumentError("INVALID_UPDATE_MASK", "update_mask", `update_mask is required: list the fields to update, any of ${UPDATABLE.join(", ")}`);
+    const implied = new Set<UpdatableField>();
+    if (populated.displayName !== "") implied.add("display_name");
+    if (populated.description !== "") implied.add("description");
+    if (Object.keys(populated.labels).length > 0) implied.add("labels");
+    if (implied.size === 0) {
+      throw new InvalidArgumentError("INVALID_UPDATE_MASK", "update_mask", `nothing to update: set update_mask to the fields to change (any of ${UPDATABLE.join(", ")}), or send new values`);
+    }
+    return implied;
   }
   const out = new Set<UpdatableField>();
   for (const p of paths) {

@@ -17,7 +17,7 @@ import type {
   UnitOfWork,
 } from "../domain/ports.js";
 import { parseImport, type ParsedImport } from "../x509/index.js";
-import { checkEtag, EtagMismatchError } from "./etag.js";
+import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { requireActive } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
 import type { Keyring, LentDek } from "./keyring.js";
@@ -71,7 +71,8 @@ export class CertificateService {
       const earlier = await this.uow.repos.requestIds.find(scope, requestId);
       if (earlier) return this.replay(instanceId, earlier.resourceId, earlier.fingerprint, fingerprint);
     }
-    await this.refuseDuplicate(instanceId, fingerprint);
+    const replayedEarly = await this.refuseDuplicate(instanceId, fingerprint, scope, requestId);
+    if (replayedEarly) return replayedEarly;
 
     const now = this.clock.now();
     const id = uuidv7();
@@ -103,7 +104,10 @@ export class CertificateService {
         const earlier = await this.uow.repos.requestIds.find(scope, requestId);
         return this.replay(instanceId, earlier!.resourceId, earlier!.fingerprint, fingerprint);
       }
-      if (err instanceof UniqueConstraintError) await this.refuseDuplicate(instanceId, fingerprint);
+      if (err instanceof UniqueConstraintError) {
+        const replayed = await this.refuseDuplicate(instanceId, fingerprint, scope, requestId);
+        if (replayed) return replayed;
+      }
       throw err;
     }
     return record;
@@ -114,8 +118,12 @@ export class CertificateService {
    * @throws as `import`, plus EtagMismatchError and NotFoundError CERTIFICATE_NOT_FOUND.
    */
   async reimport(instanceId: string, certificateId: string, input: MaterialInput, etag: string): Promise<CertificateRecord> {
-    const instance = await this.instance(instanceId);
     const parsed = parseImport(input);
+    return retryUnconditional(etag, () => this.reimportParsed(instanceId, certificateId, parsed, etag));
+  }
+
+  private async reimportParsed(instanceId: string, certificateId: string, parsed: ParsedImport, etag: string): Promise<CertificateRecord> {
+    const instance = await this.instance(instanceId);
     const current = await this.get(instanceId, certificateId);
     const name = certificateName(instanceId, certificateId);
     checkEtag(name, current.revision, etag);
@@ -138,7 +146,7 @@ export class CertificateService {
       await this.uow.transaction(async (repos) => {
         await this.lockActive(repos, instanceId);
         const version = await this.sealVersion(repos, instance, updated, versionNo, parsed, now);
-        if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name);
+        if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
       });
     } catch (err) {
       if (err instanceof UniqueConstraintError) await this.refuseDuplicate(instanceId, fingerprint);
@@ -229,6 +237,10 @@ export class CertificateService {
 
   /** Updates display name, description or labels, conditional on `etag`. @throws NotFoundError, EtagMismatchError */
   async update(instanceId: string, certificateId: string, fields: CertificateFields, etag: string): Promise<CertificateRecord> {
+    return retryUnconditional(etag, () => this.updateOnce(instanceId, certificateId, fields, etag));
+  }
+
+  private async updateOnce(instanceId: string, certificateId: string, fields: CertificateFields, etag: string): Promise<CertificateRecord> {
     const current = await this.get(instanceId, certificateId);
     const name = certificateName(instanceId, certificateId);
     checkEtag(name, current.revision, etag);
@@ -238,24 +250,27 @@ export class CertificateService {
       revision: current.revision + 1,
       updateTime: this.clock.now(),
     };
-    const ok = await this.uow.transaction(async (repos) => {
+    await this.uow.transaction(async (repos) => {
       await this.lockActive(repos, instanceId);
-      return repos.certificates.update(updated, current.revision);
+      if (!(await repos.certificates.update(updated, current.revision))) throw new EtagMismatchError(name, etag !== "");
     });
-    if (!ok) throw new EtagMismatchError(name);
     return updated;
   }
 
   /** Deletes a certificate and all its versions in one transaction. @throws NotFoundError, EtagMismatchError */
   async delete(instanceId: string, certificateId: string, etag: string): Promise<void> {
+    return retryUnconditional(etag, () => this.deleteOnce(instanceId, certificateId, etag));
+  }
+
+  private async deleteOnce(instanceId: string, certificateId: string, etag: string): Promise<void> {
     const current = await this.get(instanceId, certificateId);
     const name = certificateName(instanceId, certificateId);
     checkEtag(name, current.revision, etag);
-    const deleted = await this.uow.transaction(async (repos) => {
+    await this.uow.transaction(async (repos) => {
       await this.lockActive(repos, instanceId);
-      return repos.certificates.delete(instanceId, certificateId, current.revision);
+      // Throwing inside rolls back any partial delete.
+      if (!(await repos.certificates.delete(instanceId, certificateId, current.revision))) throw new EtagMismatchError(name, etag !== "");
     });
-    if (!deleted) throw new EtagMismatchError(name);
   }
 
   /**
@@ -332,9 +347,18 @@ export class CertificateService {
     return this.get(instanceId, certificateId);
   }
 
-  private async refuseDuplicate(instanceId: string, fingerprint: string): Promise<void> {
+  /**
+   * Refuses a certificate the instance already holds, unless the holder was made by this very request_id
+   * (a retry that raced its own first attempt): then that certificate is the answer (AIP-155).
+   */
+  private async refuseDuplicate(instanceId: string, fingerprint: string, scope?: string, requestId?: string): Promise<CertificateRecord | undefined> {
     const holder = await this.uow.repos.certificates.findByFingerprint(instanceId, fingerprint);
-    if (holder) this.throwDuplicate(holder);
+    if (!holder) return undefined;
+    if (scope && requestId) {
+      const earlier = await this.uow.repos.requestIds.find(scope, requestId);
+      if (earlier) return this.replay(instanceId, earlier.resourceId, earlier.fingerprint, fingerprint);
+    }
+    this.throwDuplicate(holder);
   }
 
   private throwDuplicate(holder: CertificateRecord): never {

@@ -12,10 +12,29 @@ export function etagOf(name: string, revision: number): string {
 
 /** Thrown when a sent etag does not match the current one; maps to ABORTED (AIP-154). */
 export class EtagMismatchError extends DomainError {
-  constructor(name: string) {
-    super("ABORTED", "ETAG_MISMATCH", `the etag sent for ${name} does not match its current etag: it changed since you read it; read it again and retry`, {
-      metadata: { resource: name },
-    });
+  constructor(name: string, etagSent = true) {
+    super(
+      "ABORTED",
+      "ETAG_MISMATCH",
+      etagSent
+        ? `the etag sent for ${name} does not match its current etag: it changed since you read it; read it again and retry`
+        : `${name} was changed by concurrent requests while this one ran; retry`,
+      { metadata: { resource: name } },
+    );
+  }
+}
+
+/**
+ * Runs a read-modify-write. When the client sent no etag it asked for an unconditional change, so losing a
+ * race to another writer is retried (up to 5 attempts) instead of reported; with an etag it is reported.
+ */
+export async function retryUnconditional<T>(etag: string, fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (etag !== "" || !(err instanceof EtagMismatchError) || attempt >= 5) throw err;
+    }
   }
 }
 

@@ -15,6 +15,16 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d
 const HOST = /^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const ALGORITHMS: KeyAlgorithm[] = ["RSA", "EC", "ED25519", "ED448"];
 
+/** RFC 3339 §5.6 date-time whose calendar fields exist (Date.parse would roll 02-30 over to March). */
+function isRfc3339(text: string): boolean {
+  if (!RFC3339.test(text)) return false;
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) return false;
+  const [y, mo, d, h, mi, s] = text.match(/\d+/g)!.slice(0, 6).map(Number);
+  const days = new Date(Date.UTC(y, mo, 0)).getUTCDate();
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= days && h <= 23 && mi <= 59 && s <= 59;
+}
+
 function fail(message: string): never {
   throw new InvalidArgumentError("INVALID_FILTER", "filter", message);
 }
@@ -29,7 +39,15 @@ function tokenize(text: string): { kind: "string" | "op" | "word"; text: string 
     const m = TOKEN.exec(text);
     if (!m) fail(`filter has an unexpected character at position ${pos + 1}: ${JSON.stringify(text.slice(pos, pos + 20))}`);
     pos = TOKEN.lastIndex;
-    if (m[1] !== undefined) out.push({ kind: "string", text: JSON.parse(m[1]) as string });
+    if (m[1] !== undefined) {
+      let value: string;
+      try {
+        value = JSON.parse(m[1]) as string;
+      } catch {
+        fail(`filter has a malformed string ${JSON.stringify(m[1].slice(0, 40))}: inside double quotes only \" and \\ escapes are allowed`);
+      }
+      out.push({ kind: "string", text: value });
+    }
     else if (m[2] !== undefined) out.push({ kind: "op", text: m[2] });
     else out.push({ kind: "word", text: m[3] });
   }
@@ -55,7 +73,7 @@ export function parseCertificateFilter(text: string): CertificateFilter {
       case "not_after":
       case "not_before": {
         if (op.text === "=") fail(`${field.text} takes <, <=, > or >=, not =`);
-        if (value.kind !== "string" || !RFC3339.test(value.text) || Number.isNaN(Date.parse(value.text))) {
+        if (value.kind !== "string" || !isRfc3339(value.text)) {
           fail(`${field.text} must be compared with an RFC 3339 time in double quotes, such as "2027-01-01T00:00:00Z"`);
         }
         const key = field.text === "not_after" ? "notAfter" : "notBefore";

@@ -5,7 +5,7 @@ import { v7 as uuidv7 } from "uuid";
 import { NotFoundError, UniqueConstraintError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
-import { checkEtag, EtagMismatchError } from "./etag.js";
+import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { requireActive } from "./instance-state.js";
 import type { Keyring } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
@@ -102,6 +102,10 @@ export class InstanceService {
    * @throws NotFoundError, EtagMismatchError
    */
   async update(id: string, fields: InstanceFields, etag: string): Promise<InstanceRecord> {
+    return retryUnconditional(etag, () => this.updateOnce(id, fields, etag));
+  }
+
+  private async updateOnce(id: string, fields: InstanceFields, etag: string): Promise<InstanceRecord> {
     const current = await this.get(id);
     requireActive(current);
     checkEtag(instanceName(id), current.revision, etag);
@@ -111,7 +115,7 @@ export class InstanceService {
       revision: current.revision + 1,
       updateTime: this.clock.now(),
     };
-    if (!(await this.uow.repos.instances.update(updated, current.revision))) throw new EtagMismatchError(instanceName(id));
+    if (!(await this.uow.repos.instances.update(updated, current.revision))) throw new EtagMismatchError(instanceName(id), etag !== "");
     return updated;
   }
 

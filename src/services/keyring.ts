@@ -4,7 +4,7 @@
  */
 import { DekCache } from "../crypto/dekcache.js";
 import { generateDek, newDekId, zero } from "../crypto/dek.js";
-import { parseProtectedHeader } from "../crypto/jwe.js";
+import { parseProtectedHeader } from "../crypto/compact.js";
 import { DecryptionError, RootKeyError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";

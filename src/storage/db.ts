@@ -5,7 +5,11 @@
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import knexFactory, { type Knex } from "knex";
-import type { DatabaseConfig } from "../config/index.js";
+
+/** Database settings: the embedded SQLite file, or a MySQL/MariaDB URL (may hold a password: never log it). */
+export type DatabaseConfig =
+  | { client: "sqlite"; filename: string }
+  | { client: "mysql"; url: string; poolMax: number };
 
 /** Creates a Knex instance for `cfg`. The SQLite file's directory is created with mode 0700. */
 export function createKnex(cfg: DatabaseConfig): Knex {
@@ -78,4 +82,10 @@ export function isUniqueViolation(err: unknown): boolean {
 /** True when `db` talks to MySQL/MariaDB. */
 export function isMysql(db: Knex): boolean {
   return db.client.config.client === "mysql2";
+}
+
+/** True for a MySQL deadlock (1213) or lock wait timeout (1205), or SQLite busy: the transaction may be retried. */
+export function isRetryableConflict(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number };
+  return e?.errno === 1213 || e?.errno === 1205 || e?.code === "ER_LOCK_DEADLOCK" || e?.code === "ER_LOCK_WAIT_TIMEOUT" || e?.code === "SQLITE_BUSY";
 }

@@ -4,6 +4,7 @@
  */
 import type { Knex } from "knex";
 import type { Repositories, UnitOfWork } from "../domain/ports.js";
+import { isRetryableConflict } from "./db.js";
 import { KnexCertificateRepository } from "./repositories/certificates.js";
 import { KnexDekRepository } from "./repositories/deks.js";
 import { KnexInstanceRepository } from "./repositories/instances.js";
@@ -28,8 +29,19 @@ export class KnexUnitOfWork implements UnitOfWork {
     this.repos = bind(knex);
   }
 
-  transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T> {
-    return this.knex.transaction((trx) => fn(bind(trx)));
+  /**
+   * Runs `fn` in a transaction, retrying it (from the start, up to 4 attempts) when MySQL/MariaDB picks it as
+   * a deadlock victim or a lock wait times out: both roll the whole transaction back and are safe to retry.
+   */
+  async transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.knex.transaction((trx) => fn(bind(trx)));
+      } catch (err) {
+        if (attempt >= 4 || !isRetryableConflict(err)) throw err;
+        await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20));
+      }
+    }
   }
 
   async ping(): Promise<void> {

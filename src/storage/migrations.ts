@@ -55,11 +55,13 @@ const initial: Migration = {
       t.string("display_name", 256).notNullable();
       t.text("description").notNullable();
       t.text("labels").notNullable();
-      t.text("subject_common_name").notNullable();
-      t.text("subject").notNullable();
-      t.text("issuer").notNullable();
+      // MEDIUMTEXT: an RFC 4514 DN of a 64 KiB certificate can exceed TEXT's 64 KiB once escaped; serials may
+      // exceed RFC 5280's 20 octets in the wild (§4.1.2.2 asks users to handle them).
+      t.text("subject_common_name", "mediumtext").notNullable();
+      t.text("subject", "mediumtext").notNullable();
+      t.text("issuer", "mediumtext").notNullable();
       t.text("sans", "mediumtext").notNullable();
-      t.string("serial_number", 128).notNullable();
+      t.text("serial_number").notNullable();
       t.bigInteger("not_before").notNullable();
       t.bigInteger("not_after").notNullable();
       t.string("key_algorithm", 16).notNullable();

@@ -39,6 +39,15 @@ function invalid(message: string, cause?: unknown): InvalidArgumentError {
 export function parsePrivateKey(text: string): KeyObject | undefined {
   if (text.trim() === "") return undefined;
   const blocks = splitPemBlocks(text, { field: FIELD, reason: X509Reason.INVALID_PRIVATE_KEY });
+  try {
+    return keyFromBlocks(blocks);
+  } finally {
+    // createPrivateKey copied the key into OpenSSL; the decoded DER must not linger on the heap.
+    for (const b of blocks) b.der.fill(0);
+  }
+}
+
+function keyFromBlocks(blocks: ReturnType<typeof splitPemBlocks>): KeyObject {
   for (const b of blocks) {
     if (b.label === "ENCRYPTED PRIVATE KEY" || /ENCRYPTED/i.test(b.headers["Proc-Type"] ?? "")) {
       throw new InvalidArgumentError(
@@ -96,5 +105,10 @@ export function keyMatches(privateKey: KeyObject, publicKey: KeyObject): boolean
 
 /** The key as unencrypted PKCS#8 PEM (RFC 5958 §2 OneAsymmetricKey, RFC 7468 §10 label `PRIVATE KEY`). */
 export function privateKeyToPkcs8Pem(privateKey: KeyObject): string {
-  return pemEncode("PRIVATE KEY", privateKey.export({ format: "der", type: "pkcs8" }));
+  const der = privateKey.export({ format: "der", type: "pkcs8" });
+  try {
+    return pemEncode("PRIVATE KEY", der);
+  } finally {
+    der.fill(0);
+  }
 }

@@ -76,6 +76,16 @@ describe.each(await databases())("InstanceService on %s", (db) => {
     expect(got.instance!.displayName).toBe("after");
   });
 
+  it("treats an omitted update_mask as the populated fields (AIP-134)", async () => {
+    const { instance } = await create({ displayName: "one", description: "stays", labels: { a: "b" } });
+    const res = await t.instances.updateInstance({ instance: { name: instance!.name, displayName: "two" } });
+    expect([res.instance!.displayName, res.instance!.description, res.instance!.labels]).toEqual(["two", "stays", { a: "b" }]);
+    const nothing = await expectFailure(t.instances.updateInstance({ instance: { name: instance!.name } }));
+    expect(nothing.reason).toBe("INVALID_UPDATE_MASK");
+    const all = await t.instances.updateInstance({ instance: { name: instance!.name }, updateMask: ["*"] });
+    expect([all.instance!.displayName, all.instance!.description, all.instance!.labels]).toEqual(["", "", {}]);
+  });
+
   it("refuses bad input with field violations and writes nothing", async () => {
     const before = await t.instances.listInstances({ pageSize: 1000, pageToken: "" });
     const cases: [object, string, string][] = [

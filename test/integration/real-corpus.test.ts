@@ -10,9 +10,10 @@ import path from "node:path";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isKnownReason } from "../../src/grpc/status.js";
+import { haveRealFixtures, REAL_FIXTURES } from "../helpers/fixtures.js";
 import { databases, richError, startTestService, type TestService } from "../helpers/service.js";
 
-const REAL = path.resolve(import.meta.dirname, "../../../shared/fixtures/real");
+const REAL = REAL_FIXTURES;
 
 function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((f) => {
@@ -39,7 +40,7 @@ function corpus(): { file: string; pem: string }[] {
   return out;
 }
 
-describe.skipIf(!existsSync(REAL)).each(await databases())("real certificate corpora on %s", (db) => {
+describe.skipIf(!haveRealFixtures).each(await databases())("real certificate corpora on %s", (db) => {
   let t: TestService;
   let parent: string;
   beforeAll(async () => {

@@ -87,18 +87,18 @@ describe.each(await databases())("reclamations on %s", (db) => {
 
     const leaf = makeLeaf({ cn: `soft-new-${db}.example.test` });
     const refusals = [
-      t.certificates.getCertificate({ name: certs[0] }),
-      t.certificates.accessCertificate({ name: certs[0] }),
-      t.certificates.listCertificates({ parent: instance.name }),
-      t.certificates.importCertificate({ parent: instance.name, certificate: leaf.certPem }),
-      t.certificates.reimportCertificate({ name: certs[0], certificate: leaf.certPem }),
-      t.certificates.updateCertificate({ certificate: { name: certs[0], displayName: "x" }, updateMask: ["display_name"] }),
-      t.certificates.deleteCertificate({ name: certs[1] }),
-      t.instances.updateInstance({ instance: { name: instance.name, displayName: "x" }, updateMask: ["display_name"] }),
-      t.instances.deleteInstance({ name: instance.name }),
+      () => t.certificates.getCertificate({ name: certs[0] }),
+      () => t.certificates.accessCertificate({ name: certs[0] }),
+      () => t.certificates.listCertificates({ parent: instance.name }),
+      () => t.certificates.importCertificate({ parent: instance.name, certificate: leaf.certPem }),
+      () => t.certificates.reimportCertificate({ name: certs[0], certificate: leaf.certPem }),
+      () => t.certificates.updateCertificate({ certificate: { name: certs[0], displayName: "x" }, updateMask: ["display_name"] }),
+      () => t.certificates.deleteCertificate({ name: certs[1] }),
+      () => t.instances.updateInstance({ instance: { name: instance.name, displayName: "x" }, updateMask: ["display_name"] }),
+      () => t.instances.deleteInstance({ name: instance.name }),
     ];
-    for (const p of refusals) {
-      const err = await expectFailure(p);
+    for (const call of refusals) {
+      const err = await expectFailure(call());
       expect(err.code).toBe(status.FAILED_PRECONDITION);
       expect(err.reason).toBe("INSTANCE_PENDING_RECLAMATION");
       expect(err.metadata.reclamation).toBe(rec.name);

@@ -49,6 +49,12 @@ describe("parseCertificateFilter", () => {
     [`domain = "a.example" domain = "b.example"`],
     [`domain = "a.example" AND domain = "b.example"`],
     [`not_after < "2027-01-01T00:00:00Z`],
+    [`not_after < "2027-02-30T00:00:00Z"`],
+    [`not_after < "2027-13-01T00:00:00Z"`],
+    [`not_after < "2027-01-01T24:00:00Z"`],
+    [`domain = "\\q"`],
+    [`domain = "\\u12"`],
+    [`domain = "a	b"`],
     [`x`.repeat(1025)],
   ])("refuses %s with INVALID_FILTER on field filter", (text) => {
     expect(reasonOf(() => parseCertificateFilter(text))).toBe("INVALID_FILTER:filter");

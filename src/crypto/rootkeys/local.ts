@@ -471,7 +471,10 @@ function kidOf(keyId: string, version: number): string {
 }
 
 function meta(keyId: string, version?: number): Record<string, string> {
-  return version === undefined ? { backend: BACKEND, keyId } : { backend: BACKEND, keyId, version: String(version) };
+  // `root_key` is the key the contract documents (error_reason.proto); the rest add detail.
+  return version === undefined
+    ? { root_key: `${BACKEND}/${keyId}`, backend: BACKEND, keyId }
+    : { root_key: `${BACKEND}/${keyId}`, backend: BACKEND, keyId, version: String(version) };
 }
 
 function unavailable(file: string, err: unknown): RootKeyError {

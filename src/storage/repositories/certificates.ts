@@ -11,7 +11,7 @@ import type {
   CertificateRepository,
   CertificateVersionRecord,
 } from "../../domain/ports.js";
-import { isUniqueViolation } from "../db.js";
+import { isMysql, isUniqueViolation } from "../db.js";
 
 const TABLE = "certificates";
 const VERSIONS = "certificate_versions";
@@ -183,7 +183,9 @@ function rowToVersion(r: VersionRow): CertificateVersionRecord {
  */
 export function domainsOf(m: CertificateMetadata): string[] {
   const names = m.sans.dns.length > 0 ? m.sans.dns : /^[*A-Za-z0-9._-]+$/.test(m.subjectCommonName) ? [m.subjectCommonName] : [];
-  return [...new Set(names.map((n) => n.toLowerCase()).filter((n) => n.length > 0 && n.length <= 253))];
+  // Only host-name characters: the filter accepts nothing else, and MySQL's PAD SPACE collation would see
+  // "a.test" and "a.test " as one key.
+  return [...new Set(names.map((n) => n.toLowerCase()).filter((n) => n.length <= 253 && /^(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$/.test(n)))];
 }
 
 const SORT_COLUMN = { create_time: "create_time", not_after: "not_after", display_name: "display_name" } as const;
@@ -281,9 +283,11 @@ export class KnexCertificateRepository implements CertificateRepository {
   }
 
   async delete(instanceId: string, id: string, expectedRevision: number): Promise<boolean> {
-    const current = (await this.db(TABLE).select("revision").where({ id, instance_id: instanceId }).first()) as
-      | { revision: number }
-      | undefined;
+    // Lock the row first: a concurrent update must wait, or this would delete the versions of a row whose
+    // revision then moved (the caller rolls back on false, but nothing should be attempted).
+    const q = this.db(TABLE).select("revision").where({ id, instance_id: instanceId });
+    if (isMysql(this.db as Knex)) q.forUpdate();
+    const current = (await q.first()) as { revision: number } | undefined;
     if (!current || Number(current.revision) !== expectedRevision) return false;
     await this.db(DOMAINS).where({ certificate_id: id }).delete();
     await this.db(VERSIONS).where({ certificate_id: id }).delete();

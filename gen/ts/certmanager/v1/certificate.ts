@@ -314,7 +314,10 @@ export interface UpdateCertificateRequest {
   certificate?:
     | Certificate
     | undefined;
-  /** Required. The fields to update: any of `display_name`, `description`, `labels`. */
+  /**
+   * Optional. The fields to update: any of `display_name`, `description`, `labels`, or `*` for all three.
+   * When omitted, the fields the request populates are updated (AIP-134).
+   */
   updateMask?: string[] | undefined;
 }
 

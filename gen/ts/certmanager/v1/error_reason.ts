@@ -83,7 +83,7 @@ export enum ErrorReason {
    * Metadata: `resource`.
    */
   ERROR_REASON_ETAG_MISMATCH = 21,
-  /** ERROR_REASON_DECRYPTION_FAILED - INTERNAL: stored ciphertext failed to decrypt or authenticate. Metadata: none. */
+  /** ERROR_REASON_DECRYPTION_FAILED - INTERNAL: stored ciphertext failed to decrypt or authenticate. Metadata: `call_id`. */
   ERROR_REASON_DECRYPTION_FAILED = 22,
   /** ERROR_REASON_ROOT_KEY_NOT_FOUND - NOT_FOUND: the root key does not exist in its backend. Metadata: `root_key`. */
   ERROR_REASON_ROOT_KEY_NOT_FOUND = 23,
@@ -98,7 +98,10 @@ export enum ErrorReason {
   ERROR_REASON_ROOT_KEY_ACCESS_DENIED = 26,
   /** ERROR_REASON_ROOT_KEY_UNAVAILABLE - UNAVAILABLE: the root-key backend cannot be reached; retry with backoff. Metadata: `root_key`. */
   ERROR_REASON_ROOT_KEY_UNAVAILABLE = 27,
-  /** ERROR_REASON_INTERNAL - INTERNAL: an unexpected error; details are in the server log under the same request. Metadata: none. */
+  /**
+   * ERROR_REASON_INTERNAL - INTERNAL: an unexpected error; the server log has the details under the same call id. Metadata:
+   * `call_id`.
+   */
   ERROR_REASON_INTERNAL = 28,
   /** ERROR_REASON_DATABASE_UNAVAILABLE - UNAVAILABLE: the database cannot be reached; retry with backoff. Metadata: none. */
   ERROR_REASON_DATABASE_UNAVAILABLE = 29,
