@@ -67,6 +67,8 @@ describe.each(await databases())("reclamations on %s", (db) => {
   it("deletes softly: pending state, hidden from lists, certificate RPCs refused, nothing changed", async () => {
     const { instance, certs } = await populated(2, "soft");
     const before = await rowCounts(instance.name);
+    const stale = await expectFailure(t.instances.deleteInstance({ name: instance.name, etag: '"stale"' }));
+    expect([stale.code, stale.reason]).toEqual([status.ABORTED, "ETAG_MISMATCH"]);
     const del = await t.instances.deleteInstance({ name: instance.name, etag: instance.etag });
     const rec = del.reclamation!;
     expect(rec.name).toMatch(/^reclamations\/[0-9a-f-]{36}$/);

@@ -1,0 +1,12 @@
+/**
+ * `npm run bench`: every benchmark, one after the other, each printing its figures. Arguments are passed on
+ * to each (see the header of each file). Figures are for this machine; compare ratios, not absolutes.
+ */
+import { execFileSync } from "node:child_process";
+import path from "node:path";
+
+const here = import.meta.dirname;
+for (const bench of ["envelope.ts", "purge.ts"]) {
+  console.log(`\n== bench/${bench}`);
+  execFileSync(process.execPath, ["--import", "tsx", path.join(here, bench)], { stdio: "inherit" });
+}
