@@ -17,7 +17,8 @@ import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
 import { Keyring } from "./services/keyring.js";
 import { ReclamationService } from "./services/reclamations.js";
-import { startPurgeJob } from "./jobs/purge.js";
+import { startPeriodicJob } from "./jobs/periodic.js";
+import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./services/page-token.js";
 import { createKnex, KnexUnitOfWork, migrateLatest } from "./storage/index.js";
 
@@ -27,6 +28,10 @@ export interface RunningService {
   port: number;
   /** Runs one purge tick now (tests; production relies on the interval). */
   purgeNow(): Promise<void>;
+  /** Runs one tick of the job that finishes data key rotations (tests). */
+  finishRotationsNow(): Promise<void>;
+  /** Unwraps sent to root-key backends since start (benchmarks). */
+  unwrapCount(): number;
   /** Drains in-flight calls (up to the configured grace), then closes the pool and the backends. */
   stop(): Promise<void>;
 }
@@ -86,6 +91,10 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     closers.push(async () => keyring.clear());
     const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));
 
+    const rotation = new DekRotation(uow, keyring, clock, log.child({ component: "dek-rotation" }), {
+      batchSize: config.reencryptBatchSize,
+      maxEncryptionsPerDek: config.dekMaxEncryptions,
+    });
     const instances = new InstanceService(
       uow,
       keyring,
@@ -93,8 +102,9 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       pageTokens,
       { backend: local.name, keyId: config.defaultRootKeyId },
       config.reclamationRetentionMs,
+      rotation,
     );
-    const certificates = new CertificateService(uow, keyring, clock, pageTokens);
+    const certificates = new CertificateService(uow, keyring, clock, pageTokens, rotation);
     const reclamations = new ReclamationService(uow, keyring, clock, pageTokens, log.child({ component: "reclamations" }), {
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,
@@ -116,14 +126,18 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     await checkHealth();
     const healthTimer = setInterval(() => void checkHealth(), 5000);
     healthTimer.unref();
-    const purge = startPurgeJob(reclamations, config.purgeIntervalMs, log.child({ component: "purge" }));
-    closers.push(() => purge.stop()); // closers run in reverse: the job stops before keys and pool close
+    const purge = startPeriodicJob("purge", async () => (await reclamations.purgeDue()).length, config.purgeIntervalMs, log);
+    const rekey = startPeriodicJob("finish-dek-rotations", () => rotation.resumeAll(), config.purgeIntervalMs, log);
+    // Closers run in reverse: the jobs stop before keys and pool close.
+    closers.push(() => purge.stop(), () => rekey.stop());
 
     log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client }, "certificate manager serving");
     let stopped: Promise<void> | undefined;
     return {
       port,
       purgeNow: () => purge.runOnce(),
+      finishRotationsNow: () => rekey.runOnce(),
+      unwrapCount: () => keyring.unwrapCount,
       stop() {
         stopped ??= (async () => {
           clearInterval(healthTimer);

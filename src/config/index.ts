@@ -36,6 +36,12 @@ export interface Config {
   purgeBatchSize: number;
   /** How long a reclaim lease lasts without renewal, ms. */
   purgeLeaseMs: number;
+  /** Encryptions after which a DEK is rotated (a share of AES-GCM's 2^32 limit, NIST SP 800-38D §8.3). */
+  dekMaxEncryptions: number;
+  /** Certificate versions re-encrypted per transaction during a DEK rotation. */
+  reencryptBatchSize: number;
+  /** The PKCS#11 root-key backend, when CM_PKCS11_MODULE is set. */
+  pkcs11?: { modulePath: string; tokenLabel: string; pin: string; sessionPoolSize: number };
   /** How long SIGTERM waits for in-flight calls before forcing the shutdown, ms. */
   shutdownGraceMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -78,6 +84,22 @@ function secret(env: Env, name: string): string | undefined {
   }
   const v = env[name];
   return v === undefined || v === "" ? undefined : v;
+}
+
+/** PKCS#11 settings: all of CM_PKCS11_MODULE, CM_PKCS11_TOKEN_LABEL and CM_PKCS11_PIN(_FILE), or none. */
+function pkcs11Config(env: Env): Config["pkcs11"] {
+  const modulePath = env.CM_PKCS11_MODULE;
+  if (modulePath === undefined || modulePath === "") {
+    if (env.CM_PKCS11_TOKEN_LABEL || env.CM_PKCS11_PIN || env.CM_PKCS11_PIN_FILE) {
+      throw new ConfigError("CM_PKCS11_MODULE", "is required when CM_PKCS11_TOKEN_LABEL or CM_PKCS11_PIN is set");
+    }
+    return undefined;
+  }
+  const tokenLabel = env.CM_PKCS11_TOKEN_LABEL;
+  if (!tokenLabel) throw new ConfigError("CM_PKCS11_TOKEN_LABEL", "is required with CM_PKCS11_MODULE: the label of the token holding the root keys");
+  const pin = secret(env, "CM_PKCS11_PIN");
+  if (pin === undefined) throw new ConfigError("CM_PKCS11_PIN", "(or CM_PKCS11_PIN_FILE) is required with CM_PKCS11_MODULE: the token user's PIN");
+  return { modulePath, tokenLabel, pin, sessionPoolSize: int(env, "CM_PKCS11_SESSIONS", 4, 1, 64) };
 }
 
 /**
@@ -136,6 +158,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     purgeIntervalMs: int(env, "CM_PURGE_INTERVAL_SECONDS", 60, 1, 86_400) * 1000,
     purgeBatchSize: int(env, "CM_PURGE_BATCH_SIZE", 500, 1, 500),
     purgeLeaseMs: int(env, "CM_PURGE_LEASE_SECONDS", 60, 1, 3600) * 1000,
+    // Default: half of 2^32, well before the point where random 96-bit IVs stop being safe.
+    dekMaxEncryptions: int(env, "CM_DEK_MAX_ENCRYPTIONS", 2 ** 31, 3, 2 ** 32),
+    reencryptBatchSize: int(env, "CM_REENCRYPT_BATCH_SIZE", 200, 1, 500),
+    pkcs11: pkcs11Config(env),
     logLevel,
   });
 }

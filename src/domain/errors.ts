@@ -95,10 +95,21 @@ export class DecryptionError extends DomainError {
   }
 }
 
-/** A root-key backend refused or could not serve a request. */
+/**
+ * A root-key backend refused or could not serve a request, or (ROOT_KEY_UNAVAILABLE) an instance's data cannot
+ * be used because its root key is disabled or destroyed. Backends throw NOT_FOUND, DISABLED, DESTROYED,
+ * ACCESS_DENIED and BACKEND_UNAVAILABLE (retryable); the services turn DISABLED/DESTROYED met while serving an
+ * existing instance into ROOT_KEY_UNAVAILABLE, the contract's reason for "your key is off".
+ */
 export class RootKeyError extends DomainError {
   constructor(
-    reason: "ROOT_KEY_NOT_FOUND" | "ROOT_KEY_DISABLED" | "ROOT_KEY_DESTROYED" | "ROOT_KEY_ACCESS_DENIED" | "ROOT_KEY_UNAVAILABLE",
+    reason:
+      | "ROOT_KEY_NOT_FOUND"
+      | "ROOT_KEY_DISABLED"
+      | "ROOT_KEY_DESTROYED"
+      | "ROOT_KEY_ACCESS_DENIED"
+      | "ROOT_KEY_BACKEND_UNAVAILABLE"
+      | "ROOT_KEY_UNAVAILABLE",
     message: string,
     metadata: Record<string, string> = {},
     cause?: unknown,
@@ -108,7 +119,7 @@ export class RootKeyError extends DomainError {
         ? "NOT_FOUND"
         : reason === "ROOT_KEY_ACCESS_DENIED"
           ? "PERMISSION_DENIED"
-          : reason === "ROOT_KEY_UNAVAILABLE"
+          : reason === "ROOT_KEY_BACKEND_UNAVAILABLE"
             ? "UNAVAILABLE"
             : "FAILED_PRECONDITION";
     super(kind, reason, message, { metadata, cause });

@@ -16,6 +16,8 @@ export interface InstanceRecord {
   state: InstanceState;
   rootKeyBackend: string;
   rootKeyId: string;
+  /** PROVIDER: the service's default root key; CUSTOMER: a root key the customer named and controls. */
+  keyManagement: "PROVIDER" | "CUSTOMER";
   /** Incremented on every change; the etag is derived from it. */
   revision: number;
   createTime: Date;
@@ -57,8 +59,11 @@ export interface DekRecord {
   instanceId: string;
   wrappedKey: string;
   rootKeyVersion: number;
-  /** ACTIVE: encrypts new material; RETIRED: decrypts old material only. */
-  state: "ACTIVE" | "RETIRED";
+  /**
+   * ACTIVE: seals new material (one per instance). RETIRING: replaced by a newer DEK; still opens the material
+   * it sealed until that is re-encrypted, then it is deleted (destroyed).
+   */
+  state: "ACTIVE" | "RETIRING";
   /** AES-GCM encryptions made with this DEK (NIST SP 800-38D §8.3 bounds it). */
   encryptionCount: number;
   createTime: Date;
@@ -149,6 +154,16 @@ export interface DekRepository {
   addEncryptions(id: string, n: number): Promise<void>;
   /** Deletes every wrapped DEK of an instance (crypto-shredding). @returns the deleted DEK ids. */
   deleteForInstance(instanceId: string): Promise<string[]>;
+  /** Every DEK of an instance, newest first. */
+  listForInstance(instanceId: string): Promise<DekRecord[]>;
+  /** Replaces a wrapped key if it is still `expectedWrapped` (rewrap). @returns false when it changed. */
+  rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number): Promise<boolean>;
+  /** ACTIVE -> RETIRING for the given DEK. @returns false when it was not ACTIVE any more. */
+  retire(id: string): Promise<boolean>;
+  /** Deletes a RETIRING DEK (destroying it). */
+  deleteRetiring(id: string): Promise<void>;
+  /** Ids of instances that have RETIRING DEKs (re-encryption left to do). */
+  instancesWithRetiring(limit: number): Promise<string[]>;
 }
 
 /** Certificate persistence. */
@@ -171,6 +186,13 @@ export interface CertificateRepository {
   delete(instanceId: string, id: string, expectedRevision: number): Promise<boolean>;
   /** Deletes up to `limit` certificates of an instance with all their versions. @returns how many. */
   deleteBatch(instanceId: string, limit: number): Promise<number>;
+  /** Up to `limit` versions sealed with any of `dekIds`. */
+  versionsSealedWith(dekIds: string[], limit: number): Promise<CertificateVersionRecord[]>;
+  /**
+   * Replaces a version's sealed material if it is still sealed with `expectedDekId` (re-encryption).
+   * @returns false when another writer re-encrypted it first.
+   */
+  reseal(version: CertificateVersionRecord, expectedDekId: string): Promise<boolean>;
 }
 
 /** Reclamation persistence. Every state change is a conditional UPDATE, so races have one winner. */

@@ -33,7 +33,7 @@ export interface RootKeyBackend {
   /**
    * Wraps a 32-byte DEK under the current version of root key `keyId`.
    * @returns JWE compact serialization (A256KW + A256GCM).
-   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_UNAVAILABLE
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_BACKEND_UNAVAILABLE
    */
   wrap(dek: Buffer, keyId: string, context: WrapContext): Promise<string>;
   /**
@@ -43,8 +43,14 @@ export interface RootKeyBackend {
    *         RootKeyError when the root key is missing, disabled or destroyed.
    */
   unwrap(jwe: string, context: WrapContext): Promise<Buffer>;
-  /** @throws RootKeyError ROOT_KEY_NOT_FOUND */
+  /** @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE */
   describe(keyId: string): Promise<RootKeyDescription>;
+  /**
+   * Makes a new version of root key `keyId` the current one (older versions keep unwrapping).
+   * @returns the description after rotation.
+   * @throws RootKeyError as `describe`, and ROOT_KEY_DISABLED when the key is disabled.
+   */
+  rotate(keyId: string): Promise<RootKeyDescription>;
   /** Resolves when the backend can serve requests (for health checks); rejects otherwise. */
   check(): Promise<void>;
   /** Releases resources (file handles, sessions). */

@@ -15,7 +15,8 @@ import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/recla
 import type { ReclamationService } from "../services/reclamations.js";
 import { toCertificate, toInstance, toReclamation } from "./mappers.js";
 import { toServiceError } from "./status.js";
-import { checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
+import type { InstanceRecord } from "../domain/ports.js";
+import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
 
 /**
  * Wraps a unary use case: runs it, answers, maps any error in one place and logs the call (never payloads).
@@ -55,31 +56,38 @@ function required<T>(value: T | undefined, field: string): T {
 
 /** InstanceService handlers. */
 export function instanceHandlers(log: Logger, instances: InstanceService): InstanceServiceServer {
-  const withVersion = async (id: string) => toInstance(await instances.get(id), await instances.rootKeyVersion(id));
+  const view = async (i: InstanceRecord) => toInstance(i, await instances.keyView(i));
   return {
     createInstance: unary(log, "CreateInstance", async (req) => {
       const inst = required(req.instance, "instance");
-      const created = await instances.create(checkUserFields("instance.", inst), checkRequestId(req.requestId));
-      return { instance: toInstance(created, await instances.rootKeyVersion(created.id)) };
+      const created = await instances.create(checkUserFields("instance.", inst), checkRequestId(req.requestId), checkEncryption(inst, instances.backendNames()));
+      return { instance: await view(created) };
     }),
-    getInstance: unary(log, "GetInstance", async (req) => ({ instance: await withVersion(parseInstanceName(req.name, "name")) })),
+    getInstance: unary(log, "GetInstance", async (req) => ({ instance: await view(await instances.get(parseInstanceName(req.name, "name"))) })),
     listInstances: unary(log, "ListInstances", async (req) => {
       const page = await instances.list(req.pageSize, req.pageToken, req.showDeleted);
       const out = [];
-      for (const i of page.instances) out.push(toInstance(i, await instances.rootKeyVersion(i.id)));
+      for (const i of page.instances) out.push(await view(i));
       return { instances: out, nextPageToken: page.nextPageToken };
     }),
     updateInstance: unary(log, "UpdateInstance", async (req) => {
       const inst = required(req.instance, "instance");
       const id = parseInstanceName(inst.name, "instance.name");
       const fields = checkUserFields("instance.", inst, checkUpdateMask(req.updateMask, inst));
-      const updated = await instances.update(id, fields, inst.etag);
-      return { instance: toInstance(updated, await instances.rootKeyVersion(id)) };
+      return { instance: await view(await instances.update(id, fields, inst.etag)) };
     }),
     deleteInstance: unary(log, "DeleteInstance", async (req) => {
       const id = parseInstanceName(req.name, "name");
       const { instance, reclamation } = await instances.delete(id, req.etag);
-      return { instance: toInstance(instance, await instances.rootKeyVersion(id)), reclamation: toReclamation(reclamation) };
+      return { instance: await view(instance), reclamation: toReclamation(reclamation) };
+    }),
+    rewrapDataKeys: unary(log, "RewrapDataKeys", async (req) => {
+      const r = await instances.rewrapDataKeys(parseInstanceName(req.name, "name"));
+      return { instance: await view(r.instance), rewrappedCount: r.rewrapped, totalCount: r.total };
+    }),
+    rotateDataKey: unary(log, "RotateDataKey", async (req) => {
+      const r = await instances.rotateDataKey(parseInstanceName(req.name, "name"));
+      return { instance: await view(r.instance), reencryptedCount: r.reencrypted, retiredCount: r.retired };
     }),
   };
 }

@@ -1,6 +1,8 @@
 /** Domain records to generated proto messages. Pure functions; nothing secret passes through them. */
 import { KeyAlgorithm, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
-import { Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
+import { Instance_KeyManagement, Instance_RootKeyState, Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
+import type { RootKeyState } from "../domain/rootkey.js";
+import type { InstanceKeyView } from "../services/instances.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import { Reclamation_State, type Reclamation } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { CertificateRecord, InstanceRecord, ReclamationRecord } from "../domain/ports.js";
@@ -15,16 +17,20 @@ const KEY_ALGORITHMS: Record<string, KeyAlgorithm> = {
 };
 
 /** InstanceRecord -> certmanager.v1.Instance. */
-export function toInstance(i: InstanceRecord, rootKeyVersion: number): Instance {
+export function toInstance(i: InstanceRecord, view: InstanceKeyView): Instance {
   const name = instanceName(i.id);
+  const keyOff = view.rootKeyState === "DISABLED" || view.rootKeyState === "DESTROYED";
   return {
     name,
     displayName: i.displayName,
     description: i.description,
     labels: i.labels,
-    state: INSTANCE_STATES[i.state],
+    state: i.state === "ACTIVE" && keyOff ? Instance_State.STATE_KEY_UNAVAILABLE : INSTANCE_STATES[i.state],
     rootKey: `${i.rootKeyBackend}/${i.rootKeyId}`,
-    rootKeyVersion,
+    rootKeyVersion: view.rootKeyVersion,
+    keyManagement: i.keyManagement === "CUSTOMER" ? Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER : Instance_KeyManagement.KEY_MANAGEMENT_PROVIDER,
+    rootKeyState: view.rootKeyState ? ROOT_KEY_STATES[view.rootKeyState] : Instance_RootKeyState.ROOT_KEY_STATE_UNSPECIFIED,
+    rootKeyCurrentVersion: view.rootKeyCurrentVersion,
     createTime: i.createTime,
     updateTime: i.updateTime,
     etag: etagOf(name, i.revision),
@@ -33,6 +39,12 @@ export function toInstance(i: InstanceRecord, rootKeyVersion: number): Instance 
     deleteTime: i.state === "DELETED" ? i.deleteTime : undefined,
   };
 }
+
+const ROOT_KEY_STATES: Record<RootKeyState, Instance_RootKeyState> = {
+  ENABLED: Instance_RootKeyState.ROOT_KEY_STATE_ENABLED,
+  DISABLED: Instance_RootKeyState.ROOT_KEY_STATE_DISABLED,
+  DESTROYED: Instance_RootKeyState.ROOT_KEY_STATE_DESTROYED,
+};
 
 const INSTANCE_STATES: Record<InstanceRecord["state"], Instance_State> = {
   ACTIVE: Instance_State.STATE_ACTIVE,

@@ -2,7 +2,9 @@
  * Request-shape validation at the edge: lengths, label syntax, request ids, update masks. Rules that need the
  * database or parsing of certificates live in the services and src/x509.
  */
+import { Instance_KeyManagement } from "../../gen/ts/certmanager/v1/instance.js";
 import { InvalidArgumentError } from "../domain/errors.js";
+import type { EncryptionChoice } from "../services/instances.js";
 
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
 const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
@@ -82,4 +84,30 @@ export function checkUserFields(
     description: want("description") ? checkLength(`${prefix}description`, src.description, 2048) : undefined,
     labels: want("labels") ? checkLabels(`${prefix}labels`, src.labels) : undefined,
   };
+}
+
+/**
+ * The root key choice of CreateInstance: provider-managed (root_key empty) or customer-managed with root_key
+ * `<backend>/<key id>` naming a backend this server runs.
+ * @throws InvalidArgumentError INVALID_ROOT_KEY (field instance.root_key)
+ */
+export function checkEncryption(
+  inst: { keyManagement: Instance_KeyManagement; rootKey: string },
+  backends: string[],
+): EncryptionChoice {
+  const field = "instance.root_key";
+  if (inst.keyManagement !== Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER) {
+    if (inst.rootKey !== "") {
+      throw new InvalidArgumentError("INVALID_ROOT_KEY", field, "instance.root_key is set only with key_management KEY_MANAGEMENT_CUSTOMER; leave it empty for the provider's key");
+    }
+    return { keyManagement: "PROVIDER" };
+  }
+  const m = /^([a-z0-9]+)\/([a-z][a-z0-9-]{0,62})$/.exec(inst.rootKey);
+  if (!m) {
+    throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `instance.root_key must be <backend>/<key id> such as pkcs11/payments-kek (key id: a lowercase letter, then a-z, 0-9 or -), got ${JSON.stringify(inst.rootKey.slice(0, 100))}`);
+  }
+  if (!backends.includes(m[1])) {
+    throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `root-key backend ${JSON.stringify(m[1])} is not configured on this server; it runs ${backends.join(", ")}`);
+  }
+  return { keyManagement: "CUSTOMER", backend: m[1], keyId: m[2] };
 }

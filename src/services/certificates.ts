@@ -20,6 +20,7 @@ import { parseImport, type ParsedImport } from "../x509/index.js";
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { requireActive } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
+import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring, LentDek } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
@@ -54,6 +55,7 @@ export class CertificateService {
     private readonly keyring: Keyring,
     private readonly clock: Clock,
     private readonly pageTokens: PageTokenCodec,
+    private readonly rotation: DekRotation,
   ) {}
 
   /**
@@ -74,6 +76,7 @@ export class CertificateService {
     const replayedEarly = await this.refuseDuplicate(instanceId, fingerprint, scope, requestId);
     if (replayedEarly) return replayedEarly;
 
+    await this.rotation.ensureFresh(instance, 3);
     const now = this.clock.now();
     const id = uuidv7();
     const record: CertificateRecord = {
@@ -131,6 +134,7 @@ export class CertificateService {
     const holder = await this.uow.repos.certificates.findByFingerprint(instanceId, fingerprint);
     if (holder && holder.id !== certificateId) this.throwDuplicate(holder);
 
+    await this.rotation.ensureFresh(instance, 3);
     const now = this.clock.now();
     const versionNo = current.currentVersion + 1;
     const updated: CertificateRecord = {

@@ -2,13 +2,25 @@
  * Instance use cases (InstanceService): create with a fresh wrapped DEK, get, list, update.
  */
 import { v7 as uuidv7 } from "uuid";
-import { NotFoundError, UniqueConstraintError } from "../domain/errors.js";
+import { NotFoundError, RootKeyError, UniqueConstraintError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
+import type { RootKeyState } from "../domain/rootkey.js";
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { requireActive } from "./instance-state.js";
+import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
+
+/** The root key choice of CreateInstance: the provider's key, or a customer-managed `<backend>/<key id>`. */
+export type EncryptionChoice = { keyManagement: "PROVIDER" } | { keyManagement: "CUSTOMER"; backend: string; keyId: string };
+
+/** Root key facts shown with an instance. */
+export interface InstanceKeyView {
+  rootKeyVersion: number;
+  rootKeyState?: RootKeyState;
+  rootKeyCurrentVersion: number;
+}
 
 /** Fields a user may set on an instance. */
 export interface InstanceFields {
@@ -29,6 +41,7 @@ export class InstanceService {
     private readonly defaultRootKey: { backend: string; keyId: string },
     /** How long a deleted instance stays restorable, ms. */
     private readonly retentionMs: number,
+    private readonly rotation: DekRotation,
   ) {}
 
   /**
@@ -36,7 +49,7 @@ export class InstanceService {
    * A repeated `requestId` returns the first call's instance (AIP-155).
    * @throws RootKeyError when the root key cannot wrap (nothing is written).
    */
-  async create(fields: InstanceFields, requestId: string): Promise<InstanceRecord> {
+  async create(fields: InstanceFields, requestId: string, encryption: EncryptionChoice = { keyManagement: "PROVIDER" }): Promise<InstanceRecord> {
     if (requestId) {
       const earlier = await this.uow.repos.requestIds.find(REQUEST_SCOPE, requestId);
       if (earlier) return this.get(earlier.resourceId);
@@ -48,12 +61,15 @@ export class InstanceService {
       description: fields.description ?? "",
       labels: fields.labels ?? {},
       state: "ACTIVE",
-      rootKeyBackend: this.defaultRootKey.backend,
-      rootKeyId: this.defaultRootKey.keyId,
+      rootKeyBackend: encryption.keyManagement === "CUSTOMER" ? encryption.backend : this.defaultRootKey.backend,
+      rootKeyId: encryption.keyManagement === "CUSTOMER" ? encryption.keyId : this.defaultRootKey.keyId,
+      keyManagement: encryption.keyManagement,
       revision: 1,
       createTime: now,
       updateTime: now,
     };
+    // Prove the service may use the key before anything is written (a wrap and an unwrap).
+    if (encryption.keyManagement === "CUSTOMER") await this.probe(instance);
     const dek = await this.keyring.newDek(instance);
     const replayOf = await this.uow.transaction(async (repos) => {
       if (requestId && !(await repos.requestIds.claim({ scope: REQUEST_SCOPE, requestId, resourceId: instance.id, fingerprint: "" }, now))) {
@@ -70,6 +86,53 @@ export class InstanceService {
     return instance;
   }
 
+  /** Wraps and unwraps with the chosen root key, turning a refusal into a message saying what to fix. */
+  private async probe(instance: InstanceRecord): Promise<void> {
+    const ref = `${instance.rootKeyBackend}/${instance.rootKeyId}`;
+    try {
+      await this.keyring.probe(instance);
+    } catch (err) {
+      if (!(err instanceof RootKeyError)) throw err;
+      const fix: Record<string, string> = {
+        ROOT_KEY_NOT_FOUND: `root key ${ref} does not exist in its backend: create it there (for SoftHSM2 or the local keystore: npm run keys), or correct instance.root_key`,
+        ROOT_KEY_ACCESS_DENIED: `the service may not use root key ${ref}: grant the service's backend identity (for PKCS#11, the token user whose PIN the service holds) use of the key for wrap and unwrap`,
+        ROOT_KEY_DISABLED: `root key ${ref} is disabled: enable it in its backend, then retry`,
+        ROOT_KEY_DESTROYED: `root key ${ref} was destroyed: create a new key and name it in instance.root_key`,
+        ROOT_KEY_BACKEND_UNAVAILABLE: `the backend of root key ${ref} cannot be reached: check that it runs and retry`,
+      };
+      throw new RootKeyError(err.reason as ConstructorParameters<typeof RootKeyError>[0], fix[err.reason] ?? err.message, { root_key: ref }, err);
+    }
+  }
+
+  /**
+   * Rewraps the instance's DEKs with the newest root key version (after a root key rotation).
+   * @returns how many DEKs this call rewrapped and how many the instance has.
+   * @throws NotFoundError, FailedPreconditionError (not ACTIVE), RootKeyError ROOT_KEY_UNAVAILABLE
+   */
+  async rewrapDataKeys(id: string): Promise<{ instance: InstanceRecord; rewrapped: number; total: number }> {
+    const instance = await this.get(id);
+    requireActive(instance);
+    const deks = await this.uow.repos.deks.listForInstance(id);
+    let rewrapped = 0;
+    for (const dek of deks) if (await this.keyring.rewrap(this.uow.repos, instance, dek)) rewrapped++;
+    return { instance, rewrapped, total: deks.length };
+  }
+
+  /**
+   * Rotates the instance's DEK and re-encrypts its certificates (see DekRotation).
+   * @throws NotFoundError, FailedPreconditionError (not ACTIVE), RootKeyError ROOT_KEY_UNAVAILABLE
+   */
+  async rotateDataKey(id: string): Promise<{ instance: InstanceRecord; reencrypted: number; retired: number }> {
+    const instance = await this.get(id);
+    const r = await this.rotation.rotate(instance);
+    return { instance: await this.get(id), ...r };
+  }
+
+  /** Names of the root-key backends this server runs. */
+  backendNames(): string[] {
+    return this.keyring.backendNames();
+  }
+
   /** @throws NotFoundError INSTANCE_NOT_FOUND */
   async get(id: string): Promise<InstanceRecord> {
     const instance = await this.uow.repos.instances.get(id);
@@ -77,9 +140,16 @@ export class InstanceService {
     return instance;
   }
 
-  /** The root key version that wrapped the instance's active DEK (0 when it has none). */
-  async rootKeyVersion(id: string): Promise<number> {
-    return (await this.uow.repos.deks.getActive(id))?.rootKeyVersion ?? 0;
+  /**
+   * What GetInstance shows besides the row: the root key version that wrapped the active DEK (0 when none),
+   * and the root key's state and newest version as its backend reports them (cached a few seconds). Tombstones
+   * are not described: their keys are gone.
+   */
+  async keyView(instance: InstanceRecord): Promise<InstanceKeyView> {
+    const rootKeyVersion = (await this.uow.repos.deks.getActive(instance.id))?.rootKeyVersion ?? 0;
+    if (instance.state === "DELETED") return { rootKeyVersion, rootKeyCurrentVersion: 0 };
+    const status = await this.keyring.status(instance);
+    return { rootKeyVersion, rootKeyState: status.state, rootKeyCurrentVersion: status.currentVersion };
   }
 
   /**

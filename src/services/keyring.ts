@@ -1,14 +1,19 @@
 /**
- * Per-instance DEK management over the root-key backends: creating and wrapping an instance's DEK, and
- * unwrapping DEKs (through the DEK cache) to seal or open secret material (DESIGN.md "Envelope format").
+ * Per-instance DEK management over the root-key backends (DESIGN.md "Envelope format"): creating and wrapping
+ * DEKs, unwrapping them through the DEK cache to seal or open material, rewrapping them after a root key
+ * rotation, and noticing disabled or destroyed root keys.
+ *
+ * Key lifecycle (issue "customer-managed root keys"): plaintext DEKs stay cached at most the cache TTL, so a
+ * root key disabled in its backend stops every secret-touching call within that TTL; as soon as any call sees
+ * the key disabled or destroyed, every cached DEK under that root key is dropped at once.
  */
 import { DekCache } from "../crypto/dekcache.js";
-import { generateDek, newDekId, zero } from "../crypto/dek.js";
 import { parseProtectedHeader } from "../crypto/compact.js";
-import { DecryptionError, RootKeyError } from "../domain/errors.js";
+import { generateDek, newDekId, zero } from "../crypto/dek.js";
+import { DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";
-import type { RootKeyBackend } from "../domain/rootkey.js";
+import type { RootKeyBackend, RootKeyState } from "../domain/rootkey.js";
 
 /** A plaintext DEK lent to one operation; call `release()` when done so the copy is zeroed. */
 export interface LentDek {
@@ -17,8 +22,28 @@ export interface LentDek {
   release(): void;
 }
 
+/** What GetInstance shows about an instance's root key. */
+export interface RootKeyStatus {
+  /** undefined when the backend could not be asked. */
+  state?: RootKeyState;
+  currentVersion: number;
+}
+
+type InstanceKey = Pick<InstanceRecord, "id" | "rootKeyBackend" | "rootKeyId">;
+
+const rootKeyRef = (i: Pick<InstanceRecord, "rootKeyBackend" | "rootKeyId">) => `${i.rootKeyBackend}/${i.rootKeyId}`;
+
+/** How long a root key's described state is reused, ms: GetInstance/ListInstances should not hit an HSM per row. */
+const DESCRIBE_TTL_MS = 5_000;
+
 /** DEKs of instances, wrapped by the instance's root key. */
 export class Keyring {
+  /** Root key -> ids of DEKs cached under it, to drop them all when the key is seen disabled. */
+  private readonly cachedByRootKey = new Map<string, Set<string>>();
+  private readonly described = new Map<string, { at: number; status: RootKeyStatus }>();
+  /** Unwraps sent to root-key backends since start (the DEK cache bench reads it). */
+  unwrapCount = 0;
+
   constructor(
     private readonly backends: ReadonlyMap<string, RootKeyBackend>,
     private readonly cache: DekCache,
@@ -32,22 +57,26 @@ export class Keyring {
     return b;
   }
 
+  /** Names of the configured backends. */
+  backendNames(): string[] {
+    return [...this.backends.keys()];
+  }
+
   /**
    * Makes a new 256-bit DEK for an instance and wraps it with the instance's root key.
-   * @returns the DEK row to insert (wrapped key only) and the current root key version.
-   * @throws RootKeyError when the root key cannot wrap.
+   * @returns the DEK row to insert (wrapped key only).
+   * @throws RootKeyError when the root key cannot wrap (backend vocabulary: NOT_FOUND, DISABLED, ...).
    */
-  async newDek(instance: Pick<InstanceRecord, "id" | "rootKeyBackend" | "rootKeyId">): Promise<DekRecord> {
+  async newDek(instance: InstanceKey): Promise<DekRecord> {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
       const wrappedKey = await backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) });
-      const kid = String(parseProtectedHeader(wrappedKey).kid);
       return {
         id: newDekId(),
         instanceId: instance.id,
         wrappedKey,
-        rootKeyVersion: Number(kid.split("/").pop()),
+        rootKeyVersion: versionOf(wrappedKey),
         state: "ACTIVE",
         encryptionCount: 0,
         createTime: this.clock.now(),
@@ -58,8 +87,28 @@ export class Keyring {
   }
 
   /**
+   * Proves the service may use a root key for an instance (CreateInstance with a customer-managed key): wraps
+   * a throwaway DEK and unwraps it again.
+   * @throws RootKeyError NOT_FOUND | DISABLED | DESTROYED | ACCESS_DENIED | BACKEND_UNAVAILABLE
+   */
+  async probe(instance: InstanceKey): Promise<void> {
+    const backend = this.backend(instance.rootKeyBackend);
+    const dek = generateDek();
+    try {
+      const wrapped = await backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) });
+      const back = await backend.unwrap(wrapped, { instance: instanceName(instance.id) });
+      const same = back.equals(dek);
+      zero(back);
+      if (!same) throw new DecryptionError("the root key did not unwrap what it wrapped");
+    } finally {
+      zero(dek);
+    }
+  }
+
+  /**
    * Lends the instance's active DEK for sealing new material.
-   * @throws DecryptionError when the instance has no active DEK or it does not unwrap; RootKeyError.
+   * @throws DecryptionError when the instance has no active DEK; RootKeyError ROOT_KEY_UNAVAILABLE when its
+   *         root key is disabled or destroyed.
    */
   async activeDek(repos: Repositories, instance: InstanceRecord): Promise<LentDek> {
     const record = await repos.deks.getActive(instance.id);
@@ -86,14 +135,99 @@ export class Keyring {
     };
   }
 
+  /**
+   * Rewraps one DEK with the newest version of the instance's root key, unless it already is (a no-op then,
+   * as Vault's transit rewrap). Old versions keep unwrapping, so this can run online.
+   * @returns true when the DEK was rewrapped by this call.
+   */
+  async rewrap(repos: Repositories, instance: InstanceRecord, record: DekRecord): Promise<boolean> {
+    const backend = this.backend(instance.rootKeyBackend);
+    const current = await this.translate(instance, () => backend.describe(instance.rootKeyId));
+    if (record.rootKeyVersion >= current.currentVersion) return false;
+    const context = { instance: instanceName(instance.id) };
+    const dek = await this.translate(instance, () => backend.unwrap(record.wrappedKey, context));
+    try {
+      const wrapped = await this.translate(instance, () => backend.wrap(dek, instance.rootKeyId, context));
+      return await repos.deks.rewrap(record.id, record.wrappedKey, wrapped, versionOf(wrapped));
+    } finally {
+      zero(dek);
+    }
+  }
+
+  /**
+   * The root key's state and newest version, cached for a few seconds; undefined state when the backend
+   * could not be asked. Seeing it disabled or destroyed drops the cached DEKs under it.
+   */
+  async status(instance: Pick<InstanceRecord, "rootKeyBackend" | "rootKeyId">): Promise<RootKeyStatus> {
+    const ref = rootKeyRef(instance);
+    const hit = this.described.get(ref);
+    const now = this.clock.now().getTime();
+    if (hit && now - hit.at < DESCRIBE_TTL_MS) return hit.status;
+    let status: RootKeyStatus;
+    try {
+      const d = await this.backend(instance.rootKeyBackend).describe(instance.rootKeyId);
+      status = { state: d.state, currentVersion: d.currentVersion };
+    } catch (err) {
+      const reason = (err as DomainError).reason;
+      status = { state: reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : reason === "ROOT_KEY_DISABLED" ? "DISABLED" : undefined, currentVersion: 0 };
+    }
+    if (status.state === "DISABLED" || status.state === "DESTROYED") this.dropRootKey(ref);
+    this.described.set(ref, { at: now, status });
+    return status;
+  }
+
   private async lend(record: DekRecord, instance: InstanceRecord): Promise<LentDek> {
     const backend = this.backend(instance.rootKeyBackend);
+    const ref = rootKeyRef(instance);
     // The cache hands out a copy that this operation owns, so an eviction never zeroes a key in use.
-    const key = await this.cache.getOrLoad(record.id, () => backend.unwrap(record.wrappedKey, { instance: instanceName(instance.id) }));
+    const key = await this.translate(instance, () =>
+      this.cache.getOrLoad(record.id, () => {
+        this.unwrapCount++;
+        return backend.unwrap(record.wrappedKey, { instance: instanceName(instance.id) });
+      }),
+    );
+    let ids = this.cachedByRootKey.get(ref);
+    if (!ids) this.cachedByRootKey.set(ref, (ids = new Set()));
+    ids.add(record.id);
     return { id: record.id, key, release: () => zero(key) };
   }
 
-  /** Drops DEKs from the cache (zeroing them), e.g. once they were destroyed by a reclamation. */
+  /**
+   * Runs a backend call for an existing instance. A disabled or destroyed root key becomes the contract's
+   * ROOT_KEY_UNAVAILABLE (FAILED_PRECONDITION) and drops every cached DEK under that key.
+   */
+  private async translate<T>(instance: InstanceKey, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const reason = (err as DomainError).reason;
+      if (err instanceof RootKeyError && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
+        const ref = rootKeyRef(instance);
+        this.dropRootKey(ref);
+        this.described.delete(ref);
+        const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : "DESTROYED";
+        throw new RootKeyError(
+          "ROOT_KEY_UNAVAILABLE",
+          state === "DISABLED"
+            ? `the root key ${ref} of instance ${instanceName(instance.id)} is disabled; enable it in its backend to restore access`
+            : `the root key ${ref} of instance ${instanceName(instance.id)} (or the version that wrapped its keys) was destroyed; the instance's data cannot be recovered`,
+          { root_key: ref, root_key_state: state, resource: instanceName(instance.id) },
+          err,
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** Drops (and zeroes) every cached DEK wrapped under root key `ref`. */
+  private dropRootKey(ref: string): void {
+    const ids = this.cachedByRootKey.get(ref);
+    if (!ids) return;
+    for (const id of ids) this.cache.delete(id);
+    this.cachedByRootKey.delete(ref);
+  }
+
+  /** Drops DEKs from the cache (zeroing them), e.g. once they were destroyed by a reclamation or rotation. */
   forget(dekIds: string[]): void {
     for (const id of dekIds) this.cache.delete(id);
   }
@@ -101,5 +235,11 @@ export class Keyring {
   /** Empties the DEK cache (zeroing every key), e.g. at shutdown. */
   clear(): void {
     this.cache.clear();
+    this.cachedByRootKey.clear();
   }
+}
+
+/** The root key version a wrapped DEK names in its `kid` (`<backend>/<key id>/<version>`). */
+function versionOf(wrappedKey: string): number {
+  return Number(String(parseProtectedHeader(wrappedKey).kid).split("/").pop());
 }

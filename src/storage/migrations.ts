@@ -157,7 +157,23 @@ const reclamations: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, reclamations];
+const keyManagement: Migration = {
+  name: "0003_key_management",
+  async up(knex) {
+    await knex.schema.alterTable("instances", (t) => {
+      t.string("key_management", 16).notNullable().defaultTo("PROVIDER");
+    });
+    await knex.schema.alterTable("certificate_versions", (t) => {
+      t.index(["dek_id"], "certificate_versions_dek");
+    });
+  },
+  async down(knex) {
+    await knex.schema.alterTable("certificate_versions", (t) => t.dropIndex(["dek_id"], "certificate_versions_dek"));
+    await knex.schema.alterTable("instances", (t) => t.dropColumn("key_management"));
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, reclamations, keyManagement];
 
 /** Knex migration source serving MIGRATIONS in order. */
 class CodeMigrationSource implements Knex.MigrationSource<Migration> {

@@ -107,7 +107,7 @@ describe("crypto/rootkeys/local", () => {
   it("stops serving when the keystore becomes group/world readable at runtime", async () => {
     const b = await openBackend();
     await fsp.chmod(file, 0o644);
-    const err = await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_UNAVAILABLE");
+    const err = await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
     expect(err.message).toMatch(/chmod 600/);
     await expect(b.check()).rejects.toBeInstanceOf(RootKeyError);
   });
@@ -277,17 +277,17 @@ describe("crypto/rootkeys/local", () => {
     await expect(b.unwrap("a.b.c.d.e", { instance: "" })).rejects.toThrow(TypeError);
   });
 
-  it("after close, calls fail with ROOT_KEY_UNAVAILABLE", async () => {
+  it("after close, calls fail with ROOT_KEY_BACKEND_UNAVAILABLE", async () => {
     const b = await openBackend();
     await b.close();
-    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_UNAVAILABLE");
-    await expectRootKeyError(b.check(), "ROOT_KEY_UNAVAILABLE");
+    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    await expectRootKeyError(b.check(), "ROOT_KEY_BACKEND_UNAVAILABLE");
   });
 
   it("check() passes on a healthy keystore and fails when the file is gone", async () => {
     const b = await openBackend();
     await b.check();
     await fsp.rm(file);
-    await expectRootKeyError(b.check(), "ROOT_KEY_UNAVAILABLE");
+    await expectRootKeyError(b.check(), "ROOT_KEY_BACKEND_UNAVAILABLE");
   });
 });

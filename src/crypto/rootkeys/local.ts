@@ -204,7 +204,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * @param context `instance` = `instances/{instance}`, bound into the header so the wrapped DEK only unwraps
    *        for that instance.
    * @returns the wrapped DEK.
-   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_UNAVAILABLE
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_BACKEND_UNAVAILABLE
    *         (keystore unreadable); TypeError on a bad DEK size or context.
    * @example
    * const wrapped = await backend.wrap(dek, "default", { instance: "instances/a" });
@@ -231,7 +231,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * @returns the 32-byte DEK; the caller zeroes it (DekCache does).
    * @throws DecryptionError when the JWE is malformed, not from this backend, tampered, or bound to another
    *         instance (one message for all, RFC 7516 §11.5); RootKeyError ROOT_KEY_NOT_FOUND |
-   *         ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_UNAVAILABLE for the key version itself.
+   *         ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_BACKEND_UNAVAILABLE for the key version itself.
    * @example
    * const dek = await backend.unwrap(wrapped, { instance: "instances/a" });
    */
@@ -265,7 +265,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
   /**
    * Reports root key `keyId`: its current version and that version's state.
    *
-   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_UNAVAILABLE.
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_BACKEND_UNAVAILABLE.
    */
   async describe(keyId: string): Promise<RootKeyDescription> {
     await this.#refresh(false);
@@ -273,12 +273,12 @@ export class LocalRootKeyBackend implements RootKeyBackend {
     return { backend: BACKEND, keyId, state: key.versions.get(key.currentVersion)!.state, currentVersion: key.currentVersion };
   }
 
-  /** Resolves when the keystore file is present, private and parseable. @throws RootKeyError ROOT_KEY_UNAVAILABLE */
+  /** Resolves when the keystore file is present, private and parseable. @throws RootKeyError ROOT_KEY_BACKEND_UNAVAILABLE */
   async check(): Promise<void> {
     await this.#refresh(false);
   }
 
-  /** Zeroes all KEKs held in memory; later calls fail with ROOT_KEY_UNAVAILABLE. */
+  /** Zeroes all KEKs held in memory; later calls fail with ROOT_KEY_BACKEND_UNAVAILABLE. */
   async close(): Promise<void> {
     this.#closed = true;
     await this.#queue.catch(() => undefined);
@@ -286,7 +286,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
     this.#keys = new Map();
   }
 
-  /** Every root key with its versions (no key material), sorted by key id. @throws RootKeyError ROOT_KEY_UNAVAILABLE */
+  /** Every root key with its versions (no key material), sorted by key id. @throws RootKeyError ROOT_KEY_BACKEND_UNAVAILABLE */
   async listKeys(): Promise<LocalKeyInfo[]> {
     await this.#refresh(false);
     return [...this.#doc.keys].sort((a, b) => (a.keyId < b.keyId ? -1 : a.keyId > b.keyId ? 1 : 0)).map(infoOf);
@@ -295,7 +295,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
   /**
    * Creates root key `keyId` with version 1 ENABLED (fresh 32-byte KEK from the CSPRNG).
    *
-   * @throws AlreadyExistsError ROOT_KEY_ALREADY_EXISTS; TypeError on a malformed id; RootKeyError ROOT_KEY_UNAVAILABLE.
+   * @throws AlreadyExistsError ROOT_KEY_ALREADY_EXISTS; TypeError on a malformed id; RootKeyError ROOT_KEY_BACKEND_UNAVAILABLE.
    */
   async createKey(keyId: string): Promise<LocalKeyInfo> {
     checkKeyId(keyId);
@@ -313,7 +313,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * Adds a new ENABLED version to `keyId` and makes it current: new wraps use it, DEKs wrapped under older
    * versions keep unwrapping while those versions are ENABLED (rewrap them to retire a version).
    *
-   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_UNAVAILABLE.
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_BACKEND_UNAVAILABLE.
    */
   async rotate(keyId: string): Promise<LocalKeyInfo> {
     return this.#mutate((doc, now) => {
@@ -334,7 +334,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * After disabling, callers must also empty their DEK caches (DekCache.clear) for the change to bite at once.
    *
    * @throws RootKeyError ROOT_KEY_NOT_FOUND (key or version) | ROOT_KEY_DESTROYED (version already destroyed) |
-   *         ROOT_KEY_UNAVAILABLE; TypeError for DESTROYED without a version or an unknown state.
+   *         ROOT_KEY_BACKEND_UNAVAILABLE; TypeError for DESTROYED without a version or an unknown state.
    */
   async setState(keyId: string, version: number | undefined, state: RootKeyState): Promise<LocalKeyInfo> {
     if (!STATES.has(state)) throw new TypeError(`unknown root key state ${String(state)}`);
@@ -388,7 +388,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
 
   /** Loads the file if it changed since the last load (or always with `force`). */
   async #refresh(force: boolean): Promise<void> {
-    if (this.#closed) throw new RootKeyError("ROOT_KEY_UNAVAILABLE", "local root-key backend is closed", { backend: BACKEND });
+    if (this.#closed) throw new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", "local root-key backend is closed", { backend: BACKEND });
     try {
       if (!force) {
         const st = await statChecked(this.path);
@@ -422,7 +422,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
   /** Lock, re-read, apply `fn`, write atomically, reload; serialized within and across processes. */
   #mutate(fn: (doc: LocalKeystoreDocument, now: string) => LocalKeyRecord): Promise<LocalKeyInfo> {
     const run = async (): Promise<LocalKeyInfo> => {
-      if (this.#closed) throw new RootKeyError("ROOT_KEY_UNAVAILABLE", "local root-key backend is closed", { backend: BACKEND });
+      if (this.#closed) throw new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", "local root-key backend is closed", { backend: BACKEND });
       const release = await acquireLock(`${this.path}.lock`).catch((err) => {
         throw unavailable(this.path, err);
       });
@@ -480,7 +480,7 @@ function meta(keyId: string, version?: number): Record<string, string> {
 function unavailable(file: string, err: unknown): RootKeyError {
   if (err instanceof RootKeyError) return err;
   const detail = err instanceof KeystoreFileError ? err.message : `keystore ${file} cannot be read or written (${(err as NodeJS.ErrnoException)?.code ?? "error"})`;
-  return new RootKeyError("ROOT_KEY_UNAVAILABLE", `local root-key backend unavailable: ${detail}`, { backend: BACKEND }, err);
+  return new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `local root-key backend unavailable: ${detail}`, { backend: BACKEND }, err);
 }
 
 function newVersionRecord(keyId: string, version: number, now: string): LocalKeyVersionRecord {

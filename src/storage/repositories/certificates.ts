@@ -305,4 +305,22 @@ export class KnexCertificateRepository implements CertificateRepository {
     await this.db(TABLE).whereIn("id", ids).delete();
     return ids.length;
   }
+
+  async versionsSealedWith(dekIds: string[], limit: number): Promise<CertificateVersionRecord[]> {
+    if (dekIds.length === 0) return [];
+    const rows = (await this.db(VERSIONS).select(VERSION_COLUMNS).whereIn("dek_id", dekIds).limit(limit)) as VersionRow[];
+    return rows.map(rowToVersion);
+  }
+
+  async reseal(version: CertificateVersionRecord, expectedDekId: string): Promise<boolean> {
+    const n = await this.db(VERSIONS)
+      .where({ certificate_id: version.certificateId, version: version.version, dek_id: expectedDekId })
+      .update({
+        dek_id: version.dekId,
+        certificate_jwe: version.certificateJwe,
+        private_key_jwe: version.privateKeyJwe,
+        intermediates_jwe: version.intermediatesJwe,
+      });
+    return n === 1;
+  }
 }

@@ -70,4 +70,27 @@ export class KnexDekRepository implements DekRepository {
     await this.db(TABLE).where({ instance_id: instanceId }).delete();
     return ids;
   }
+
+  async listForInstance(instanceId: string): Promise<DekRecord[]> {
+    const rows = (await this.db(TABLE).select(COLUMNS).where({ instance_id: instanceId }).orderBy("create_time", "desc")) as Row[];
+    return rows.map(rowToDek);
+  }
+
+  async rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number): Promise<boolean> {
+    const n = await this.db(TABLE).where({ id, wrapped_key: expectedWrapped }).update({ wrapped_key: wrappedKey, root_key_version: rootKeyVersion });
+    return n === 1;
+  }
+
+  async retire(id: string): Promise<boolean> {
+    return (await this.db(TABLE).where({ id, state: "ACTIVE" }).update({ state: "RETIRING" })) === 1;
+  }
+
+  async deleteRetiring(id: string): Promise<void> {
+    await this.db(TABLE).where({ id, state: "RETIRING" }).delete();
+  }
+
+  async instancesWithRetiring(limit: number): Promise<string[]> {
+    const rows = (await this.db(TABLE).distinct("instance_id").where({ state: "RETIRING" }).limit(limit)) as { instance_id: string }[];
+    return rows.map((r) => r.instance_id);
+  }
 }

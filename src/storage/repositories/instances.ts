@@ -12,6 +12,7 @@ const COLUMNS = [
   "state",
   "root_key_backend",
   "root_key_id",
+  "key_management",
   "revision",
   "create_time",
   "update_time",
@@ -28,6 +29,7 @@ interface Row {
   state: string;
   root_key_backend: string;
   root_key_id: string;
+  key_management: string;
   revision: number;
   create_time: number | string;
   update_time: number | string;
@@ -47,6 +49,7 @@ function rowToInstance(r: Row): InstanceRecord {
     state: r.state as InstanceRecord["state"],
     rootKeyBackend: r.root_key_backend,
     rootKeyId: r.root_key_id,
+    keyManagement: r.key_management as InstanceRecord["keyManagement"],
     revision: Number(r.revision),
     createTime: new Date(Number(r.create_time)),
     updateTime: new Date(Number(r.update_time)),
@@ -65,6 +68,7 @@ function instanceToRow(i: InstanceRecord): Row {
     state: i.state,
     root_key_backend: i.rootKeyBackend,
     root_key_id: i.rootKeyId,
+    key_management: i.keyManagement,
     revision: i.revision,
     create_time: i.createTime.getTime(),
     update_time: i.updateTime.getTime(),

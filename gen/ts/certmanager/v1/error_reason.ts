@@ -87,16 +87,23 @@ export enum ErrorReason {
   ERROR_REASON_DECRYPTION_FAILED = 22,
   /** ERROR_REASON_ROOT_KEY_NOT_FOUND - NOT_FOUND: the root key does not exist in its backend. Metadata: `root_key`. */
   ERROR_REASON_ROOT_KEY_NOT_FOUND = 23,
-  /** ERROR_REASON_ROOT_KEY_DISABLED - FAILED_PRECONDITION: the root key is disabled; enable it to restore access. Metadata: `root_key`. */
+  /**
+   * ERROR_REASON_ROOT_KEY_DISABLED - FAILED_PRECONDITION: the root key named in a request (CreateInstance) is disabled; enable it first.
+   * Metadata: `root_key`.
+   */
   ERROR_REASON_ROOT_KEY_DISABLED = 24,
   /**
-   * ERROR_REASON_ROOT_KEY_DESTROYED - FAILED_PRECONDITION: the root key was destroyed; data wrapped by it cannot be read. Metadata:
+   * ERROR_REASON_ROOT_KEY_DESTROYED - FAILED_PRECONDITION: the root key named in a request (CreateInstance) was destroyed. Metadata:
    * `root_key`.
    */
   ERROR_REASON_ROOT_KEY_DESTROYED = 25,
   /** ERROR_REASON_ROOT_KEY_ACCESS_DENIED - PERMISSION_DENIED: the service may not use the root key. Metadata: `root_key`. */
   ERROR_REASON_ROOT_KEY_ACCESS_DENIED = 26,
-  /** ERROR_REASON_ROOT_KEY_UNAVAILABLE - UNAVAILABLE: the root-key backend cannot be reached; retry with backoff. Metadata: `root_key`. */
+  /**
+   * ERROR_REASON_ROOT_KEY_UNAVAILABLE - FAILED_PRECONDITION: the instance's root key is disabled or destroyed, so its data cannot be read or
+   * written. Enabling a disabled key restores access; a destroyed key's data is lost for good. Metadata:
+   * `root_key`, `root_key_state` (`DISABLED` or `DESTROYED`).
+   */
   ERROR_REASON_ROOT_KEY_UNAVAILABLE = 27,
   /**
    * ERROR_REASON_INTERNAL - INTERNAL: an unexpected error; the server log has the details under the same call id. Metadata:
@@ -129,6 +136,16 @@ export enum ErrorReason {
   ERROR_REASON_RECLAMATION_NOT_SCHEDULED = 34,
   /** ERROR_REASON_RECLAMATION_IN_PROGRESS - ABORTED: another server is reclaiming the instance right now; retry later. Metadata: `resource`. */
   ERROR_REASON_RECLAMATION_IN_PROGRESS = 35,
+  /**
+   * ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE - UNAVAILABLE: the root-key backend (key file, HSM) cannot be reached; retry with backoff. Metadata:
+   * `root_key`.
+   */
+  ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE = 36,
+  /**
+   * ERROR_REASON_INVALID_ROOT_KEY - INVALID_ARGUMENT: `instance.root_key` is not of the form `<backend>/<key id>` or names a backend this
+   * server does not run. Metadata: `field`.
+   */
+  ERROR_REASON_INVALID_ROOT_KEY = 37,
   UNRECOGNIZED = -1,
 }
 
@@ -242,6 +259,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 35:
     case "ERROR_REASON_RECLAMATION_IN_PROGRESS":
       return ErrorReason.ERROR_REASON_RECLAMATION_IN_PROGRESS;
+    case 36:
+    case "ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE":
+      return ErrorReason.ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE;
+    case 37:
+    case "ERROR_REASON_INVALID_ROOT_KEY":
+      return ErrorReason.ERROR_REASON_INVALID_ROOT_KEY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -323,6 +346,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_RECLAMATION_NOT_SCHEDULED";
     case ErrorReason.ERROR_REASON_RECLAMATION_IN_PROGRESS:
       return "ERROR_REASON_RECLAMATION_IN_PROGRESS";
+    case ErrorReason.ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE:
+      return "ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE";
+    case ErrorReason.ERROR_REASON_INVALID_ROOT_KEY:
+      return "ERROR_REASON_INVALID_ROOT_KEY";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -42,8 +42,9 @@ export interface Instance {
   /** Output only. The instance's state. */
   state: Instance_State;
   /**
-   * Output only. The root key that wraps this instance's data encryption keys, as
-   * `<backend>/<root key id>` (for example `local/default`).
+   * Immutable. The root key that wraps this instance's data encryption keys, as `<backend>/<root key id>`
+   * (for example `pkcs11/payments-kek`). Required on create with `KEY_MANAGEMENT_CUSTOMER`; must be empty on
+   * create otherwise, and is then set to the provider's key (for example `local/default`).
    */
   rootKey: string;
   /** Output only. The version of `root_key` that wrapped the instance's active data encryption key. */
@@ -74,7 +75,18 @@ export interface Instance {
    */
   reclamation: string;
   /** Output only. When the instance's data was permanently deleted. Present only in `STATE_DELETED`. */
-  deleteTime?: Date | undefined;
+  deleteTime?:
+    | Date
+    | undefined;
+  /** Immutable. Who manages the root key; `KEY_MANAGEMENT_PROVIDER` when unspecified on create. */
+  keyManagement: Instance_KeyManagement;
+  /** Output only. The root key's state as last reported by its backend (cached for a few seconds). */
+  rootKeyState: Instance_RootKeyState;
+  /**
+   * Output only. The newest version of `root_key` in its backend. When it is higher than `root_key_version`,
+   * RewrapDataKeys moves the instance's keys to it.
+   */
+  rootKeyCurrentVersion: number;
 }
 
 /** The lifecycle of an instance. */
@@ -97,6 +109,12 @@ export enum Instance_State {
    * tombstone remains (no certificates, no keys). Final.
    */
   STATE_DELETED = 3,
+  /**
+   * STATE_KEY_UNAVAILABLE - The instance's customer-managed root key is disabled or destroyed (see `root_key_state`): its
+   * certificate RPCs that touch secrets fail with FAILED_PRECONDITION (`ROOT_KEY_UNAVAILABLE`). Next:
+   * `STATE_ACTIVE` when the key is enabled again; never, when it was destroyed.
+   */
+  STATE_KEY_UNAVAILABLE = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -114,6 +132,9 @@ export function instance_StateFromJSON(object: any): Instance_State {
     case 3:
     case "STATE_DELETED":
       return Instance_State.STATE_DELETED;
+    case 4:
+    case "STATE_KEY_UNAVAILABLE":
+      return Instance_State.STATE_KEY_UNAVAILABLE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -131,7 +152,105 @@ export function instance_StateToJSON(object: Instance_State): string {
       return "STATE_PENDING_RECLAMATION";
     case Instance_State.STATE_DELETED:
       return "STATE_DELETED";
+    case Instance_State.STATE_KEY_UNAVAILABLE:
+      return "STATE_KEY_UNAVAILABLE";
     case Instance_State.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Who manages the root key that wraps the instance's data encryption keys. */
+export enum Instance_KeyManagement {
+  /** KEY_MANAGEMENT_UNSPECIFIED - Not used; on input, the same as `KEY_MANAGEMENT_PROVIDER`. */
+  KEY_MANAGEMENT_UNSPECIFIED = 0,
+  /** KEY_MANAGEMENT_PROVIDER - The service's own root key (`CM_DEFAULT_ROOT_KEY_ID` in the `local` backend). */
+  KEY_MANAGEMENT_PROVIDER = 1,
+  /**
+   * KEY_MANAGEMENT_CUSTOMER - A root key the customer controls in a root-key backend (an HSM through PKCS#11, or the `local`
+   * keystore), named by `root_key`. The customer can rotate, disable or destroy it.
+   */
+  KEY_MANAGEMENT_CUSTOMER = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function instance_KeyManagementFromJSON(object: any): Instance_KeyManagement {
+  switch (object) {
+    case 0:
+    case "KEY_MANAGEMENT_UNSPECIFIED":
+      return Instance_KeyManagement.KEY_MANAGEMENT_UNSPECIFIED;
+    case 1:
+    case "KEY_MANAGEMENT_PROVIDER":
+      return Instance_KeyManagement.KEY_MANAGEMENT_PROVIDER;
+    case 2:
+    case "KEY_MANAGEMENT_CUSTOMER":
+      return Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Instance_KeyManagement.UNRECOGNIZED;
+  }
+}
+
+export function instance_KeyManagementToJSON(object: Instance_KeyManagement): string {
+  switch (object) {
+    case Instance_KeyManagement.KEY_MANAGEMENT_UNSPECIFIED:
+      return "KEY_MANAGEMENT_UNSPECIFIED";
+    case Instance_KeyManagement.KEY_MANAGEMENT_PROVIDER:
+      return "KEY_MANAGEMENT_PROVIDER";
+    case Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER:
+      return "KEY_MANAGEMENT_CUSTOMER";
+    case Instance_KeyManagement.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** The state of the root key, as the root-key backend reports it. */
+export enum Instance_RootKeyState {
+  /** ROOT_KEY_STATE_UNSPECIFIED - Not known (the backend could not be asked). */
+  ROOT_KEY_STATE_UNSPECIFIED = 0,
+  /** ROOT_KEY_STATE_ENABLED - The root key can wrap and unwrap. */
+  ROOT_KEY_STATE_ENABLED = 1,
+  /** ROOT_KEY_STATE_DISABLED - The root key is disabled: the instance's data cannot be used until it is enabled again. */
+  ROOT_KEY_STATE_DISABLED = 2,
+  /** ROOT_KEY_STATE_DESTROYED - The root key (or the version that wrapped the instance's keys) was destroyed: the data is lost for good. */
+  ROOT_KEY_STATE_DESTROYED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function instance_RootKeyStateFromJSON(object: any): Instance_RootKeyState {
+  switch (object) {
+    case 0:
+    case "ROOT_KEY_STATE_UNSPECIFIED":
+      return Instance_RootKeyState.ROOT_KEY_STATE_UNSPECIFIED;
+    case 1:
+    case "ROOT_KEY_STATE_ENABLED":
+      return Instance_RootKeyState.ROOT_KEY_STATE_ENABLED;
+    case 2:
+    case "ROOT_KEY_STATE_DISABLED":
+      return Instance_RootKeyState.ROOT_KEY_STATE_DISABLED;
+    case 3:
+    case "ROOT_KEY_STATE_DESTROYED":
+      return Instance_RootKeyState.ROOT_KEY_STATE_DESTROYED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Instance_RootKeyState.UNRECOGNIZED;
+  }
+}
+
+export function instance_RootKeyStateToJSON(object: Instance_RootKeyState): string {
+  switch (object) {
+    case Instance_RootKeyState.ROOT_KEY_STATE_UNSPECIFIED:
+      return "ROOT_KEY_STATE_UNSPECIFIED";
+    case Instance_RootKeyState.ROOT_KEY_STATE_ENABLED:
+      return "ROOT_KEY_STATE_ENABLED";
+    case Instance_RootKeyState.ROOT_KEY_STATE_DISABLED:
+      return "ROOT_KEY_STATE_DISABLED";
+    case Instance_RootKeyState.ROOT_KEY_STATE_DESTROYED:
+      return "ROOT_KEY_STATE_DESTROYED";
+    case Instance_RootKeyState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -222,6 +341,42 @@ export interface UpdateInstanceResponse {
   instance?: Instance | undefined;
 }
 
+/** Request message for RewrapDataKeys. */
+export interface RewrapDataKeysRequest {
+  /** Required. The name of the instance, `instances/{instance}`. */
+  name: string;
+}
+
+/** Response message for RewrapDataKeys. */
+export interface RewrapDataKeysResponse {
+  /** The instance after the rewrap. */
+  instance?:
+    | Instance
+    | undefined;
+  /** How many data encryption keys this call rewrapped. */
+  rewrappedCount: number;
+  /** How many data encryption keys the instance has; all are now wrapped by the newest root key version. */
+  totalCount: number;
+}
+
+/** Request message for RotateDataKey. */
+export interface RotateDataKeyRequest {
+  /** Required. The name of the instance, `instances/{instance}`. */
+  name: string;
+}
+
+/** Response message for RotateDataKey. */
+export interface RotateDataKeyResponse {
+  /** The instance after the rotation. */
+  instance?:
+    | Instance
+    | undefined;
+  /** How many certificate versions this call re-encrypted with the new key. */
+  reencryptedCount: number;
+  /** How many retired data encryption keys this call destroyed once nothing used them. */
+  retiredCount: number;
+}
+
 /** Request message for DeleteInstance. */
 export interface DeleteInstanceRequest {
   /** Required. The name of the instance, `instances/{instance}`. */
@@ -255,6 +410,9 @@ function createBaseInstance(): Instance {
     expireTime: undefined,
     reclamation: "",
     deleteTime: undefined,
+    keyManagement: 0,
+    rootKeyState: 0,
+    rootKeyCurrentVersion: 0,
   };
 }
 
@@ -298,6 +456,15 @@ export const Instance: MessageFns<Instance> = {
     }
     if (message.deleteTime !== undefined) {
       Timestamp.encode(toTimestamp(message.deleteTime), writer.uint32(106).fork()).join();
+    }
+    if (message.keyManagement !== 0) {
+      writer.uint32(112).int32(message.keyManagement);
+    }
+    if (message.rootKeyState !== 0) {
+      writer.uint32(120).int32(message.rootKeyState);
+    }
+    if (message.rootKeyCurrentVersion !== 0) {
+      writer.uint32(128).int32(message.rootKeyCurrentVersion);
     }
     return writer;
   },
@@ -422,6 +589,30 @@ export const Instance: MessageFns<Instance> = {
             message.deleteTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.keyManagement = reader.int32() as any;
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.rootKeyState = reader.int32() as any;
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.rootKeyCurrentVersion = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -490,6 +681,21 @@ export const Instance: MessageFns<Instance> = {
         : isSet(object.delete_time)
         ? fromJsonTimestamp(object.delete_time)
         : undefined,
+      keyManagement: isSet(object.keyManagement)
+        ? instance_KeyManagementFromJSON(object.keyManagement)
+        : isSet(object.key_management)
+        ? instance_KeyManagementFromJSON(object.key_management)
+        : 0,
+      rootKeyState: isSet(object.rootKeyState)
+        ? instance_RootKeyStateFromJSON(object.rootKeyState)
+        : isSet(object.root_key_state)
+        ? instance_RootKeyStateFromJSON(object.root_key_state)
+        : 0,
+      rootKeyCurrentVersion: isSet(object.rootKeyCurrentVersion)
+        ? globalThis.Number(object.rootKeyCurrentVersion)
+        : isSet(object.root_key_current_version)
+        ? globalThis.Number(object.root_key_current_version)
+        : 0,
     };
   },
 
@@ -540,6 +746,15 @@ export const Instance: MessageFns<Instance> = {
     if (message.deleteTime !== undefined) {
       obj.deleteTime = message.deleteTime.toISOString();
     }
+    if (message.keyManagement !== 0) {
+      obj.keyManagement = instance_KeyManagementToJSON(message.keyManagement);
+    }
+    if (message.rootKeyState !== 0) {
+      obj.rootKeyState = instance_RootKeyStateToJSON(message.rootKeyState);
+    }
+    if (message.rootKeyCurrentVersion !== 0) {
+      obj.rootKeyCurrentVersion = Math.round(message.rootKeyCurrentVersion);
+    }
     return obj;
   },
 
@@ -569,6 +784,9 @@ export const Instance: MessageFns<Instance> = {
     message.expireTime = object.expireTime ?? undefined;
     message.reclamation = object.reclamation ?? "";
     message.deleteTime = object.deleteTime ?? undefined;
+    message.keyManagement = object.keyManagement ?? 0;
+    message.rootKeyState = object.rootKeyState ?? 0;
+    message.rootKeyCurrentVersion = object.rootKeyCurrentVersion ?? 0;
     return message;
   },
 };
@@ -1318,6 +1536,362 @@ export const UpdateInstanceResponse: MessageFns<UpdateInstanceResponse> = {
   },
 };
 
+function createBaseRewrapDataKeysRequest(): RewrapDataKeysRequest {
+  return { name: "" };
+}
+
+export const RewrapDataKeysRequest: MessageFns<RewrapDataKeysRequest> = {
+  encode(message: RewrapDataKeysRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RewrapDataKeysRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRewrapDataKeysRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RewrapDataKeysRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: RewrapDataKeysRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RewrapDataKeysRequest>, I>>(base?: I): RewrapDataKeysRequest {
+    return RewrapDataKeysRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RewrapDataKeysRequest>, I>>(object: I): RewrapDataKeysRequest {
+    const message = createBaseRewrapDataKeysRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseRewrapDataKeysResponse(): RewrapDataKeysResponse {
+  return { instance: undefined, rewrappedCount: 0, totalCount: 0 };
+}
+
+export const RewrapDataKeysResponse: MessageFns<RewrapDataKeysResponse> = {
+  encode(message: RewrapDataKeysResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    if (message.rewrappedCount !== 0) {
+      writer.uint32(16).int32(message.rewrappedCount);
+    }
+    if (message.totalCount !== 0) {
+      writer.uint32(24).int32(message.totalCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RewrapDataKeysResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRewrapDataKeysResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = Instance.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rewrappedCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RewrapDataKeysResponse {
+    return {
+      instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined,
+      rewrappedCount: isSet(object.rewrappedCount)
+        ? globalThis.Number(object.rewrappedCount)
+        : isSet(object.rewrapped_count)
+        ? globalThis.Number(object.rewrapped_count)
+        : 0,
+      totalCount: isSet(object.totalCount)
+        ? globalThis.Number(object.totalCount)
+        : isSet(object.total_count)
+        ? globalThis.Number(object.total_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: RewrapDataKeysResponse): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = Instance.toJSON(message.instance);
+    }
+    if (message.rewrappedCount !== 0) {
+      obj.rewrappedCount = Math.round(message.rewrappedCount);
+    }
+    if (message.totalCount !== 0) {
+      obj.totalCount = Math.round(message.totalCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RewrapDataKeysResponse>, I>>(base?: I): RewrapDataKeysResponse {
+    return RewrapDataKeysResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RewrapDataKeysResponse>, I>>(object: I): RewrapDataKeysResponse {
+    const message = createBaseRewrapDataKeysResponse();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? Instance.fromPartial(object.instance)
+      : undefined;
+    message.rewrappedCount = object.rewrappedCount ?? 0;
+    message.totalCount = object.totalCount ?? 0;
+    return message;
+  },
+};
+
+function createBaseRotateDataKeyRequest(): RotateDataKeyRequest {
+  return { name: "" };
+}
+
+export const RotateDataKeyRequest: MessageFns<RotateDataKeyRequest> = {
+  encode(message: RotateDataKeyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateDataKeyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateDataKeyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateDataKeyRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: RotateDataKeyRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RotateDataKeyRequest>, I>>(base?: I): RotateDataKeyRequest {
+    return RotateDataKeyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RotateDataKeyRequest>, I>>(object: I): RotateDataKeyRequest {
+    const message = createBaseRotateDataKeyRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseRotateDataKeyResponse(): RotateDataKeyResponse {
+  return { instance: undefined, reencryptedCount: 0, retiredCount: 0 };
+}
+
+export const RotateDataKeyResponse: MessageFns<RotateDataKeyResponse> = {
+  encode(message: RotateDataKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instance !== undefined) {
+      Instance.encode(message.instance, writer.uint32(10).fork()).join();
+    }
+    if (message.reencryptedCount !== 0) {
+      writer.uint32(16).int32(message.reencryptedCount);
+    }
+    if (message.retiredCount !== 0) {
+      writer.uint32(24).int32(message.retiredCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateDataKeyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateDataKeyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instance = Instance.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.reencryptedCount = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.retiredCount = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateDataKeyResponse {
+    return {
+      instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined,
+      reencryptedCount: isSet(object.reencryptedCount)
+        ? globalThis.Number(object.reencryptedCount)
+        : isSet(object.reencrypted_count)
+        ? globalThis.Number(object.reencrypted_count)
+        : 0,
+      retiredCount: isSet(object.retiredCount)
+        ? globalThis.Number(object.retiredCount)
+        : isSet(object.retired_count)
+        ? globalThis.Number(object.retired_count)
+        : 0,
+    };
+  },
+
+  toJSON(message: RotateDataKeyResponse): unknown {
+    const obj: any = {};
+    if (message.instance !== undefined) {
+      obj.instance = Instance.toJSON(message.instance);
+    }
+    if (message.reencryptedCount !== 0) {
+      obj.reencryptedCount = Math.round(message.reencryptedCount);
+    }
+    if (message.retiredCount !== 0) {
+      obj.retiredCount = Math.round(message.retiredCount);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RotateDataKeyResponse>, I>>(base?: I): RotateDataKeyResponse {
+    return RotateDataKeyResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RotateDataKeyResponse>, I>>(object: I): RotateDataKeyResponse {
+    const message = createBaseRotateDataKeyResponse();
+    message.instance = (object.instance !== undefined && object.instance !== null)
+      ? Instance.fromPartial(object.instance)
+      : undefined;
+    message.reencryptedCount = object.reencryptedCount ?? 0;
+    message.retiredCount = object.retiredCount ?? 0;
+    return message;
+  },
+};
+
 function createBaseDeleteInstanceRequest(): DeleteInstanceRequest {
   return { name: "", etag: "" };
 }
@@ -1559,6 +2133,39 @@ export const InstanceServiceService = {
     responseDeserialize: (value: Buffer): UpdateInstanceResponse => UpdateInstanceResponse.decode(value),
   },
   /**
+   * Rewraps every data encryption key of the instance with the newest version of its root key (after the
+   * root key was rotated). Online: reads and writes keep working throughout, since older root key versions keep
+   * unwrapping until the rewrap is done. Each key is rewrapped in its own conditional write, so a call that
+   * stopped half-way is finished by calling again; the response reports how many keys were rewrapped.
+   */
+  rewrapDataKeys: {
+    path: "/certmanager.v1.InstanceService/RewrapDataKeys" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RewrapDataKeysRequest): Buffer =>
+      Buffer.from(RewrapDataKeysRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RewrapDataKeysRequest => RewrapDataKeysRequest.decode(value),
+    responseSerialize: (value: RewrapDataKeysResponse): Buffer =>
+      Buffer.from(RewrapDataKeysResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RewrapDataKeysResponse => RewrapDataKeysResponse.decode(value),
+  },
+  /**
+   * Makes a new data encryption key active and re-encrypts every certificate version of the instance with it,
+   * in batches; then destroys the old key. Resumable: a call that stopped half-way is finished by calling again
+   * (or by the background job). It also happens automatically before a key reaches the configured share of
+   * the AES-GCM limit of 2^32 encryptions (NIST SP 800-38D section 8.3).
+   */
+  rotateDataKey: {
+    path: "/certmanager.v1.InstanceService/RotateDataKey" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RotateDataKeyRequest): Buffer => Buffer.from(RotateDataKeyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RotateDataKeyRequest => RotateDataKeyRequest.decode(value),
+    responseSerialize: (value: RotateDataKeyResponse): Buffer =>
+      Buffer.from(RotateDataKeyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RotateDataKeyResponse => RotateDataKeyResponse.decode(value),
+  },
+  /**
    * Deletes an instance softly (AIP-164): the instance goes to `STATE_PENDING_RECLAMATION` and a reclamation
    * in `STATE_SCHEDULED` is created with `expire_time` = now + the retention period (7 days by default).
    * Until then the reclamation can be restored with all data (ReclamationService.RestoreReclamation); after
@@ -1594,6 +2201,20 @@ export interface InstanceServiceServer extends UntypedServiceImplementation {
   listInstances: handleUnaryCall<ListInstancesRequest, ListInstancesResponse>;
   /** Updates an instance's display name, description or labels (AIP-134). Honours `instance.etag`. */
   updateInstance: handleUnaryCall<UpdateInstanceRequest, UpdateInstanceResponse>;
+  /**
+   * Rewraps every data encryption key of the instance with the newest version of its root key (after the
+   * root key was rotated). Online: reads and writes keep working throughout, since older root key versions keep
+   * unwrapping until the rewrap is done. Each key is rewrapped in its own conditional write, so a call that
+   * stopped half-way is finished by calling again; the response reports how many keys were rewrapped.
+   */
+  rewrapDataKeys: handleUnaryCall<RewrapDataKeysRequest, RewrapDataKeysResponse>;
+  /**
+   * Makes a new data encryption key active and re-encrypts every certificate version of the instance with it,
+   * in batches; then destroys the old key. Resumable: a call that stopped half-way is finished by calling again
+   * (or by the background job). It also happens automatically before a key reaches the configured share of
+   * the AES-GCM limit of 2^32 encryptions (NIST SP 800-38D section 8.3).
+   */
+  rotateDataKey: handleUnaryCall<RotateDataKeyRequest, RotateDataKeyResponse>;
   /**
    * Deletes an instance softly (AIP-164): the instance goes to `STATE_PENDING_RECLAMATION` and a reclamation
    * in `STATE_SCHEDULED` is created with `expire_time` = now + the retention period (7 days by default).
@@ -1675,6 +2296,48 @@ export interface InstanceServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateInstanceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Rewraps every data encryption key of the instance with the newest version of its root key (after the
+   * root key was rotated). Online: reads and writes keep working throughout, since older root key versions keep
+   * unwrapping until the rewrap is done. Each key is rewrapped in its own conditional write, so a call that
+   * stopped half-way is finished by calling again; the response reports how many keys were rewrapped.
+   */
+  rewrapDataKeys(
+    request: RewrapDataKeysRequest,
+    callback: (error: ServiceError | null, response: RewrapDataKeysResponse) => void,
+  ): ClientUnaryCall;
+  rewrapDataKeys(
+    request: RewrapDataKeysRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RewrapDataKeysResponse) => void,
+  ): ClientUnaryCall;
+  rewrapDataKeys(
+    request: RewrapDataKeysRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RewrapDataKeysResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Makes a new data encryption key active and re-encrypts every certificate version of the instance with it,
+   * in batches; then destroys the old key. Resumable: a call that stopped half-way is finished by calling again
+   * (or by the background job). It also happens automatically before a key reaches the configured share of
+   * the AES-GCM limit of 2^32 encryptions (NIST SP 800-38D section 8.3).
+   */
+  rotateDataKey(
+    request: RotateDataKeyRequest,
+    callback: (error: ServiceError | null, response: RotateDataKeyResponse) => void,
+  ): ClientUnaryCall;
+  rotateDataKey(
+    request: RotateDataKeyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RotateDataKeyResponse) => void,
+  ): ClientUnaryCall;
+  rotateDataKey(
+    request: RotateDataKeyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RotateDataKeyResponse) => void,
   ): ClientUnaryCall;
   /**
    * Deletes an instance softly (AIP-164): the instance goes to `STATE_PENDING_RECLAMATION` and a reclamation
