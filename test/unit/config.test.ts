@@ -33,6 +33,24 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ CM_DATABASE_URL_FILE: file, CM_DATABASE_URL: "mysql://x/y" })).toThrow(/both set/);
   });
 
+  it("configures the pkcs11 backend all or nothing, the PIN from a file, never echoed", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "cm-config-"));
+    const pin = path.join(dir, "pin");
+    writeFileSync(pin, "98765\n");
+    const c = loadConfig({ CM_PKCS11_MODULE: "/usr/lib/softhsm/libsofthsm2.so", CM_PKCS11_TOKEN_LABEL: "cm", CM_PKCS11_PIN_FILE: pin });
+    expect(c.pkcs11).toEqual({ modulePath: "/usr/lib/softhsm/libsofthsm2.so", tokenLabel: "cm", pin: "98765", sessionPoolSize: 4 });
+    expect(loadConfig({}).pkcs11).toBeUndefined();
+    expect(() => loadConfig({ CM_PKCS11_TOKEN_LABEL: "cm" })).toThrow(/CM_PKCS11_MODULE/);
+    expect(() => loadConfig({ CM_PKCS11_MODULE: "/x.so", CM_PKCS11_PIN: "98765" })).toThrow(/CM_PKCS11_TOKEN_LABEL/);
+    try {
+      loadConfig({ CM_PKCS11_MODULE: "/x.so", CM_PKCS11_TOKEN_LABEL: "cm", CM_PKCS11_PIN: "98765", CM_PKCS11_SESSIONS: "0" });
+      expect.unreachable();
+    } catch (err) {
+      expect((err as Error).message).toContain("CM_PKCS11_SESSIONS");
+      expect((err as Error).message).not.toContain("98765");
+    }
+  });
+
   it.each([
     ["CM_LISTEN_ADDRESS", "50051"],
     ["CM_LISTEN_ADDRESS", "127.0.0.1:70000"],
@@ -41,6 +59,9 @@ describe("loadConfig", () => {
     ["CM_MAX_MESSAGE_BYTES", "10"],
     ["CM_LOG_LEVEL", "verbose"],
     ["CM_DEFAULT_ROOT_KEY_ID", "Bad Id"],
+    ["CM_DEK_MAX_ENCRYPTIONS", "2"],
+    ["CM_RECLAMATION_RETENTION_SECONDS", "0"],
+    ["CM_PURGE_BATCH_SIZE", "501"],
   ])("refuses %s=%s naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`configuration error: ${name} `));
   });
