@@ -198,7 +198,7 @@ export class Keyring {
    */
   private async translate<T>(instance: InstanceKey, fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      return await withRetries(fn);
     } catch (err) {
       const reason = (err as DomainError).reason;
       if (err instanceof RootKeyError && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
@@ -237,6 +237,31 @@ export class Keyring {
     this.cache.clear();
     this.cachedByRootKey.clear();
   }
+}
+
+/** Bounded retries of a backend call whose backend was unreachable: 3 attempts, 50 ms then 200 ms apart. */
+const RETRY_DELAYS_MS = [50, 200];
+/** A backend call that has not answered after this long is abandoned as unreachable. */
+const CALL_TIMEOUT_MS = 10_000;
+
+async function withRetries<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await withTimeout(fn());
+    } catch (err) {
+      const retryable = err instanceof RootKeyError && err.reason === "ROOT_KEY_BACKEND_UNAVAILABLE";
+      if (!retryable || attempt >= RETRY_DELAYS_MS.length) throw err;
+      await new Promise((r) => setTimeout(r, RETRY_DELAYS_MS[attempt]));
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `the root-key backend did not answer within ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** The root key version a wrapped DEK names in its `kid` (`<backend>/<key id>/<version>`). */

@@ -144,6 +144,23 @@ describe.each(cases)("root keys on %s with the %s backend", (db, backend) => {
     for (const name of names) expect((await t.certificates.accessCertificate({ name })).privateKey).toContain("PRIVATE KEY");
   });
 
+  it.runIf(backend === "local")("answers UNAVAILABLE when the backend cannot be used, after bounded retries, and recovers", async () => {
+    const id = keyId();
+    await admin.create(id);
+    const inst = await customerInstance(id);
+    const { names, material } = await withCerts(inst.name, 1, `unav-${id}`);
+    await t.restart(); // empty DEK cache
+    const { chmodSync } = await import("node:fs");
+    chmodSync(t.config.localKeystorePath, 0o644); // the local backend refuses a keystore others can read
+    try {
+      const err = await expectFailure(t.certificates.accessCertificate({ name: names[0] }));
+      expect([err.code, err.reason]).toEqual([status.UNAVAILABLE, "ROOT_KEY_BACKEND_UNAVAILABLE"]);
+    } finally {
+      chmodSync(t.config.localKeystorePath, 0o600);
+    }
+    expect(await t.certificates.accessCertificate({ name: names[0] })).toEqual(material[0]);
+  });
+
   it("follows the key lifecycle: disabled stops secret RPCs, enabled restores them, destroyed loses only that instance", async () => {
     const id = keyId();
     await admin.create(id);
