@@ -10,6 +10,7 @@ import pino, { type Logger } from "pino";
 import { type Config, ConfigError, loadConfig } from "./config/index.js";
 import { DekCache } from "./crypto/dekcache.js";
 import { LocalRootKeyBackend } from "./crypto/rootkeys/local.js";
+import { Pkcs11RootKeyBackend } from "./crypto/rootkeys/pkcs11.js";
 import type { Clock } from "./domain/ports.js";
 import type { RootKeyBackend } from "./domain/rootkey.js";
 import { bind, buildServer, drain } from "./grpc/server.js";
@@ -85,6 +86,11 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     const local = await LocalRootKeyBackend.open(config.localKeystorePath, { createIfMissing: true, defaultKeyId: config.defaultRootKeyId });
     closers.push(() => local.close());
     const backends = new Map<string, RootKeyBackend>([[local.name, local]]);
+    if (config.pkcs11) {
+      const hsm = await Pkcs11RootKeyBackend.open({ ...config.pkcs11, logger: log.child({ component: "pkcs11" }) });
+      closers.push(() => hsm.close());
+      backends.set(hsm.name, hsm);
+    }
 
     const cache = new DekCache({ max: config.dekCacheMax, ttlMs: config.dekCacheTtlMs });
     const keyring = new Keyring(backends, cache, clock);

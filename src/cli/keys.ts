@@ -1,7 +1,8 @@
 /**
- * Root-key management for the `local` backend's keystore file (DESIGN.md "Root-key backends"):
+ * Root-key management for the `local` backend's keystore file and the configured PKCS#11 token (DESIGN.md
+ * "Root-key backends"), as `npm run keys -- <keystore-path | pkcs11> <command>`:
  *
- *   node --import tsx src/cli/keys.ts <keystore-path> <command>
+ *   node --import tsx src/cli/keys.ts <keystore-path | pkcs11> <command>
  *     init [default-key-id]       create the keystore (mode 0600) with one key, "default" unless given
  *     list                        every key, its versions and states
  *     create <id>                 new key, version 1 ENABLED
@@ -14,10 +15,12 @@
  * `{"error":{"reason","message"}}` on stderr), 2 usage. A running service sees changes on its next key use;
  * after disabling, also restart it or otherwise empty its DEK cache for the change to bite at once.
  */
+import { loadConfig } from "../config/index.js";
 import { LocalRootKeyBackend } from "../crypto/rootkeys/local.js";
+import { Pkcs11RootKeyBackend } from "../crypto/rootkeys/pkcs11.js";
 import { DomainError } from "../domain/errors.js";
 
-const USAGE = `usage: keys.ts <keystore-path> init [default-key-id] | list | create <id> | rotate <id> |
+const USAGE = `usage: keys.ts <keystore-path | pkcs11> init [default-key-id] | list | create <id> | rotate <id> |
        disable <id> [version] | enable <id> [version] | destroy <id> <version>`;
 
 class UsageError extends Error {}
@@ -48,6 +51,7 @@ async function run(argv: string[]): Promise<unknown> {
   const given = [a, b].filter((x) => x !== undefined).length;
   if (given < range[0] || given > range[1]) throw new UsageError(`wrong number of arguments for ${command}`);
 
+  if (file === "pkcs11") return runPkcs11(command, a, b);
   const backend = await LocalRootKeyBackend.open(file, {
     createIfMissing: command === "init",
     defaultKeyId: command === "init" && a ? a : "default",
@@ -72,6 +76,37 @@ async function run(argv: string[]): Promise<unknown> {
     }
   } finally {
     await backend.close();
+  }
+}
+
+/**
+ * The same commands on the PKCS#11 token the service is configured with (CM_PKCS11_MODULE, _TOKEN_LABEL,
+ * _PIN or _PIN_FILE), as an HSM vendor's tool would run them. `init` does not apply: tokens are initialised
+ * with the HSM's own tools (softhsm2-util --init-token for SoftHSM2).
+ */
+async function runPkcs11(command: string, a: string | undefined, b: string | undefined): Promise<unknown> {
+  const config = loadConfig();
+  if (!config.pkcs11) throw new UsageError("set CM_PKCS11_MODULE, CM_PKCS11_TOKEN_LABEL and CM_PKCS11_PIN (or CM_PKCS11_PIN_FILE) first");
+  const hsm = await Pkcs11RootKeyBackend.open(config.pkcs11);
+  try {
+    switch (command) {
+      case "list":
+        return { token: config.pkcs11.tokenLabel, keys: await hsm.listKeys() };
+      case "create":
+        return await hsm.createKey(need(a, "key id"));
+      case "rotate":
+        return await hsm.rotate(need(a, "key id"));
+      case "disable":
+        return await hsm.setEnabled(need(a, "key id"), false, parseVersion(b, false));
+      case "enable":
+        return await hsm.setEnabled(need(a, "key id"), true, parseVersion(b, false));
+      case "destroy":
+        return (await hsm.destroyVersion(need(a, "key id"), parseVersion(b, true)!)) ?? { destroyed: true };
+      default:
+        throw new UsageError(`${JSON.stringify(command)} does not apply to pkcs11 (initialise tokens with the HSM's own tools)`);
+    }
+  } finally {
+    await hsm.close();
   }
 }
 

@@ -169,7 +169,10 @@ export class Keyring {
       status = { state: d.state, currentVersion: d.currentVersion };
     } catch (err) {
       const reason = (err as DomainError).reason;
-      status = { state: reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : reason === "ROOT_KEY_DISABLED" ? "DISABLED" : undefined, currentVersion: 0 };
+      // An instance's key that its backend no longer knows was destroyed (PKCS#11 keeps no record of
+      // destroyed objects: deleting the last version leaves nothing to find).
+      const destroyed = reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND";
+      status = { state: destroyed ? "DESTROYED" : reason === "ROOT_KEY_DISABLED" ? "DISABLED" : undefined, currentVersion: 0 };
     }
     if (status.state === "DISABLED" || status.state === "DESTROYED") this.dropRootKey(ref);
     this.described.set(ref, { at: now, status });

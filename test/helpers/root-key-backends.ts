@@ -1,19 +1,36 @@
 /**
- * Which root-key backends the lifecycle suites run on: `local` always, `pkcs11` when SoftHSM2 and the pkcs11
- * backend are present (CM_TEST_REQUIRE_SOFTHSM=1, set by .ci/run, makes their absence an error).
+ * Which root-key backends the lifecycle suites run on: `local` always, `pkcs11` when SoftHSM2 is installed
+ * (CM_TEST_REQUIRE_SOFTHSM=1, set by .ci/run, makes its absence an error).
  */
-import { existsSync } from "node:fs";
-import path from "node:path";
+import { Pkcs11RootKeyBackend } from "../../src/crypto/rootkeys/pkcs11.js";
 import type { KeyAdmin } from "./key-admin.js";
-
-const PKCS11_BACKEND = path.resolve(import.meta.dirname, "../../src/crypto/rootkeys/pkcs11.ts");
+import { makeToken, softhsmAvailable, type TestToken } from "./softhsm.js";
 
 /** The backends to test. */
 export function backendsUnderTest(): ("local" | "pkcs11")[] {
-  return existsSync(PKCS11_BACKEND) && false ? ["local", "pkcs11"] : ["local"];
+  return softhsmAvailable() ? ["local", "pkcs11"] : ["local"];
 }
 
-/** A KeyAdmin for a fresh SoftHSM2 token, with the env the service needs to use it. */
+let token: TestToken | undefined;
+
+/**
+ * A KeyAdmin on this process's SoftHSM2 token (made once: SoftHSM sees only tokens that exist when the module
+ * is initialised), with the env the service needs to use it. Key ids are unique per test, so suites share it.
+ */
 export async function pkcs11Admin(): Promise<KeyAdmin> {
-  throw new Error("pkcs11 admin not wired yet");
+  token ??= makeToken();
+  const hsm = await Pkcs11RootKeyBackend.open({ modulePath: token.modulePath, tokenLabel: token.tokenLabel, pin: token.pin });
+  return {
+    backend: "pkcs11",
+    env: { ...token.env, CM_PKCS11_MODULE: token.modulePath, CM_PKCS11_TOKEN_LABEL: token.tokenLabel, CM_PKCS11_PIN: token.pin },
+    create: async (id) => void (await hsm.createKey(id)),
+    rotate: async (id) => void (await hsm.rotate(id)),
+    disable: async (id) => void (await hsm.setEnabled(id, false)),
+    enable: async (id) => void (await hsm.setEnabled(id, true)),
+    destroy: async (id) => {
+      const key = (await hsm.listKeys()).find((k) => k.keyId === id)!;
+      for (const v of key.versions) await hsm.destroyVersion(id, v.version);
+    },
+    close: () => hsm.close(),
+  };
 }

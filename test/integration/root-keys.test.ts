@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Instance_KeyManagement, Instance_RootKeyState, Instance_State } from "../../gen/ts/certmanager/v1/instance.js";
 import { localKeyAdmin, type KeyAdmin } from "../helpers/key-admin.js";
 import { makeChain, makeLeaf } from "../helpers/openssl.js";
-import { backendsUnderTest } from "../helpers/root-key-backends.js";
+import { backendsUnderTest, pkcs11Admin } from "../helpers/root-key-backends.js";
 import { databases, expectFailure, startTestService, TestClock, type TestService } from "../helpers/service.js";
 
 const cases = (await databases()).flatMap((db) => backendsUnderTest().map((backend) => [db, backend] as const));
@@ -21,7 +21,7 @@ describe.each(cases)("root keys on %s with the %s backend", (db, backend) => {
   const CUSTOMER = Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER;
 
   beforeAll(async () => {
-    const extra = backend === "pkcs11" ? await (await import("../helpers/root-key-backends.js")).pkcs11Admin() : undefined;
+    const extra = backend === "pkcs11" ? await pkcs11Admin() : undefined;
     // A tiny DEK limit makes automatic rotation happen after two imports with keys.
     t = await startTestService(db, { CM_DEK_MAX_ENCRYPTIONS: "7", CM_REENCRYPT_BATCH_SIZE: "2", CM_DEK_CACHE_TTL_SECONDS: "1", ...(extra?.env ?? {}) }, clock);
     admin = extra ?? (await localKeyAdmin(t.config.localKeystorePath));
