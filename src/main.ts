@@ -18,6 +18,7 @@ import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
 import { Keyring } from "./services/keyring.js";
 import { ReclamationService } from "./services/reclamations.js";
+import { ExportService } from "./services/export.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
 import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./services/page-token.js";
@@ -115,7 +116,8 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,
     });
-    const grpcServer = buildServer(log, { instances, certificates, reclamations }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
+    const exporter = new ExportService(uow, keyring, pageTokens);
+    const grpcServer = buildServer(log, { instances, certificates, reclamations, exporter }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
     const port = await bind(grpcServer.server, config.listenAddress);
 
     // Health reflects the database and every root-key backend, checked now and every 5 s.

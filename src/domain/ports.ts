@@ -176,6 +176,8 @@ export interface CertificateRepository {
   findByFingerprint(instanceId: string, sha256Fingerprint: string): Promise<CertificateRecord | undefined>;
   /** One version's encrypted material, or undefined. */
   getVersion(certificateId: string, version: number): Promise<CertificateVersionRecord | undefined>;
+  /** Many versions at once (export reads a batch in one query); missing ones are left out. */
+  getVersions(keys: { certificateId: string; version: number }[]): Promise<CertificateVersionRecord[]>;
   /** A keyset-paginated page of certificates matching the query. */
   list(query: CertificateListQuery): Promise<CertificateRecord[]>;
   /** Metadata-only update guarded by revision; false when the revision moved. */

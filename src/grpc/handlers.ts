@@ -3,9 +3,15 @@
  * calls one service use case and maps the result; errors go through `toServiceError` only.
  */
 import { randomUUID } from "node:crypto";
-import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import type { sendUnaryData, ServerDuplexStream, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { CertificateServiceServer } from "../../gen/ts/certmanager/v1/certificate.js";
+import type {
+  CertificateServiceServer,
+  ImportCertificateRequest,
+  ImportCertificatesRequest,
+  ImportCertificatesResponse,
+} from "../../gen/ts/certmanager/v1/certificate.js";
+import type { ExportService } from "../services/export.js";
 import type { InstanceServiceServer } from "../../gen/ts/certmanager/v1/instance.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { parseCertificateName, parseInstanceName, parseReclamationName } from "../domain/names.js";
@@ -14,7 +20,7 @@ import type { InstanceService } from "../services/instances.js";
 import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { ReclamationService } from "../services/reclamations.js";
 import { toCertificate, toInstance, toReclamation } from "./mappers.js";
-import { toServiceError } from "./status.js";
+import { toServiceError, toStatus } from "./status.js";
 import type { InstanceRecord } from "../domain/ports.js";
 import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
 
@@ -109,20 +115,104 @@ export function reclamationHandlers(log: Logger, reclamations: ReclamationServic
   };
 }
 
+/** Resolves when the stream can take more data, or when the call is cancelled or its deadline passes. */
+function drained(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("cancelled", done);
+    if (call.cancelled) done();
+  });
+}
+
 /** CertificateService handlers. */
-export function certificateHandlers(log: Logger, certificates: CertificateService): CertificateServiceServer {
+export function certificateHandlers(log: Logger, certificates: CertificateService, exporter: ExportService): CertificateServiceServer {
+  const importOne = async (req: ImportCertificateRequest) => {
+    const instanceId = parseInstanceName(req.parent, "parent");
+    const fields = checkUserFields("", req);
+    return certificates.import(
+      instanceId,
+      { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
+      fields,
+      checkRequestId(req.requestId),
+    );
+  };
   return {
-    importCertificate: unary(log, "ImportCertificate", async (req) => {
-      const instanceId = parseInstanceName(req.parent, "parent");
-      const fields = checkUserFields("", req);
-      const cert = await certificates.import(
-        instanceId,
-        { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
-        fields,
-        checkRequestId(req.requestId),
-      );
-      return { certificate: toCertificate(cert) };
-    }),
+    importCertificate: unary(log, "ImportCertificate", async (req) => ({ certificate: toCertificate(await importOne(req)) })),
+    exportCertificates: (call) => {
+      const callId = randomUUID();
+      const started = process.hrtime.bigint();
+      let sent = 0;
+      (async () => {
+        const req = call.request;
+        const items = await exporter.start({
+          instanceId: parseInstanceName(req.parent, "parent"),
+          filter: req.filter,
+          includePrivateKeys: req.includePrivateKeys,
+          recipientPublicKey: req.recipientPublicKey,
+          resumeToken: req.resumeToken,
+        });
+        for await (const item of items) {
+          // Leaving the loop ends the generator, so no further batch is read.
+          if (call.cancelled) break;
+          const ok = call.write({
+            certificate: toCertificate(item.certificate),
+            certificatePem: item.certificatePem,
+            privateKeyPem: item.privateKeyPem,
+            privateKeyJwe: item.privateKeyJwe,
+            intermediatesPem: item.intermediatesPem,
+            resumeToken: item.resumeToken,
+          });
+          sent++;
+          if (!ok) await drained(call);
+        }
+        if (!call.cancelled) call.end();
+        log.info({ method: "ExportCertificates", call_id: callId, sent, cancelled: call.cancelled, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "stream done");
+      })().catch((err: unknown) => {
+        const { error, expected } = toServiceError(err, callId);
+        if (expected) log.info({ method: "ExportCertificates", call_id: callId, code: error.code, sent }, "stream failed");
+        else log.error({ method: "ExportCertificates", call_id: callId, code: error.code, sent, err: loggableError(err) }, "stream failed unexpectedly");
+        call.emit("error", error);
+      });
+    },
+    importCertificates: (call) => {
+      const callId = randomUUID();
+      let index = 0;
+      let failed = 0;
+      (async () => {
+        // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which
+        // would drop the responses still being written.
+        const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<ImportCertificatesRequest> }).iterator({
+          destroyOnReturn: false,
+        });
+        for await (const msg of requests) {
+          const item = msg.item;
+          let response: ImportCertificatesResponse;
+          try {
+            if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
+            response = { index, requestId: item.requestId, certificate: toCertificate(await importOne(item)), error: undefined };
+          } catch (err) {
+            const { status, expected } = toStatus(err, callId);
+            if (!expected) log.error({ method: "ImportCertificates", call_id: callId, index, err: loggableError(err) }, "item failed unexpectedly");
+            failed++;
+            response = { index, requestId: item?.requestId ?? "", certificate: undefined, error: status };
+          }
+          index++;
+          if (call.cancelled) break;
+          if (!call.write(response)) await drained(call);
+        }
+        if (!call.cancelled) call.end();
+        log.info({ method: "ImportCertificates", call_id: callId, items: index, failed, cancelled: call.cancelled }, "stream done");
+      })().catch((err: unknown) => {
+        const { error } = toServiceError(err, callId);
+        log.error({ method: "ImportCertificates", call_id: callId, items: index, err: loggableError(err) }, "stream failed");
+        call.emit("error", error);
+      });
+    },
     reimportCertificate: unary(log, "ReimportCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
       const cert = await certificates.reimport(

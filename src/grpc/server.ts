@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import { CertificateServiceService } from "../../gen/ts/certmanager/v1/certificate.js";
 import { InstanceServiceService } from "../../gen/ts/certmanager/v1/instance.js";
 import type { CertificateService } from "../services/certificates.js";
+import type { ExportService } from "../services/export.js";
 import type { InstanceService } from "../services/instances.js";
 import { ReclamationServiceService } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { ReclamationService } from "../services/reclamations.js";
@@ -46,7 +47,7 @@ export interface GrpcServer {
 /** Builds the server with every service registered; does not bind. */
 export function buildServer(
   log: Logger,
-  services: { instances: InstanceService; certificates: CertificateService; reclamations: ReclamationService },
+  services: { instances: InstanceService; certificates: CertificateService; reclamations: ReclamationService; exporter: ExportService },
   opts: { maxReceiveMessageBytes: number },
 ): GrpcServer {
   const server = new grpc.Server({
@@ -54,7 +55,7 @@ export function buildServer(
     "grpc.max_send_message_length": 64 * 1024 * 1024,
   });
   server.addService(InstanceServiceService, instanceHandlers(log.child({ rpc_service: "InstanceService" }), services.instances));
-  server.addService(CertificateServiceService, certificateHandlers(log.child({ rpc_service: "CertificateService" }), services.certificates));
+  server.addService(CertificateServiceService, certificateHandlers(log.child({ rpc_service: "CertificateService" }), services.certificates, services.exporter));
   server.addService(ReclamationServiceService, reclamationHandlers(log.child({ rpc_service: "ReclamationService" }), services.reclamations));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
   health.addToServer(server);

@@ -40,6 +40,18 @@ function isDatabaseUnavailable(err: unknown): boolean {
  *          (an expected error is logged at info level, an unexpected one at error level with its stack).
  */
 export function toServiceError(err: unknown, callId?: string): { error: ServiceError; expected: boolean } {
+  const { status, expected } = toStatus(err, callId);
+  const trailers = new Metadata();
+  trailers.set("grpc-status-details-bin", Buffer.from(Status.encode(status).finish()));
+  const error = Object.assign(new Error(status.message), { code: status.code, details: status.message, metadata: trailers }) as ServiceError;
+  return { error, expected };
+}
+
+/**
+ * Maps an error to a `google.rpc.Status` (code, message, ErrorInfo and BadRequest details), as sent in
+ * `grpc-status-details-bin`, or per item in a streaming response.
+ */
+export function toStatus(err: unknown, callId?: string): { status: Status; expected: boolean } {
   let code: Code;
   let reason: string;
   let message: string;
@@ -80,8 +92,5 @@ export function toServiceError(err: unknown, callId?: string): { error: ServiceE
       ),
     });
   }
-  const trailers = new Metadata();
-  trailers.set("grpc-status-details-bin", Buffer.from(Status.encode({ code, message, details }).finish()));
-  const error = Object.assign(new Error(message), { code, details: message, metadata: trailers }) as ServiceError;
-  return { error, expected };
+  return { status: { code, message, details }, expected };
 }

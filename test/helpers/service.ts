@@ -65,6 +65,10 @@ export interface TestService {
   certificates: Rpc<typeof certificatePb.CertificateServiceService>;
   /** Promise-returning ReclamationService stub taking partial requests. */
   reclamations: Rpc<typeof reclamationPb.ReclamationServiceService>;
+  /** The generated CertificateService client itself, for the streaming methods. */
+  certificateClient: certificatePb.CertificateServiceClient;
+  /** The service's log records (JSON objects), whatever CM_TEST_LOG_LEVEL prints. */
+  logs: Record<string, unknown>[];
   address: string;
   /** A separate Knex connection to the service's database, for inspecting (or tampering with) raw rows. */
   raw(): Knex;
@@ -99,8 +103,16 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
     ...env,
   });
   const raws: Knex[] = [];
+  const logs: Record<string, unknown>[] = [];
+  // Records at info and above are kept for assertions; CM_TEST_LOG_LEVEL also prints them.
+  const sink = {
+    write(line: string) {
+      logs.push(JSON.parse(line) as Record<string, unknown>);
+      if (process.env.CM_TEST_LOG_LEVEL) process.stdout.write(line);
+    },
+  };
   const connect = async () => {
-    const service = await startService(config, { log: pino({ level: config.logLevel }), clock });
+    const service = await startService(config, { log: pino({ level: "info" }, sink), clock });
     const address = `127.0.0.1:${service.port}`;
     const instanceClient = new instancePb.InstanceServiceClient(address, credentials.createInsecure());
     const certificateClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure());
@@ -111,6 +123,7 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
       instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb),
       certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb),
       reclamations: promisify(reclamationClient, reclamationPb.ReclamationServiceService, reclamationPb),
+      certificateClient,
       async close() {
         instanceClient.close();
         certificateClient.close();
@@ -125,6 +138,7 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
     config,
     dataDir,
     mysqlDatabaseUrl,
+    logs,
     raw() {
       const k = createKnex(config.database);
       raws.push(k);

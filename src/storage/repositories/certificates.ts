@@ -233,6 +233,17 @@ export class KnexCertificateRepository implements CertificateRepository {
     return row && rowToVersion(row);
   }
 
+  async getVersions(keys: { certificateId: string; version: number }[]): Promise<CertificateVersionRecord[]> {
+    if (keys.length === 0) return [];
+    const rows = (await this.db(VERSIONS)
+      .select(VERSION_COLUMNS)
+      .whereIn(
+        ["certificate_id", "version"],
+        keys.map((k) => [k.certificateId, k.version]),
+      )) as VersionRow[];
+    return rows.map(rowToVersion);
+  }
+
   async list(query: CertificateListQuery): Promise<CertificateRecord[]> {
     const { filter } = query;
     const col = `${TABLE}.${SORT_COLUMN[query.orderBy]}`;

@@ -10,8 +10,12 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -20,6 +24,7 @@ import {
 } from "@grpc/grpc-js";
 import { FieldMask } from "../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
+import { Status } from "../../google/rpc/status.js";
 
 export const protobufPackage = "certmanager.v1";
 
@@ -337,6 +342,80 @@ export interface DeleteCertificateRequest {
 
 /** Response message for DeleteCertificate. */
 export interface DeleteCertificateResponse {
+}
+
+/** Request message for ExportCertificates. */
+export interface ExportCertificatesRequest {
+  /** Required. The instance to export, `instances/{instance}`. */
+  parent: string;
+  /** Optional. The same filter as ListCertificates. */
+  filter: string;
+  /**
+   * Optional. Include each certificate's private key: in clear (`private_key`), or, with
+   * `recipient_public_key`, only encrypted to that key (`private_key_jwe`).
+   */
+  includePrivateKeys: boolean;
+  /**
+   * Optional. A public JWK (RFC 7517) to encrypt private keys to, so they are never in clear outside the client
+   * that holds the matching private key: an RSA key of at least 2048 bits (JWE `alg` RSA-OAEP-256) or an EC
+   * P-256/P-384/P-521 key (`alg` ECDH-ES+A256KW); `enc` is A256GCM. Implies `include_private_keys`.
+   */
+  recipientPublicKey: string;
+  /**
+   * Optional. The `resume_token` of the last message received from an earlier call with the same `parent`,
+   * `filter` and key options: the export continues after that certificate.
+   */
+  resumeToken: string;
+}
+
+/** Response message for ExportCertificates: one certificate. */
+export interface ExportCertificatesResponse {
+  /** The certificate's metadata. */
+  certificate?:
+    | Certificate
+    | undefined;
+  /** The certificate, one PEM `CERTIFICATE` block. */
+  certificatePem: string;
+  /**
+   * The private key as PKCS#8 PEM, when `include_private_keys` is set without `recipient_public_key` and the
+   * certificate has a key; otherwise empty.
+   */
+  privateKeyPem: string;
+  /**
+   * The private key as a JWE compact serialization (RFC 7516) encrypted to `recipient_public_key`, whose
+   * plaintext is the PKCS#8 PEM; otherwise empty.
+   */
+  privateKeyJwe: string;
+  /** The intermediate certificates in issuing order, or empty. */
+  intermediatesPem: string;
+  /** Continues the export after this certificate (see ExportCertificatesRequest.resume_token). */
+  resumeToken: string;
+}
+
+/** Request message for ImportCertificates: one item of the stream. */
+export interface ImportCertificatesRequest {
+  /**
+   * Required. The certificate to import, with the same fields and rules as ImportCertificate (its `parent`
+   * may differ between items). Set `request_id` to make retrying the item safe.
+   */
+  item?: ImportCertificateRequest | undefined;
+}
+
+/** Response message for ImportCertificates: the result of one item, in the order the items were sent. */
+export interface ImportCertificatesResponse {
+  /** The 0-based position of the item in the request stream. */
+  index: number;
+  /** The item's `request_id`, echoed. */
+  requestId: string;
+  /** The stored certificate, when the item succeeded (also when it was a retry of an earlier success). */
+  certificate?:
+    | Certificate
+    | undefined;
+  /**
+   * Why the item failed, when it did: the code, message and details (ErrorInfo, BadRequest) ImportCertificate
+   * would have returned.
+   */
+  error?: Status | undefined;
 }
 
 function createBaseSubjectAltNames(): SubjectAltNames {
@@ -2560,6 +2639,523 @@ export const DeleteCertificateResponse: MessageFns<DeleteCertificateResponse> = 
   },
 };
 
+function createBaseExportCertificatesRequest(): ExportCertificatesRequest {
+  return { parent: "", filter: "", includePrivateKeys: false, recipientPublicKey: "", resumeToken: "" };
+}
+
+export const ExportCertificatesRequest: MessageFns<ExportCertificatesRequest> = {
+  encode(message: ExportCertificatesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.parent !== "") {
+      writer.uint32(10).string(message.parent);
+    }
+    if (message.filter !== "") {
+      writer.uint32(18).string(message.filter);
+    }
+    if (message.includePrivateKeys !== false) {
+      writer.uint32(24).bool(message.includePrivateKeys);
+    }
+    if (message.recipientPublicKey !== "") {
+      writer.uint32(34).string(message.recipientPublicKey);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(42).string(message.resumeToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportCertificatesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportCertificatesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.parent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.filter = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.includePrivateKeys = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.recipientPublicKey = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportCertificatesRequest {
+    return {
+      parent: isSet(object.parent) ? globalThis.String(object.parent) : "",
+      filter: isSet(object.filter) ? globalThis.String(object.filter) : "",
+      includePrivateKeys: isSet(object.includePrivateKeys)
+        ? globalThis.Boolean(object.includePrivateKeys)
+        : isSet(object.include_private_keys)
+        ? globalThis.Boolean(object.include_private_keys)
+        : false,
+      recipientPublicKey: isSet(object.recipientPublicKey)
+        ? globalThis.String(object.recipientPublicKey)
+        : isSet(object.recipient_public_key)
+        ? globalThis.String(object.recipient_public_key)
+        : "",
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportCertificatesRequest): unknown {
+    const obj: any = {};
+    if (message.parent !== "") {
+      obj.parent = message.parent;
+    }
+    if (message.filter !== "") {
+      obj.filter = message.filter;
+    }
+    if (message.includePrivateKeys !== false) {
+      obj.includePrivateKeys = message.includePrivateKeys;
+    }
+    if (message.recipientPublicKey !== "") {
+      obj.recipientPublicKey = message.recipientPublicKey;
+    }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportCertificatesRequest>, I>>(base?: I): ExportCertificatesRequest {
+    return ExportCertificatesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportCertificatesRequest>, I>>(object: I): ExportCertificatesRequest {
+    const message = createBaseExportCertificatesRequest();
+    message.parent = object.parent ?? "";
+    message.filter = object.filter ?? "";
+    message.includePrivateKeys = object.includePrivateKeys ?? false;
+    message.recipientPublicKey = object.recipientPublicKey ?? "";
+    message.resumeToken = object.resumeToken ?? "";
+    return message;
+  },
+};
+
+function createBaseExportCertificatesResponse(): ExportCertificatesResponse {
+  return {
+    certificate: undefined,
+    certificatePem: "",
+    privateKeyPem: "",
+    privateKeyJwe: "",
+    intermediatesPem: "",
+    resumeToken: "",
+  };
+}
+
+export const ExportCertificatesResponse: MessageFns<ExportCertificatesResponse> = {
+  encode(message: ExportCertificatesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.certificate !== undefined) {
+      Certificate.encode(message.certificate, writer.uint32(10).fork()).join();
+    }
+    if (message.certificatePem !== "") {
+      writer.uint32(18).string(message.certificatePem);
+    }
+    if (message.privateKeyPem !== "") {
+      writer.uint32(26).string(message.privateKeyPem);
+    }
+    if (message.privateKeyJwe !== "") {
+      writer.uint32(34).string(message.privateKeyJwe);
+    }
+    if (message.intermediatesPem !== "") {
+      writer.uint32(42).string(message.intermediatesPem);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(50).string(message.resumeToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportCertificatesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportCertificatesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.certificate = Certificate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.certificatePem = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.privateKeyPem = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.privateKeyJwe = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.intermediatesPem = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportCertificatesResponse {
+    return {
+      certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined,
+      certificatePem: isSet(object.certificatePem)
+        ? globalThis.String(object.certificatePem)
+        : isSet(object.certificate_pem)
+        ? globalThis.String(object.certificate_pem)
+        : "",
+      privateKeyPem: isSet(object.privateKeyPem)
+        ? globalThis.String(object.privateKeyPem)
+        : isSet(object.private_key_pem)
+        ? globalThis.String(object.private_key_pem)
+        : "",
+      privateKeyJwe: isSet(object.privateKeyJwe)
+        ? globalThis.String(object.privateKeyJwe)
+        : isSet(object.private_key_jwe)
+        ? globalThis.String(object.private_key_jwe)
+        : "",
+      intermediatesPem: isSet(object.intermediatesPem)
+        ? globalThis.String(object.intermediatesPem)
+        : isSet(object.intermediates_pem)
+        ? globalThis.String(object.intermediates_pem)
+        : "",
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportCertificatesResponse): unknown {
+    const obj: any = {};
+    if (message.certificate !== undefined) {
+      obj.certificate = Certificate.toJSON(message.certificate);
+    }
+    if (message.certificatePem !== "") {
+      obj.certificatePem = message.certificatePem;
+    }
+    if (message.privateKeyPem !== "") {
+      obj.privateKeyPem = message.privateKeyPem;
+    }
+    if (message.privateKeyJwe !== "") {
+      obj.privateKeyJwe = message.privateKeyJwe;
+    }
+    if (message.intermediatesPem !== "") {
+      obj.intermediatesPem = message.intermediatesPem;
+    }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportCertificatesResponse>, I>>(base?: I): ExportCertificatesResponse {
+    return ExportCertificatesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportCertificatesResponse>, I>>(object: I): ExportCertificatesResponse {
+    const message = createBaseExportCertificatesResponse();
+    message.certificate = (object.certificate !== undefined && object.certificate !== null)
+      ? Certificate.fromPartial(object.certificate)
+      : undefined;
+    message.certificatePem = object.certificatePem ?? "";
+    message.privateKeyPem = object.privateKeyPem ?? "";
+    message.privateKeyJwe = object.privateKeyJwe ?? "";
+    message.intermediatesPem = object.intermediatesPem ?? "";
+    message.resumeToken = object.resumeToken ?? "";
+    return message;
+  },
+};
+
+function createBaseImportCertificatesRequest(): ImportCertificatesRequest {
+  return { item: undefined };
+}
+
+export const ImportCertificatesRequest: MessageFns<ImportCertificatesRequest> = {
+  encode(message: ImportCertificatesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.item !== undefined) {
+      ImportCertificateRequest.encode(message.item, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportCertificatesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportCertificatesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.item = ImportCertificateRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportCertificatesRequest {
+    return { item: isSet(object.item) ? ImportCertificateRequest.fromJSON(object.item) : undefined };
+  },
+
+  toJSON(message: ImportCertificatesRequest): unknown {
+    const obj: any = {};
+    if (message.item !== undefined) {
+      obj.item = ImportCertificateRequest.toJSON(message.item);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportCertificatesRequest>, I>>(base?: I): ImportCertificatesRequest {
+    return ImportCertificatesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportCertificatesRequest>, I>>(object: I): ImportCertificatesRequest {
+    const message = createBaseImportCertificatesRequest();
+    message.item = (object.item !== undefined && object.item !== null)
+      ? ImportCertificateRequest.fromPartial(object.item)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseImportCertificatesResponse(): ImportCertificatesResponse {
+  return { index: 0, requestId: "", certificate: undefined, error: undefined };
+}
+
+export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> = {
+  encode(message: ImportCertificatesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).int32(message.index);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.certificate !== undefined) {
+      Certificate.encode(message.certificate, writer.uint32(26).fork()).join();
+    }
+    if (message.error !== undefined) {
+      Status.encode(message.error, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportCertificatesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportCertificatesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.certificate = Certificate.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.error = Status.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportCertificatesResponse {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined,
+      error: isSet(object.error) ? Status.fromJSON(object.error) : undefined,
+    };
+  },
+
+  toJSON(message: ImportCertificatesResponse): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.certificate !== undefined) {
+      obj.certificate = Certificate.toJSON(message.certificate);
+    }
+    if (message.error !== undefined) {
+      obj.error = Status.toJSON(message.error);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportCertificatesResponse>, I>>(base?: I): ImportCertificatesResponse {
+    return ImportCertificatesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportCertificatesResponse>, I>>(object: I): ImportCertificatesResponse {
+    const message = createBaseImportCertificatesResponse();
+    message.index = object.index ?? 0;
+    message.requestId = object.requestId ?? "";
+    message.certificate = (object.certificate !== undefined && object.certificate !== null)
+      ? Certificate.fromPartial(object.certificate)
+      : undefined;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? Status.fromPartial(object.error)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * Stores TLS certificates with their private keys and intermediate chains, encrypted at rest.
  *
@@ -2668,6 +3264,41 @@ export const CertificateServiceService = {
       Buffer.from(DeleteCertificateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteCertificateResponse => DeleteCertificateResponse.decode(value),
   },
+  /**
+   * Streams every certificate of an instance (optionally filtered) with its current material, oldest first.
+   * Each message carries a `resume_token`: a new call with it continues right after that certificate, with no
+   * gaps and no duplicates even while certificates are imported or deleted meanwhile (certificates imported
+   * after the export started come after it). The server reads in batches and writes with flow control, so a
+   * slow reader holds its memory flat; cancelling the call stops the reads at once.
+   */
+  exportCertificates: {
+    path: "/certmanager.v1.CertificateService/ExportCertificates" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExportCertificatesRequest): Buffer =>
+      Buffer.from(ExportCertificatesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportCertificatesRequest => ExportCertificatesRequest.decode(value),
+    responseSerialize: (value: ExportCertificatesResponse): Buffer =>
+      Buffer.from(ExportCertificatesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportCertificatesResponse => ExportCertificatesResponse.decode(value),
+  },
+  /**
+   * Imports many certificates over one bidirectional stream: each request message is one item, validated and
+   * stored exactly as ImportCertificate does, in its own transaction; each gets one response, in order, with
+   * the certificate or the error (a bad item never stops the good ones and is never half-written). A response
+   * is sent only after its item is committed, so nothing acknowledged is lost if the server stops.
+   */
+  importCertificates: {
+    path: "/certmanager.v1.CertificateService/ImportCertificates" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ImportCertificatesRequest): Buffer =>
+      Buffer.from(ImportCertificatesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportCertificatesRequest => ImportCertificatesRequest.decode(value),
+    responseSerialize: (value: ImportCertificatesResponse): Buffer =>
+      Buffer.from(ImportCertificatesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportCertificatesResponse => ImportCertificatesResponse.decode(value),
+  },
 } as const;
 
 export interface CertificateServiceServer extends UntypedServiceImplementation {
@@ -2694,6 +3325,21 @@ export interface CertificateServiceServer extends UntypedServiceImplementation {
   updateCertificate: handleUnaryCall<UpdateCertificateRequest, UpdateCertificateResponse>;
   /** Deletes a certificate and every version of its material (AIP-135). Honours `etag`. */
   deleteCertificate: handleUnaryCall<DeleteCertificateRequest, DeleteCertificateResponse>;
+  /**
+   * Streams every certificate of an instance (optionally filtered) with its current material, oldest first.
+   * Each message carries a `resume_token`: a new call with it continues right after that certificate, with no
+   * gaps and no duplicates even while certificates are imported or deleted meanwhile (certificates imported
+   * after the export started come after it). The server reads in batches and writes with flow control, so a
+   * slow reader holds its memory flat; cancelling the call stops the reads at once.
+   */
+  exportCertificates: handleServerStreamingCall<ExportCertificatesRequest, ExportCertificatesResponse>;
+  /**
+   * Imports many certificates over one bidirectional stream: each request message is one item, validated and
+   * stored exactly as ImportCertificate does, in its own transaction; each gets one response, in order, with
+   * the certificate or the error (a bad item never stops the good ones and is never half-written). A response
+   * is sent only after its item is committed, so nothing acknowledged is lost if the server stops.
+   */
+  importCertificates: handleBidiStreamingCall<ImportCertificatesRequest, ImportCertificatesResponse>;
 }
 
 export interface CertificateServiceClient extends Client {
@@ -2818,6 +3464,36 @@ export interface CertificateServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteCertificateResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams every certificate of an instance (optionally filtered) with its current material, oldest first.
+   * Each message carries a `resume_token`: a new call with it continues right after that certificate, with no
+   * gaps and no duplicates even while certificates are imported or deleted meanwhile (certificates imported
+   * after the export started come after it). The server reads in batches and writes with flow control, so a
+   * slow reader holds its memory flat; cancelling the call stops the reads at once.
+   */
+  exportCertificates(
+    request: ExportCertificatesRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportCertificatesResponse>;
+  exportCertificates(
+    request: ExportCertificatesRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportCertificatesResponse>;
+  /**
+   * Imports many certificates over one bidirectional stream: each request message is one item, validated and
+   * stored exactly as ImportCertificate does, in its own transaction; each gets one response, in order, with
+   * the certificate or the error (a bad item never stops the good ones and is never half-written). A response
+   * is sent only after its item is committed, so nothing acknowledged is lost if the server stops.
+   */
+  importCertificates(): ClientDuplexStream<ImportCertificatesRequest, ImportCertificatesResponse>;
+  importCertificates(
+    options: Partial<CallOptions>,
+  ): ClientDuplexStream<ImportCertificatesRequest, ImportCertificatesResponse>;
+  importCertificates(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ImportCertificatesRequest, ImportCertificatesResponse>;
 }
 
 export const CertificateServiceClient = makeGenericClientConstructor(

@@ -1,0 +1,136 @@
+/**
+ * Bulk export (ExportCertificates): certificates of an instance in (create_time, id) order, read in
+ * keyset-paginated batches, decrypted per batch, yielded one by one so the caller can write them with flow
+ * control. Each item carries a resume token (a signed keyset cursor): a new export from it continues right
+ * after that certificate, so rows imported or deleted meanwhile cause neither gaps nor duplicates.
+ */
+import { encryptToRecipient, parseRecipientKey, type RecipientKey } from "../crypto/jwe.js";
+import { open, type SecretField } from "../crypto/envelope.js";
+import { certificateName, instanceName } from "../domain/names.js";
+import type { CertificateRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
+import { parseCertificateFilter } from "./filter.js";
+import { requireActive } from "./instance-state.js";
+import type { Keyring } from "./keyring.js";
+import { PageTokenCodec } from "./page-token.js";
+import { NotFoundError } from "../domain/errors.js";
+
+/** What to export. */
+export interface ExportRequest {
+  instanceId: string;
+  filter: string;
+  includePrivateKeys: boolean;
+  /** A public JWK (JSON) to encrypt private keys to; "" for none. */
+  recipientPublicKey: string;
+  resumeToken: string;
+}
+
+/** One exported certificate. */
+export interface ExportedCertificate {
+  certificate: CertificateRecord;
+  certificatePem: string;
+  /** In clear only when asked for without a recipient; else "". */
+  privateKeyPem: string;
+  /** Encrypted to the recipient; else "". */
+  privateKeyJwe: string;
+  intermediatesPem: string;
+  resumeToken: string;
+}
+
+/** Export use case. */
+export class ExportService {
+  constructor(
+    private readonly uow: UnitOfWork,
+    private readonly keyring: Keyring,
+    private readonly pageTokens: PageTokenCodec,
+    /** Certificates read and decrypted per batch. */
+    private readonly batchSize = 200,
+  ) {}
+
+  /**
+   * Validates the request; returns the item stream. Validation happens before the first item, so a bad request
+   * fails the call with a clear status instead of ending the stream half-way.
+   * @throws NotFoundError INSTANCE_NOT_FOUND, FailedPreconditionError (instance not ACTIVE), InvalidArgumentError
+   *         INVALID_FILTER | INVALID_PAGE_TOKEN | INVALID_FIELD (recipient_public_key)
+   */
+  async start(req: ExportRequest): Promise<AsyncGenerator<ExportedCertificate>> {
+    const instance = await this.uow.repos.instances.get(req.instanceId);
+    if (!instance) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(req.instanceId), `instance ${instanceName(req.instanceId)} does not exist`);
+    requireActive(instance);
+    const filter = parseCertificateFilter(req.filter);
+    const recipient = req.recipientPublicKey ? await parseRecipientKey(req.recipientPublicKey) : undefined;
+    const withKeys = req.includePrivateKeys || recipient !== undefined;
+    const binding = PageTokenCodec.bind("export", req.instanceId, req.filter, String(withKeys), req.recipientPublicKey);
+    const after = req.resumeToken ? this.pageTokens.decode(req.resumeToken, binding) : undefined;
+    return this.items(instance, filter, withKeys, recipient, binding, after);
+  }
+
+  private async *items(
+    instance: InstanceRecord,
+    filter: ReturnType<typeof parseCertificateFilter>,
+    withKeys: boolean,
+    recipient: RecipientKey | undefined,
+    binding: string,
+    after: { value: number | string; id: string } | undefined,
+  ): AsyncGenerator<ExportedCertificate> {
+    let cursor = after;
+    for (;;) {
+      const batch = await this.uow.repos.certificates.list({
+        instanceId: instance.id,
+        filter,
+        orderBy: "create_time",
+        descending: false,
+        limit: this.batchSize,
+        after: cursor,
+      });
+      if (batch.length === 0) return;
+      const versions = new Map(
+        (await this.uow.repos.certificates.getVersions(batch.map((c) => ({ certificateId: c.id, version: c.currentVersion })))).map((v) => [v.certificateId, v]),
+      );
+      const resolver = this.keyring.resolver(this.uow.repos, instance);
+      const out: ExportedCertificate[] = [];
+      try {
+        for (const cert of batch) {
+          const v = versions.get(cert.id);
+          if (!v) continue; // deleted between the two reads: it is simply not exported
+          const openField = async (jwe: string, field: SecretField): Promise<Buffer | undefined> =>
+            jwe === "" ? undefined : open(jwe, resolver.resolve, { instance: instanceName(instance.id), certificate: certificateName(instance.id, cert.id), field });
+          const text = async (jwe: string, field: SecretField) => {
+            const b = await openField(jwe, field);
+            if (!b) return "";
+            try {
+              return b.toString("utf8");
+            } finally {
+              b.fill(0);
+            }
+          };
+          let privateKeyPem = "";
+          let privateKeyJwe = "";
+          if (withKeys && v.privateKeyJwe !== "") {
+            const key = (await openField(v.privateKeyJwe, "private_key"))!;
+            try {
+              if (recipient) privateKeyJwe = await encryptToRecipient(recipient, key);
+              else privateKeyPem = key.toString("utf8");
+            } finally {
+              key.fill(0);
+            }
+          }
+          out.push({
+            certificate: cert,
+            certificatePem: await text(v.certificateJwe, "certificate"),
+            privateKeyPem,
+            privateKeyJwe,
+            intermediatesPem: await text(v.intermediatesJwe, "intermediates"),
+            resumeToken: this.pageTokens.encode(binding, { value: cert.createTime.getTime(), id: cert.id }),
+          });
+        }
+      } finally {
+        resolver.releaseAll();
+      }
+      // Yield after the batch is decrypted: reads stop as soon as the consumer stops pulling.
+      yield* out;
+      const last = batch[batch.length - 1];
+      cursor = { value: last.createTime.getTime(), id: last.id };
+      if (batch.length < this.batchSize) return;
+    }
+  }
+}
