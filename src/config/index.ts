@@ -41,7 +41,7 @@ export interface Config {
   /** Certificate versions re-encrypted per transaction during a DEK rotation. */
   reencryptBatchSize: number;
   /** The PKCS#11 root-key backend, when CM_PKCS11_MODULE is set. */
-  pkcs11?: { modulePath: string; tokenLabel: string; pin: string; sessionPoolSize: number };
+  pkcs11?: { modulePath: string; tokenLabel: string; pin: string; sessionPoolSize: number; callTimeoutMs: number };
   /** How long SIGTERM waits for in-flight calls before forcing the shutdown, ms. */
   shutdownGraceMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -99,7 +99,13 @@ function pkcs11Config(env: Env): Config["pkcs11"] {
   if (!tokenLabel) throw new ConfigError("CM_PKCS11_TOKEN_LABEL", "is required with CM_PKCS11_MODULE: the label of the token holding the root keys");
   const pin = secret(env, "CM_PKCS11_PIN");
   if (pin === undefined) throw new ConfigError("CM_PKCS11_PIN", "(or CM_PKCS11_PIN_FILE) is required with CM_PKCS11_MODULE: the token user's PIN");
-  return { modulePath, tokenLabel, pin, sessionPoolSize: int(env, "CM_PKCS11_SESSIONS", 4, 1, 64) };
+  return {
+    modulePath,
+    tokenLabel,
+    pin,
+    sessionPoolSize: int(env, "CM_PKCS11_SESSIONS", 4, 1, 64),
+    callTimeoutMs: int(env, "CM_PKCS11_CALL_TIMEOUT_SECONDS", 5, 1, 120) * 1000,
+  };
 }
 
 /**
@@ -159,7 +165,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     purgeBatchSize: int(env, "CM_PURGE_BATCH_SIZE", 500, 1, 500),
     purgeLeaseMs: int(env, "CM_PURGE_LEASE_SECONDS", 60, 1, 3600) * 1000,
     // Default: half of 2^32, well before the point where random 96-bit IVs stop being safe.
-    dekMaxEncryptions: int(env, "CM_DEK_MAX_ENCRYPTIONS", 2 ** 31, 3, 2 ** 32),
+    // At most 90 % of 2^32: the limit itself must never be reached.
+    dekMaxEncryptions: int(env, "CM_DEK_MAX_ENCRYPTIONS", 2 ** 31, 3, Math.floor(0.9 * 2 ** 32)),
     reencryptBatchSize: int(env, "CM_REENCRYPT_BATCH_SIZE", 200, 1, 500),
     pkcs11: pkcs11Config(env),
     logLevel,

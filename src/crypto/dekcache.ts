@@ -107,6 +107,11 @@ export class DekCache {
     }
   }
 
+  /** Most DEKs held at once. */
+  get max(): number {
+    return this.#lru.max;
+  }
+
   /** Whether `dekId` is cached and unexpired (no load, no LRU bump). */
   has(dekId: string): boolean {
     return this.#lru.has(dekId);

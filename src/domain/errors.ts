@@ -80,8 +80,8 @@ export class FailedPreconditionError extends DomainError {
 
 /** A concurrency conflict the caller should retry (AIP-193 ABORTED). */
 export class AbortedError extends DomainError {
-  constructor(reason: string, message: string, metadata: Record<string, string> = {}) {
-    super("ABORTED", reason, message, { metadata });
+  constructor(reason: string, message: string, metadata: Record<string, string> = {}, cause?: unknown) {
+    super("ABORTED", reason, message, { metadata, cause });
   }
 }
 

@@ -61,9 +61,10 @@ export interface DekRecord {
   rootKeyVersion: number;
   /**
    * ACTIVE: seals new material (one per instance). RETIRING: replaced by a newer DEK; still opens the material
-   * it sealed until that is re-encrypted, then it is deleted (destroyed).
+   * it sealed until that is re-encrypted, then it is deleted (destroyed). INACTIVE: filled up while re-encrypting
+   * (it reached its encryption limit); it opens what it sealed and seals nothing more; RotateDataKey retires it.
    */
-  state: "ACTIVE" | "RETIRING";
+  state: "ACTIVE" | "RETIRING" | "INACTIVE";
   /** AES-GCM encryptions made with this DEK (NIST SP 800-38D §8.3 bounds it). */
   encryptionCount: number;
   createTime: Date;
@@ -148,8 +149,12 @@ export interface DekRepository {
   insert(dek: DekRecord): Promise<void>;
   /** The wrapped DEK with this id (of any instance: callers check the owner), or undefined. */
   get(id: string): Promise<DekRecord | undefined>;
-  /** The instance's newest ACTIVE DEK, which seals new material. */
-  getActive(instanceId: string): Promise<DekRecord | undefined>;
+  /**
+   * The instance's newest ACTIVE DEK, which seals new material. With `forUpdate`, the row is locked for the
+   * rest of the transaction (MySQL `FOR UPDATE`): every writer that seals with it takes this lock first, so
+   * sealing, counting encryptions and rotating are serialized per instance in one lock order.
+   */
+  getActive(instanceId: string, forUpdate?: boolean): Promise<DekRecord | undefined>;
   /** Adds `n` to the DEK's encryption count (NIST SP 800-38D §8.3 bookkeeping). */
   addEncryptions(id: string, n: number): Promise<void>;
   /** Deletes every wrapped DEK of an instance (crypto-shredding). @returns the deleted DEK ids. */
@@ -158,11 +163,13 @@ export interface DekRepository {
   listForInstance(instanceId: string): Promise<DekRecord[]>;
   /** Replaces a wrapped key if it is still `expectedWrapped` (rewrap). @returns false when it changed. */
   rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number): Promise<boolean>;
-  /** ACTIVE -> RETIRING for the given DEK. @returns false when it was not ACTIVE any more. */
-  retire(id: string): Promise<boolean>;
+  /** ACTIVE -> RETIRING (or INACTIVE) for the given DEK. @returns false when it was not ACTIVE any more. */
+  retire(id: string, state?: "RETIRING" | "INACTIVE"): Promise<boolean>;
+  /** INACTIVE -> RETIRING for every INACTIVE DEK of the instance (RotateDataKey re-encrypts them too). */
+  retireInactive(instanceId: string): Promise<void>;
   /** Deletes a RETIRING DEK (destroying it). */
   deleteRetiring(id: string): Promise<void>;
-  /** Ids of instances that have RETIRING DEKs (re-encryption left to do). */
+  /** Ids of ACTIVE instances that have RETIRING DEKs (re-encryption left to do), oldest rotation first. */
   instancesWithRetiring(limit: number): Promise<string[]>;
 }
 
@@ -188,8 +195,8 @@ export interface CertificateRepository {
   delete(instanceId: string, id: string, expectedRevision: number): Promise<boolean>;
   /** Deletes up to `limit` certificates of an instance with all their versions. @returns how many. */
   deleteBatch(instanceId: string, limit: number): Promise<number>;
-  /** Up to `limit` versions sealed with any of `dekIds`. */
-  versionsSealedWith(dekIds: string[], limit: number): Promise<CertificateVersionRecord[]>;
+  /** Up to `limit` versions sealed with any of `dekIds`; with `forUpdate`, locked for the transaction. */
+  versionsSealedWith(dekIds: string[], limit: number, forUpdate?: boolean): Promise<CertificateVersionRecord[]>;
   /**
    * Replaces a version's sealed material if it is still sealed with `expectedDekId` (re-encryption).
    * @returns false when another writer re-encrypted it first.

@@ -1,7 +1,7 @@
 /** Domain records to generated proto messages. Pure functions; nothing secret passes through them. */
 import { KeyAlgorithm, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
 import { Instance_KeyManagement, Instance_RootKeyState, Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
-import type { RootKeyState } from "../domain/rootkey.js";
+import type { RootKeyView } from "../services/keyring.js";
 import type { InstanceKeyView } from "../services/instances.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import { Reclamation_State, type Reclamation } from "../../gen/ts/certmanager/v1/reclamation.js";
@@ -19,7 +19,7 @@ const KEY_ALGORITHMS: Record<string, KeyAlgorithm> = {
 /** InstanceRecord -> certmanager.v1.Instance. */
 export function toInstance(i: InstanceRecord, view: InstanceKeyView): Instance {
   const name = instanceName(i.id);
-  const keyOff = view.rootKeyState === "DISABLED" || view.rootKeyState === "DESTROYED";
+  const keyOff = view.rootKeyState !== undefined && view.rootKeyState !== "ENABLED";
   return {
     name,
     displayName: i.displayName,
@@ -40,10 +40,11 @@ export function toInstance(i: InstanceRecord, view: InstanceKeyView): Instance {
   };
 }
 
-const ROOT_KEY_STATES: Record<RootKeyState, Instance_RootKeyState> = {
+const ROOT_KEY_STATES: Record<RootKeyView, Instance_RootKeyState> = {
   ENABLED: Instance_RootKeyState.ROOT_KEY_STATE_ENABLED,
   DISABLED: Instance_RootKeyState.ROOT_KEY_STATE_DISABLED,
   DESTROYED: Instance_RootKeyState.ROOT_KEY_STATE_DESTROYED,
+  NOT_FOUND: Instance_RootKeyState.ROOT_KEY_STATE_NOT_FOUND,
 };
 
 const INSTANCE_STATES: Record<InstanceRecord["state"], Instance_State> = {

@@ -6,7 +6,7 @@
 import { v7 as uuidv7 } from "uuid";
 import { open, seal, type SecretContext, type SecretField } from "../crypto/envelope.js";
 import type { CertificateMaterial } from "../domain/certificate.js";
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
+import { AlreadyExistsError, DecryptionError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type {
   CertificateRecord,
@@ -76,7 +76,6 @@ export class CertificateService {
     const replayedEarly = await this.refuseDuplicate(instanceId, fingerprint, scope, requestId);
     if (replayedEarly) return replayedEarly;
 
-    await this.rotation.ensureFresh(instance, 3);
     const now = this.clock.now();
     const id = uuidv7();
     const record: CertificateRecord = {
@@ -94,14 +93,20 @@ export class CertificateService {
       updateTime: now,
     };
     try {
-      await this.uow.transaction(async (repos) => {
-        await this.lockActive(repos, instanceId);
-        if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
-          throw new ReplayedRequest();
-        }
-        const version = await this.sealVersion(repos, instance, record, 1, parsed, now);
-        await repos.certificates.insert(record, version);
-      });
+      await this.rotation.withRoom(instance, 3, () =>
+        this.uow.transaction(async (repos) => {
+          const dek = await this.rotation.lockForSealing(repos, instance, 3);
+          try {
+            if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
+              throw new ReplayedRequest();
+            }
+            const version = await this.sealVersion(repos, dek, instance, record, 1, parsed, now);
+            await repos.certificates.insert(record, version);
+          } finally {
+            dek.release();
+          }
+        }),
+      );
     } catch (err) {
       if (err instanceof ReplayedRequest) {
         const earlier = await this.uow.repos.requestIds.find(scope, requestId);
@@ -134,7 +139,6 @@ export class CertificateService {
     const holder = await this.uow.repos.certificates.findByFingerprint(instanceId, fingerprint);
     if (holder && holder.id !== certificateId) this.throwDuplicate(holder);
 
-    await this.rotation.ensureFresh(instance, 3);
     const now = this.clock.now();
     const versionNo = current.currentVersion + 1;
     const updated: CertificateRecord = {
@@ -147,11 +151,17 @@ export class CertificateService {
       updateTime: now,
     };
     try {
-      await this.uow.transaction(async (repos) => {
-        await this.lockActive(repos, instanceId);
-        const version = await this.sealVersion(repos, instance, updated, versionNo, parsed, now);
-        if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
-      });
+      await this.rotation.withRoom(instance, 3, () =>
+        this.uow.transaction(async (repos) => {
+          const dek = await this.rotation.lockForSealing(repos, instance, 3);
+          try {
+            const version = await this.sealVersion(repos, dek, instance, updated, versionNo, parsed, now);
+            if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
+          } finally {
+            dek.release();
+          }
+        }),
+      );
     } catch (err) {
       if (err instanceof UniqueConstraintError) await this.refuseDuplicate(instanceId, fingerprint);
       throw err;
@@ -180,15 +190,27 @@ export class CertificateService {
     const name = certificateName(instanceId, certificateId);
     if (version < 0) throw new InvalidArgumentError("INVALID_FIELD", "version", `version must be 0 (current) or a positive version number, got ${version}`);
     const wanted = version === 0 ? cert.currentVersion : version;
-    const row = await this.uow.repos.certificates.getVersion(certificateId, wanted);
-    if (!row) {
-      throw new NotFoundError("CERTIFICATE_VERSION_NOT_FOUND", `${name}`, `certificate ${name} has no version ${wanted}; its current version is ${cert.currentVersion}`);
+    // A rotation may re-encrypt the row and destroy its old DEK between reading the row and opening it:
+    // read the row again and retry once before calling the ciphertext broken.
+    for (let attempt = 0; ; attempt++) {
+      const row = await this.uow.repos.certificates.getVersion(certificateId, wanted);
+      if (!row) {
+        throw new NotFoundError("CERTIFICATE_VERSION_NOT_FOUND", `${name}`, `certificate ${name} has no version ${wanted}; its current version is ${cert.currentVersion}`);
+      }
+      try {
+        return await this.openVersion(instance, row, wanted);
+      } catch (err) {
+        if (!(err instanceof DecryptionError) || attempt >= 1) throw err;
+      }
     }
+  }
+
+  private async openVersion(instance: InstanceRecord, row: CertificateVersionRecord, version: number): Promise<AccessedMaterial> {
     const resolver = this.keyring.resolver(this.uow.repos, instance);
     try {
       const openField = async (jwe: string, field: SecretField): Promise<string> => {
         if (jwe === "") return "";
-        const plain = await open(jwe, resolver.resolve, secretContext(instanceId, certificateId, field));
+        const plain = await open(jwe, resolver.resolve, secretContext(instance.id, row.certificateId, field));
         try {
           return plain.toString("utf8");
         } finally {
@@ -196,7 +218,7 @@ export class CertificateService {
         }
       };
       return {
-        version: wanted,
+        version,
         certificatePem: await openField(row.certificateJwe, "certificate"),
         privateKeyPem: await openField(row.privateKeyJwe, "private_key"),
         intermediatesPem: await openField(row.intermediatesJwe, "intermediates"),
@@ -299,17 +321,17 @@ export class CertificateService {
     return instance;
   }
 
-  /** Seals the three material fields with the instance's active DEK and counts the encryptions. */
+  /** Seals the three material fields with the (locked) active DEK and counts the encryptions. */
   private async sealVersion(
     repos: Repositories,
+    dek: LentDek,
     instance: InstanceRecord,
     cert: CertificateRecord,
     version: number,
     parsed: ParsedImport,
     now: Date,
   ): Promise<CertificateVersionRecord> {
-    const dek: LentDek = await this.keyring.activeDek(repos, instance);
-    try {
+    {
       const plain = [parsed.material.certificatePem, parsed.material.privateKeyPem, parsed.material.intermediatesPem];
       const sealed: string[] = [];
       for (let i = 0; i < FIELDS.length; i++) {
@@ -335,8 +357,6 @@ export class CertificateService {
         sha256Fingerprint: parsed.metadata.sha256Fingerprint,
         createTime: now,
       };
-    } finally {
-      dek.release();
     }
   }
 

@@ -1,20 +1,22 @@
 /**
  * DEK rotation: a new DEK becomes active, every certificate version sealed with the old one is re-encrypted in
  * batches, then the old DEK is deleted (destroyed). AES-GCM with random 96-bit IVs is safe for at most 2^32
- * encryptions per key (NIST SP 800-38D §8.3), so a DEK is also rotated automatically before it reaches the
- * configured share of that limit.
+ * encryptions per key (NIST SP 800-38D §8.3), so every writer checks the active DEK's count, under its row
+ * lock, before sealing, and a DEK is rotated before it would pass the configured share of that limit.
  *
- * Resumable and safe with several replicas without a lease: the old DEK stays RETIRING (and keeps opening
- * what it sealed) until nothing uses it; every re-encryption is a conditional UPDATE on the row's DEK id, so a
- * row re-encrypted by two replicas at once is written once; a crash leaves RETIRING DEKs that the next
- * RotateDataKey or the background job finishes.
+ * Concurrency: every transaction that seals takes the same locks in the same order (the instance row shared,
+ * then the active DEK row exclusive), so imports, reimports, re-encryption and rotation serialize per instance
+ * instead of deadlocking. Resumable without a lease: the old DEK stays RETIRING (and keeps opening what it
+ * sealed) until nothing uses it; re-encryption locks the rows it rewrites and skips rows another writer moved
+ * first; a crash leaves RETIRING DEKs that the next RotateDataKey or the background job finishes.
  */
 import type { Logger } from "pino";
 import { open, seal, type SecretField } from "../crypto/envelope.js";
+import { NotFoundError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
-import type { CertificateVersionRecord, Clock, DekRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
+import type { CertificateVersionRecord, Clock, DekRecord, InstanceRecord, Repositories, UnitOfWork } from "../domain/ports.js";
 import { requireActive } from "./instance-state.js";
-import type { Keyring } from "./keyring.js";
+import type { Keyring, LentDek } from "./keyring.js";
 
 /** Rotation tuning. */
 export interface RotationOptions {
@@ -23,6 +25,9 @@ export interface RotationOptions {
   /** Encryptions after which a DEK is rotated before sealing more (a share of 2^32). */
   maxEncryptionsPerDek: number;
 }
+
+/** Thrown inside a sealing transaction when the active DEK has no room left: roll back, rotate, retry. */
+export class NeedsRotation extends Error {}
 
 const FIELDS: { field: SecretField; key: "certificateJwe" | "privateKeyJwe" | "intermediatesJwe" }[] = [
   { field: "certificate", key: "certificateJwe" },
@@ -41,52 +46,85 @@ export class DekRotation {
   ) {}
 
   /**
-   * Makes a new DEK active and the current one RETIRING, in one transaction. The conditional ACTIVE -> RETIRING
-   * update lets only one of several concurrent rotations win; the others use the winner's DEK.
+   * Inside a sealing transaction: locks the instance (shared) and its active DEK (exclusive), checks the
+   * instance is ACTIVE and the DEK has room for `needed` more encryptions, and lends it.
+   * @throws NeedsRotation when the DEK is full; FailedPreconditionError / NotFoundError for the instance.
+   */
+  async lockForSealing(repos: Repositories, instance: InstanceRecord, needed: number): Promise<LentDek> {
+    const current = await repos.instances.getForShare(instance.id);
+    if (!current) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(instance.id), `instance ${instanceName(instance.id)} does not exist`);
+    requireActive(current);
+    const dek = await this.keyring.activeDek(repos, current);
+    if (dek.encryptionCount + needed > this.opts.maxEncryptionsPerDek) {
+      dek.release();
+      throw new NeedsRotation();
+    }
+    return dek;
+  }
+
+  /**
+   * Runs a sealing transaction, rotating the DEK first whenever it reports NeedsRotation (bounded).
+   * @returns what `fn` returns.
+   */
+  async withRoom<T>(instance: InstanceRecord, needed: number, fn: () => Promise<T>, full: "RETIRING" | "INACTIVE" = "RETIRING"): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!(err instanceof NeedsRotation) || attempt >= 3) throw err;
+        // Re-checked under the lock: when another writer rotated meanwhile, there is room again.
+        await this.begin(instance, (active) => active === undefined || active.encryptionCount + needed > this.opts.maxEncryptionsPerDek, full);
+      }
+    }
+  }
+
+  /**
+   * Makes a new DEK active and the current one RETIRING, in one transaction that holds the same locks as the
+   * sealing writers. `unless` is evaluated on the locked active DEK: returning false skips the rotation (for
+   * automatic rotations, when another writer already rotated).
    * @returns whether this call rotated.
    */
-  async begin(instance: InstanceRecord): Promise<boolean> {
-    const fresh = await this.keyring.newDek(instance);
+  async begin(
+    instance: InstanceRecord,
+    shouldRotate: (active: DekRecord | undefined) => boolean = () => true,
+    previous: "RETIRING" | "INACTIVE" = "RETIRING",
+  ): Promise<boolean> {
+    const fresh = await this.keyring.newDek(instance, true);
     return this.uow.transaction(async (repos) => {
-      const current = await repos.deks.getActive(instance.id);
-      if (current && !(await repos.deks.retire(current.id))) return false;
+      const current = await repos.instances.getForShare(instance.id);
+      if (!current) return false;
+      requireActive(current);
+      const active = await repos.deks.getActive(instance.id, true);
+      if (!shouldRotate(active)) return false;
+      if (active) await repos.deks.retire(active.id, previous);
       await repos.deks.insert(fresh);
-      this.log.info({ instance: instanceName(instance.id), retiring: current?.id, active: fresh.id }, "data key rotated");
+      this.log.info({ instance: instanceName(instance.id), retiring: active?.id, active: fresh.id }, "data key rotated");
       return true;
     });
   }
 
   /**
-   * Rotates the DEK before sealing `needed` more values if the active one would pass the limit.
-   * Called on the write paths before their transaction.
-   */
-  async ensureFresh(instance: InstanceRecord, needed: number): Promise<void> {
-    const active = await this.uow.repos.deks.getActive(instance.id);
-    if (active && active.encryptionCount + needed > this.opts.maxEncryptionsPerDek) await this.begin(instance);
-  }
-
-  /**
-   * Re-encrypts every version sealed with a RETIRING DEK of the instance, in batches, then deletes those DEKs.
+   * Re-encrypts every version sealed with the instance's RETIRING DEKs (as they are when the call starts), in
+   * batches, then deletes those DEKs. Should the new DEK fill up meanwhile, it becomes INACTIVE (not RETIRING),
+   * so the work always ends even with a small encryption limit.
    * @returns how many versions this call re-encrypted and how many DEKs it destroyed.
    */
   async finish(instance: InstanceRecord): Promise<{ reencrypted: number; retired: number }> {
+    const retiring = (await this.uow.repos.deks.listForInstance(instance.id)).filter((d) => d.state === "RETIRING");
+    if (retiring.length === 0) return { reencrypted: 0, retired: 0 };
+    const ids = retiring.map((d) => d.id);
     let reencrypted = 0;
-    for (;;) {
-      const retiring = (await this.uow.repos.deks.listForInstance(instance.id)).filter((d) => d.state === "RETIRING");
-      if (retiring.length === 0) return { reencrypted, retired: 0 };
-      const batch = await this.uow.repos.certificates.versionsSealedWith(
-        retiring.map((d) => d.id),
-        this.opts.batchSize,
-      );
-      if (batch.length === 0) return { reencrypted, retired: await this.destroy(instance, retiring) };
-      reencrypted += await this.reencrypt(instance, batch);
+    while ((await this.uow.repos.certificates.versionsSealedWith(ids, 1)).length > 0) {
+      reencrypted += await this.withRoom(instance, 3, () => this.reencryptBatch(instance, ids), "INACTIVE");
     }
+    return { reencrypted, retired: await this.destroy(instance, retiring) };
   }
 
-  /** Rotates now and finishes the re-encryption (RotateDataKey). */
+  /** Rotates now and re-encrypts everything sealed with older DEKs (RotateDataKey). */
   async rotate(instance: InstanceRecord): Promise<{ reencrypted: number; retired: number }> {
     requireActive(instance);
     await this.begin(instance);
+    await this.uow.repos.deks.retireInactive(instance.id);
     return this.finish(instance);
   }
 
@@ -96,43 +134,47 @@ export class DekRotation {
     for (const id of await this.uow.repos.deks.instancesWithRetiring(limit)) {
       const instance = await this.uow.repos.instances.get(id);
       if (!instance || instance.state !== "ACTIVE") continue;
+      // A key that is off cannot re-encrypt; the rotation waits quietly until it is back.
+      if ((await this.keyring.status(instance)).state !== "ENABLED") continue;
       try {
         await this.finish(instance);
         done++;
       } catch (err) {
-        // A disabled root key, for example: the rotation waits until the key is back.
         this.log.warn({ instance: instanceName(id), err: (err as Error).message }, "data key rotation not finished; retrying later");
       }
     }
     return done;
   }
 
-  private async reencrypt(instance: InstanceRecord, batch: CertificateVersionRecord[]): Promise<number> {
+  /** One transaction: locks, re-reads a batch of rows still sealed with the retiring DEKs, reseals them. */
+  private async reencryptBatch(instance: InstanceRecord, retiringIds: string[]): Promise<number> {
     return this.uow.transaction(async (repos) => {
-      const active = await this.keyring.activeDek(repos, instance);
+      // Lock order as the sealing writers: instance, active DEK, then the version rows.
+      const room = await this.lockForSealing(repos, instance, 3);
       const resolver = this.keyring.resolver(repos, instance);
-      let written = 0;
-      let sealed = 0;
       try {
+        const fit = Math.max(1, Math.min(this.opts.batchSize, Math.floor((this.opts.maxEncryptionsPerDek - room.encryptionCount) / 3)));
+        const batch = await repos.certificates.versionsSealedWith(retiringIds, fit, true);
+        let sealed = 0;
         for (const v of batch) {
           const ctx = (field: SecretField) => ({ instance: instanceName(instance.id), certificate: certificateName(instance.id, v.certificateId), field });
-          const next: CertificateVersionRecord = { ...v, dekId: active.id };
+          const next: CertificateVersionRecord = { ...v, dekId: room.id };
           for (const { field, key } of FIELDS) {
             if (v[key] === "") continue;
             const plain = await open(v[key], resolver.resolve, ctx(field));
             try {
-              next[key] = await seal({ id: active.id, key: active.key }, plain, ctx(field));
+              next[key] = await seal({ id: room.id, key: room.key }, plain, ctx(field));
               sealed++;
             } finally {
               plain.fill(0);
             }
           }
-          if (await repos.certificates.reseal(next, v.dekId)) written++;
+          await repos.certificates.reseal(next, v.dekId);
         }
-        await repos.deks.addEncryptions(active.id, sealed);
-        return written;
+        await repos.deks.addEncryptions(room.id, sealed);
+        return batch.length;
       } finally {
-        active.release();
+        room.release();
         resolver.releaseAll();
       }
     });
@@ -140,8 +182,10 @@ export class DekRotation {
 
   private async destroy(instance: InstanceRecord, retiring: DekRecord[]): Promise<number> {
     const ids = await this.uow.transaction(async (repos) => {
-      // Re-check inside the transaction: a version sealed with a retiring DEK keeps it alive.
-      if ((await repos.certificates.versionsSealedWith(retiring.map((d) => d.id), 1)).length > 0) return [];
+      // Same locks as the writers, then re-check: a version sealed with a retiring DEK keeps it alive.
+      const room = await this.lockForSealing(repos, instance, 0);
+      room.release();
+      if ((await repos.certificates.versionsSealedWith(retiring.map((d) => d.id), 1, true)).length > 0) return [];
       for (const d of retiring) await repos.deks.deleteRetiring(d.id);
       return retiring.map((d) => d.id);
     });

@@ -12,7 +12,7 @@ import { parseCertificateFilter } from "./filter.js";
 import { requireActive } from "./instance-state.js";
 import type { Keyring } from "./keyring.js";
 import { PageTokenCodec } from "./page-token.js";
-import { NotFoundError } from "../domain/errors.js";
+import { DecryptionError, NotFoundError } from "../domain/errors.js";
 
 /** What to export. */
 export interface ExportRequest {
@@ -83,48 +83,13 @@ export class ExportService {
         after: cursor,
       });
       if (batch.length === 0) return;
-      const versions = new Map(
-        (await this.uow.repos.certificates.getVersions(batch.map((c) => ({ certificateId: c.id, version: c.currentVersion })))).map((v) => [v.certificateId, v]),
-      );
-      const resolver = this.keyring.resolver(this.uow.repos, instance);
-      const out: ExportedCertificate[] = [];
+      // A rotation may move a row to a new DEK and destroy the old one between our reads: re-read once.
+      let out: ExportedCertificate[];
       try {
-        for (const cert of batch) {
-          const v = versions.get(cert.id);
-          if (!v) continue; // deleted between the two reads: it is simply not exported
-          const openField = async (jwe: string, field: SecretField): Promise<Buffer | undefined> =>
-            jwe === "" ? undefined : open(jwe, resolver.resolve, { instance: instanceName(instance.id), certificate: certificateName(instance.id, cert.id), field });
-          const text = async (jwe: string, field: SecretField) => {
-            const b = await openField(jwe, field);
-            if (!b) return "";
-            try {
-              return b.toString("utf8");
-            } finally {
-              b.fill(0);
-            }
-          };
-          let privateKeyPem = "";
-          let privateKeyJwe = "";
-          if (withKeys && v.privateKeyJwe !== "") {
-            const key = (await openField(v.privateKeyJwe, "private_key"))!;
-            try {
-              if (recipient) privateKeyJwe = await encryptToRecipient(recipient, key);
-              else privateKeyPem = key.toString("utf8");
-            } finally {
-              key.fill(0);
-            }
-          }
-          out.push({
-            certificate: cert,
-            certificatePem: await text(v.certificateJwe, "certificate"),
-            privateKeyPem,
-            privateKeyJwe,
-            intermediatesPem: await text(v.intermediatesJwe, "intermediates"),
-            resumeToken: this.pageTokens.encode(binding, { value: cert.createTime.getTime(), id: cert.id }),
-          });
-        }
-      } finally {
-        resolver.releaseAll();
+        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding);
+      } catch (err) {
+        if (!(err instanceof DecryptionError)) throw err;
+        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding);
       }
       // Yield after the batch is decrypted: reads stop as soon as the consumer stops pulling.
       yield* out;
@@ -132,5 +97,59 @@ export class ExportService {
       cursor = { value: last.createTime.getTime(), id: last.id };
       if (batch.length < this.batchSize) return;
     }
+  }
+
+  /** Reads the current versions of a batch and decrypts them with one resolver (one DEK lookup per DEK). */
+  private async decryptBatch(
+    instance: InstanceRecord,
+    batch: CertificateRecord[],
+    withKeys: boolean,
+    recipient: RecipientKey | undefined,
+    binding: string,
+  ): Promise<ExportedCertificate[]> {
+    const versions = new Map(
+      (await this.uow.repos.certificates.getVersions(batch.map((c) => ({ certificateId: c.id, version: c.currentVersion })))).map((v) => [v.certificateId, v]),
+    );
+    const resolver = this.keyring.resolver(this.uow.repos, instance);
+    const out: ExportedCertificate[] = [];
+    try {
+      for (const cert of batch) {
+        const v = versions.get(cert.id);
+        if (!v) continue; // deleted between the two reads: it is simply not exported
+        const openField = async (jwe: string, field: SecretField): Promise<Buffer | undefined> =>
+          jwe === "" ? undefined : open(jwe, resolver.resolve, { instance: instanceName(instance.id), certificate: certificateName(instance.id, cert.id), field });
+        const text = async (jwe: string, field: SecretField) => {
+          const b = await openField(jwe, field);
+          if (!b) return "";
+          try {
+            return b.toString("utf8");
+          } finally {
+            b.fill(0);
+          }
+        };
+        let privateKeyPem = "";
+        let privateKeyJwe = "";
+        if (withKeys && v.privateKeyJwe !== "") {
+          const key = (await openField(v.privateKeyJwe, "private_key"))!;
+          try {
+            if (recipient) privateKeyJwe = await encryptToRecipient(recipient, key);
+            else privateKeyPem = key.toString("utf8");
+          } finally {
+            key.fill(0);
+          }
+        }
+        out.push({
+          certificate: cert,
+          certificatePem: await text(v.certificateJwe, "certificate"),
+          privateKeyPem,
+          privateKeyJwe,
+          intermediatesPem: await text(v.intermediatesJwe, "intermediates"),
+          resumeToken: this.pageTokens.encode(binding, { value: cert.createTime.getTime(), id: cert.id }),
+        });
+      }
+    } finally {
+      resolver.releaseAll();
+    }
+    return out;
   }
 }

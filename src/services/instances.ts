@@ -5,11 +5,10 @@ import { v7 as uuidv7 } from "uuid";
 import { NotFoundError, RootKeyError, UniqueConstraintError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
-import type { RootKeyState } from "../domain/rootkey.js";
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { requireActive } from "./instance-state.js";
 import type { DekRotation } from "./dek-rotation.js";
-import type { Keyring } from "./keyring.js";
+import type { Keyring, RootKeyView } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
 /** The root key choice of CreateInstance: the provider's key, or a customer-managed `<backend>/<key id>`. */
@@ -18,7 +17,7 @@ export type EncryptionChoice = { keyManagement: "PROVIDER" } | { keyManagement: 
 /** Root key facts shown with an instance. */
 export interface InstanceKeyView {
   rootKeyVersion: number;
-  rootKeyState?: RootKeyState;
+  rootKeyState?: RootKeyView;
   rootKeyCurrentVersion: number;
 }
 
@@ -70,7 +69,7 @@ export class InstanceService {
     };
     // Prove the service may use the key before anything is written (a wrap and an unwrap).
     if (encryption.keyManagement === "CUSTOMER") await this.probe(instance);
-    const dek = await this.keyring.newDek(instance);
+    const dek = await this.keyring.newDek(instance, false);
     const replayOf = await this.uow.transaction(async (repos) => {
       if (requestId && !(await repos.requestIds.claim({ scope: REQUEST_SCOPE, requestId, resourceId: instance.id, fingerprint: "" }, now))) {
         return true;

@@ -19,13 +19,18 @@ import type { RootKeyBackend, RootKeyState } from "../domain/rootkey.js";
 export interface LentDek {
   id: string;
   key: Buffer;
+  /** Encryptions the DEK had made when it was read (NIST SP 800-38D §8.3 bookkeeping). */
+  encryptionCount: number;
   release(): void;
 }
+
+/** A root key's state as the service sees it: the backend's, or NOT_FOUND when the backend does not know it. */
+export type RootKeyView = RootKeyState | "NOT_FOUND";
 
 /** What GetInstance shows about an instance's root key. */
 export interface RootKeyStatus {
   /** undefined when the backend could not be asked. */
-  state?: RootKeyState;
+  state?: RootKeyView;
   currentVersion: number;
 }
 
@@ -53,7 +58,8 @@ export class Keyring {
   /** The backend named `name`. @throws RootKeyError ROOT_KEY_NOT_FOUND when no such backend is configured. */
   backend(name: string): RootKeyBackend {
     const b = this.backends.get(name);
-    if (!b) throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root-key backend ${JSON.stringify(name)} is not configured on this server`, { root_key: name });
+    // A configuration problem of this replica, not a property of the key: retryable once it is fixed.
+    if (!b) throw new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `root-key backend ${JSON.stringify(name)} is not configured on this server`, { root_key: name });
     return b;
   }
 
@@ -64,14 +70,18 @@ export class Keyring {
 
   /**
    * Makes a new 256-bit DEK for an instance and wraps it with the instance's root key.
+   * @param existing true for an instance that already exists (a rotation), false while creating one.
    * @returns the DEK row to insert (wrapped key only).
-   * @throws RootKeyError when the root key cannot wrap (backend vocabulary: NOT_FOUND, DISABLED, ...).
+   * @throws RootKeyError ROOT_KEY_UNAVAILABLE (existing) or the backend's reason (new instance).
    */
-  async newDek(instance: InstanceKey): Promise<DekRecord> {
+  async newDek(instance: InstanceKey, existing: boolean): Promise<DekRecord> {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
-      const wrappedKey = await backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) });
+      const wrap = () => backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) });
+      // For an existing instance a refused key is "your key is off" (ROOT_KEY_UNAVAILABLE); for a new one the
+      // backend's own reason tells the operator what to fix.
+      const wrappedKey = existing ? await this.translate(instance, wrap) : await withRetries(wrap);
       return {
         id: newDekId(),
         instanceId: instance.id,
@@ -95,8 +105,8 @@ export class Keyring {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
-      const wrapped = await backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) });
-      const back = await backend.unwrap(wrapped, { instance: instanceName(instance.id) });
+      const wrapped = await withRetries(() => backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) }));
+      const back = await withRetries(() => backend.unwrap(wrapped, { instance: instanceName(instance.id) }));
       const same = back.equals(dek);
       zero(back);
       if (!same) throw new DecryptionError("the root key did not unwrap what it wrapped");
@@ -111,7 +121,8 @@ export class Keyring {
    *         root key is disabled or destroyed.
    */
   async activeDek(repos: Repositories, instance: InstanceRecord): Promise<LentDek> {
-    const record = await repos.deks.getActive(instance.id);
+    // Locked for the caller's transaction (see DekRepository.getActive).
+    const record = await repos.deks.getActive(instance.id, true);
     if (!record) throw new DecryptionError(`instance ${instanceName(instance.id)} has no active data encryption key`);
     return this.lend(record, instance);
   }
@@ -121,17 +132,28 @@ export class Keyring {
    * Every copy handed out is zeroed by `releaseAll()`.
    */
   resolver(repos: Repositories, instance: InstanceRecord): { resolve: (dekId: string) => Promise<Buffer>; releaseAll: () => void } {
-    const lent: LentDek[] = [];
+    // One lookup and one lent copy per DEK id for the resolver's lifetime: an export batch opens hundreds of
+    // values sealed with the same DEK.
+    const lent = new Map<string, Promise<LentDek>>();
     return {
       resolve: async (dekId: string) => {
-        const record = await repos.deks.get(dekId);
-        // A DEK of another instance must never open this instance's material.
-        if (!record || record.instanceId !== instance.id) throw new DecryptionError();
-        const dek = await this.lend(record, instance);
-        lent.push(dek);
-        return dek.key;
+        let dek = lent.get(dekId);
+        if (!dek) {
+          dek = (async () => {
+            const record = await repos.deks.get(dekId);
+            // A DEK of another instance must never open this instance's material.
+            if (!record || record.instanceId !== instance.id) throw new DecryptionError();
+            return this.lend(record, instance);
+          })();
+          lent.set(dekId, dek);
+          // A failed lookup is not remembered: a caller may re-read its row and retry.
+          dek.catch(() => lent.delete(dekId));
+        }
+        return (await dek).key;
       },
-      releaseAll: () => lent.forEach((d) => d.release()),
+      releaseAll: () => {
+        for (const d of lent.values()) void d.then((x) => x.release(), () => undefined);
+      },
     };
   }
 
@@ -169,12 +191,10 @@ export class Keyring {
       status = { state: d.state, currentVersion: d.currentVersion };
     } catch (err) {
       const reason = (err as DomainError).reason;
-      // An instance's key that its backend no longer knows was destroyed (PKCS#11 keeps no record of
-      // destroyed objects: deleting the last version leaves nothing to find).
-      const destroyed = reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND";
-      status = { state: destroyed ? "DESTROYED" : reason === "ROOT_KEY_DISABLED" ? "DISABLED" : undefined, currentVersion: 0 };
+      const states: Record<string, RootKeyView> = { ROOT_KEY_DESTROYED: "DESTROYED", ROOT_KEY_DISABLED: "DISABLED", ROOT_KEY_NOT_FOUND: "NOT_FOUND" };
+      status = { state: states[reason], currentVersion: 0 };
     }
-    if (status.state === "DISABLED" || status.state === "DESTROYED") this.dropRootKey(ref);
+    if (status.state !== undefined && status.state !== "ENABLED") this.dropRootKey(ref);
     this.described.set(ref, { at: now, status });
     return status;
   }
@@ -192,7 +212,9 @@ export class Keyring {
     let ids = this.cachedByRootKey.get(ref);
     if (!ids) this.cachedByRootKey.set(ref, (ids = new Set()));
     ids.add(record.id);
-    return { id: record.id, key, release: () => zero(key) };
+    // Keep the index no larger than what the cache can hold: drop ids it has evicted.
+    if (ids.size > 2 * this.cache.max) for (const id of ids) if (!this.cache.has(id)) ids.delete(id);
+    return { id: record.id, key, encryptionCount: record.encryptionCount, release: () => zero(key) };
   }
 
   /**
@@ -208,15 +230,14 @@ export class Keyring {
         const ref = rootKeyRef(instance);
         this.dropRootKey(ref);
         this.described.delete(ref);
-        const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : "DESTROYED";
-        throw new RootKeyError(
-          "ROOT_KEY_UNAVAILABLE",
-          state === "DISABLED"
-            ? `the root key ${ref} of instance ${instanceName(instance.id)} is disabled; enable it in its backend to restore access`
-            : `the root key ${ref} of instance ${instanceName(instance.id)} (or the version that wrapped its keys) was destroyed; the instance's data cannot be recovered`,
-          { root_key: ref, root_key_state: state, resource: instanceName(instance.id) },
-          err,
-        );
+        const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : "NOT_FOUND";
+        const name = instanceName(instance.id);
+        const messages = {
+          DISABLED: `the root key ${ref} of instance ${name} is disabled; enable it in its backend to restore access`,
+          DESTROYED: `the root key ${ref} of instance ${name} (or the version that wrapped its keys) was destroyed; the instance's data cannot be recovered`,
+          NOT_FOUND: `the root key ${ref} of instance ${name} cannot be found in its backend: it was destroyed (then the data cannot be recovered), or this server is connected to another token or keystore than the one holding it`,
+        };
+        throw new RootKeyError("ROOT_KEY_UNAVAILABLE", messages[state], { root_key: ref, root_key_state: state, resource: name }, err);
       }
       throw err;
     }
@@ -232,7 +253,10 @@ export class Keyring {
 
   /** Drops DEKs from the cache (zeroing them), e.g. once they were destroyed by a reclamation or rotation. */
   forget(dekIds: string[]): void {
-    for (const id of dekIds) this.cache.delete(id);
+    for (const id of dekIds) {
+      this.cache.delete(id);
+      for (const ids of this.cachedByRootKey.values()) ids.delete(id);
+    }
   }
 
   /** Empties the DEK cache (zeroing every key), e.g. at shutdown. */

@@ -114,10 +114,15 @@ export class ReclamationService {
     const now = this.clock.now();
     const done: string[] = [];
     for (const id of await this.uow.repos.reclamations.due(now, limit)) {
-      const t = this.clock.now();
-      if (!(await this.uow.repos.reclamations.claim(id, this.owner, t, new Date(t.getTime() + this.opts.leaseMs), true))) continue;
-      const r = await this.get(id);
-      if (await this.reclaimClaimed(r)) done.push(id);
+      // One reclamation failing must not hold up the others; its lease lapses and it is retried later.
+      try {
+        const t = this.clock.now();
+        if (!(await this.uow.repos.reclamations.claim(id, this.owner, t, new Date(t.getTime() + this.opts.leaseMs), true))) continue;
+        const r = await this.get(id);
+        if (await this.reclaimClaimed(r)) done.push(id);
+      } catch (err) {
+        this.log.error({ reclamation: reclamationName(id), err: (err as Error).message }, "reclaim failed; retrying after its lease lapses");
+      }
     }
     return done;
   }

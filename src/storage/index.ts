@@ -3,6 +3,7 @@
  * same transaction (so a multi-row change is one transaction, DESIGN.md "Persistence").
  */
 import type { Knex } from "knex";
+import { AbortedError } from "../domain/errors.js";
 import type { Repositories, UnitOfWork } from "../domain/ports.js";
 import { isRetryableConflict } from "./db.js";
 import { KnexCertificateRepository } from "./repositories/certificates.js";
@@ -30,16 +31,18 @@ export class KnexUnitOfWork implements UnitOfWork {
   }
 
   /**
-   * Runs `fn` in a transaction, retrying it (from the start, up to 4 attempts) when MySQL/MariaDB picks it as
-   * a deadlock victim or a lock wait times out: both roll the whole transaction back and are safe to retry.
+   * Runs `fn` in a transaction, retrying it from the start (up to 8 attempts, with jittered backoff growing to
+   * ~1 s) when MySQL/MariaDB picks it as a deadlock victim or a lock wait times out: both roll the whole
+   * transaction back and are safe to retry. Past that, the conflict is reported as ABORTED (retry later).
    */
   async transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.knex.transaction((trx) => fn(bind(trx)));
       } catch (err) {
-        if (attempt >= 4 || !isRetryableConflict(err)) throw err;
-        await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20));
+        if (!isRetryableConflict(err)) throw err;
+        if (attempt >= 8) throw new AbortedError("CONCURRENT_CONFLICT", "the change conflicted with concurrent changes several times; retry it", {}, err);
+        await new Promise((r) => setTimeout(r, Math.min(1000, 10 * 2 ** attempt) * (0.5 + Math.random())));
       }
     }
   }

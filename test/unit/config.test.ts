@@ -38,7 +38,7 @@ describe("loadConfig", () => {
     const pin = path.join(dir, "pin");
     writeFileSync(pin, "98765\n");
     const c = loadConfig({ CM_PKCS11_MODULE: "/usr/lib/softhsm/libsofthsm2.so", CM_PKCS11_TOKEN_LABEL: "cm", CM_PKCS11_PIN_FILE: pin });
-    expect(c.pkcs11).toEqual({ modulePath: "/usr/lib/softhsm/libsofthsm2.so", tokenLabel: "cm", pin: "98765", sessionPoolSize: 4 });
+    expect(c.pkcs11).toEqual({ modulePath: "/usr/lib/softhsm/libsofthsm2.so", tokenLabel: "cm", pin: "98765", sessionPoolSize: 4, callTimeoutMs: 5000 });
     expect(loadConfig({}).pkcs11).toBeUndefined();
     expect(() => loadConfig({ CM_PKCS11_TOKEN_LABEL: "cm" })).toThrow(/CM_PKCS11_MODULE/);
     expect(() => loadConfig({ CM_PKCS11_MODULE: "/x.so", CM_PKCS11_PIN: "98765" })).toThrow(/CM_PKCS11_TOKEN_LABEL/);
@@ -60,6 +60,7 @@ describe("loadConfig", () => {
     ["CM_LOG_LEVEL", "verbose"],
     ["CM_DEFAULT_ROOT_KEY_ID", "Bad Id"],
     ["CM_DEK_MAX_ENCRYPTIONS", "2"],
+    ["CM_DEK_MAX_ENCRYPTIONS", String(2 ** 32)],
     ["CM_RECLAMATION_RETENTION_SECONDS", "0"],
     ["CM_PURGE_BATCH_SIZE", "501"],
   ])("refuses %s=%s naming the variable", (name, value) => {

@@ -235,13 +235,11 @@ export class KnexCertificateRepository implements CertificateRepository {
 
   async getVersions(keys: { certificateId: string; version: number }[]): Promise<CertificateVersionRecord[]> {
     if (keys.length === 0) return [];
-    const rows = (await this.db(VERSIONS)
-      .select(VERSION_COLUMNS)
-      .whereIn(
-        ["certificate_id", "version"],
-        keys.map((k) => [k.certificateId, k.version]),
-      )) as VersionRow[];
-    return rows.map(rowToVersion);
+    // IN on the leading primary-key column uses the index on both dialects (a row-value IN does not on
+    // MariaDB); the few older versions it also reads are dropped here.
+    const wanted = new Map(keys.map((k) => [k.certificateId, k.version]));
+    const rows = (await this.db(VERSIONS).select(VERSION_COLUMNS).whereIn("certificate_id", [...wanted.keys()])) as VersionRow[];
+    return rows.filter((r) => wanted.get(r.certificate_id) === Number(r.version)).map(rowToVersion);
   }
 
   async list(query: CertificateListQuery): Promise<CertificateRecord[]> {
@@ -317,9 +315,11 @@ export class KnexCertificateRepository implements CertificateRepository {
     return ids.length;
   }
 
-  async versionsSealedWith(dekIds: string[], limit: number): Promise<CertificateVersionRecord[]> {
+  async versionsSealedWith(dekIds: string[], limit: number, forUpdate = false): Promise<CertificateVersionRecord[]> {
     if (dekIds.length === 0) return [];
-    const rows = (await this.db(VERSIONS).select(VERSION_COLUMNS).whereIn("dek_id", dekIds).limit(limit)) as VersionRow[];
+    const q = this.db(VERSIONS).select(VERSION_COLUMNS).whereIn("dek_id", dekIds).limit(limit);
+    if (forUpdate && isMysql(this.db as Knex)) q.forUpdate();
+    const rows = (await q) as VersionRow[];
     return rows.map(rowToVersion);
   }
 

@@ -1,6 +1,7 @@
 /** Wrapped DEK repository: table `deks`. Holds only wrapped keys (JWE); plaintext DEKs never reach it. */
 import type { Knex } from "knex";
 import type { DekRecord, DekRepository } from "../../domain/ports.js";
+import { isMysql } from "../db.js";
 
 const TABLE = "deks";
 const COLUMNS = ["id", "instance_id", "wrapped_key", "root_key_version", "state", "encryption_count", "create_time"] as const;
@@ -52,12 +53,10 @@ export class KnexDekRepository implements DekRepository {
     return row && rowToDek(row);
   }
 
-  async getActive(instanceId: string): Promise<DekRecord | undefined> {
-    const row = (await this.db(TABLE)
-      .select(COLUMNS)
-      .where({ instance_id: instanceId, state: "ACTIVE" })
-      .orderBy("create_time", "desc")
-      .first()) as Row | undefined;
+  async getActive(instanceId: string, forUpdate = false): Promise<DekRecord | undefined> {
+    const q = this.db(TABLE).select(COLUMNS).where({ instance_id: instanceId, state: "ACTIVE" }).orderBy("create_time", "desc");
+    if (forUpdate && isMysql(this.db as Knex)) q.forUpdate();
+    const row = (await q.first()) as Row | undefined;
     return row && rowToDek(row);
   }
 
@@ -81,8 +80,12 @@ export class KnexDekRepository implements DekRepository {
     return n === 1;
   }
 
-  async retire(id: string): Promise<boolean> {
-    return (await this.db(TABLE).where({ id, state: "ACTIVE" }).update({ state: "RETIRING" })) === 1;
+  async retire(id: string, state: "RETIRING" | "INACTIVE" = "RETIRING"): Promise<boolean> {
+    return (await this.db(TABLE).where({ id, state: "ACTIVE" }).update({ state })) === 1;
+  }
+
+  async retireInactive(instanceId: string): Promise<void> {
+    await this.db(TABLE).where({ instance_id: instanceId, state: "INACTIVE" }).update({ state: "RETIRING" });
   }
 
   async deleteRetiring(id: string): Promise<void> {
@@ -90,7 +93,16 @@ export class KnexDekRepository implements DekRepository {
   }
 
   async instancesWithRetiring(limit: number): Promise<string[]> {
-    const rows = (await this.db(TABLE).distinct("instance_id").where({ state: "RETIRING" }).limit(limit)) as { instance_id: string }[];
+    // Only ACTIVE instances, oldest rotation first: pending or key-less instances must not starve the rest.
+    const rows = (await this.db(TABLE)
+      .join("instances", "instances.id", `${TABLE}.instance_id`)
+      .where(`${TABLE}.state`, "RETIRING")
+      .andWhere("instances.state", "ACTIVE")
+      .groupBy(`${TABLE}.instance_id`)
+      .select(`${TABLE}.instance_id`)
+      .min({ oldest: `${TABLE}.create_time` })
+      .orderBy("oldest")
+      .limit(limit)) as { instance_id: string }[];
     return rows.map((r) => r.instance_id);
   }
 }

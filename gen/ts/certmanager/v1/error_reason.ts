@@ -146,6 +146,8 @@ export enum ErrorReason {
    * server does not run. Metadata: `field`.
    */
   ERROR_REASON_INVALID_ROOT_KEY = 37,
+  /** ERROR_REASON_CONCURRENT_CONFLICT - ABORTED: the change kept conflicting with concurrent changes to the same data; retry it. Metadata: none. */
+  ERROR_REASON_CONCURRENT_CONFLICT = 38,
   UNRECOGNIZED = -1,
 }
 
@@ -265,6 +267,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 37:
     case "ERROR_REASON_INVALID_ROOT_KEY":
       return ErrorReason.ERROR_REASON_INVALID_ROOT_KEY;
+    case 38:
+    case "ERROR_REASON_CONCURRENT_CONFLICT":
+      return ErrorReason.ERROR_REASON_CONCURRENT_CONFLICT;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -350,6 +355,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_ROOT_KEY_BACKEND_UNAVAILABLE";
     case ErrorReason.ERROR_REASON_INVALID_ROOT_KEY:
       return "ERROR_REASON_INVALID_ROOT_KEY";
+    case ErrorReason.ERROR_REASON_CONCURRENT_CONFLICT:
+      return "ERROR_REASON_CONCURRENT_CONFLICT";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

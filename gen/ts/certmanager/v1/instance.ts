@@ -216,6 +216,11 @@ export enum Instance_RootKeyState {
   ROOT_KEY_STATE_DISABLED = 2,
   /** ROOT_KEY_STATE_DESTROYED - The root key (or the version that wrapped the instance's keys) was destroyed: the data is lost for good. */
   ROOT_KEY_STATE_DESTROYED = 3,
+  /**
+   * ROOT_KEY_STATE_NOT_FOUND - The backend does not know the key: it was destroyed (a PKCS#11 token keeps no record of destroyed
+   * objects), or the service is connected to another token or keystore than the one holding it.
+   */
+  ROOT_KEY_STATE_NOT_FOUND = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -233,6 +238,9 @@ export function instance_RootKeyStateFromJSON(object: any): Instance_RootKeyStat
     case 3:
     case "ROOT_KEY_STATE_DESTROYED":
       return Instance_RootKeyState.ROOT_KEY_STATE_DESTROYED;
+    case 4:
+    case "ROOT_KEY_STATE_NOT_FOUND":
+      return Instance_RootKeyState.ROOT_KEY_STATE_NOT_FOUND;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -250,6 +258,8 @@ export function instance_RootKeyStateToJSON(object: Instance_RootKeyState): stri
       return "ROOT_KEY_STATE_DISABLED";
     case Instance_RootKeyState.ROOT_KEY_STATE_DESTROYED:
       return "ROOT_KEY_STATE_DESTROYED";
+    case Instance_RootKeyState.ROOT_KEY_STATE_NOT_FOUND:
+      return "ROOT_KEY_STATE_NOT_FOUND";
     case Instance_RootKeyState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
