@@ -12,7 +12,7 @@
  */
 import type { Logger } from "pino";
 import { open, seal, type SecretField } from "../crypto/envelope.js";
-import { NotFoundError } from "../domain/errors.js";
+import { AbortedError, NotFoundError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type { CertificateVersionRecord, Clock, DekRecord, InstanceRecord, Repositories, UnitOfWork } from "../domain/ports.js";
 import { requireActive } from "./instance-state.js";
@@ -71,7 +71,8 @@ export class DekRotation {
       try {
         return await fn();
       } catch (err) {
-        if (!(err instanceof NeedsRotation) || attempt >= 3) throw err;
+        if (!(err instanceof NeedsRotation)) throw err;
+        if (attempt >= 10) throw new AbortedError("CONCURRENT_CONFLICT", "the data key filled up repeatedly under concurrent writes; retry", {}, err);
         // Re-checked under the lock: when another writer rotated meanwhile, there is room again.
         await this.begin(instance, (active) => active === undefined || active.encryptionCount + needed > this.opts.maxEncryptionsPerDek, full);
       }
