@@ -30,6 +30,11 @@ const MYSQL = process.env.CM_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306";
 const ROOT = path.resolve(import.meta.dirname, "..");
 
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat (clock ticks of 1/100 s). */
+const cpuSeconds = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+};
 
 execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
 const dbName = `cm_bench_export_${process.pid}`;
@@ -108,6 +113,8 @@ try {
   const sampler = setInterval(() => (peak = Math.max(peak, rssKb(server.child.pid!))), 20);
   let count = 0;
   let bytes = 0;
+  const cpuBefore = cpuSeconds(server.child.pid!);
+  const clientCpuBefore = process.cpuUsage();
   const start = performance.now();
   const call = certClient.exportCertificates(certificatePb.ExportCertificatesRequest.fromPartial({ parent: inst.name, includePrivateKeys: true }));
   for await (const m of call as AsyncIterable<certificatePb.ExportCertificatesResponse>) {
@@ -116,6 +123,9 @@ try {
   }
   const seconds = (performance.now() - start) / 1000;
   clearInterval(sampler);
+  const serverCpu = (cpuSeconds(server.child.pid!) - cpuBefore) / seconds;
+  const c = process.cpuUsage(clientCpuBefore);
+  const clientCpu = (c.user + c.system) / 1e6 / seconds;
   if (count !== N) throw new Error(`exported ${count} of ${N}`);
   console.log(`node ${process.version}; export of ${N} certificates with private keys from MariaDB (fill took ${fillSeconds.toFixed(1)} s)`);
   console.log(`plain keyset Knex scan of the same rows: ${Math.round(scanRate)} rows/s`);
@@ -124,6 +134,7 @@ try {
       `${seconds.toFixed(1)} s; server RSS ${Math.round(baseline / 1024)} MB -> peak ${Math.round(peak / 1024)} MB (growth ${((peak - baseline) / 1024).toFixed(1)} MB); ` +
       `export/scan = ${(count / seconds / scanRate).toFixed(2)}`,
   );
+  console.log(`CPU during the export: server ${(100 * serverCpu).toFixed(0)} % of a core, client (this process) ${(100 * clientCpu).toFixed(0)} %`);
   certClient.close();
 } finally {
   server.child.kill("SIGTERM");

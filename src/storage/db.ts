@@ -89,3 +89,13 @@ export function isRetryableConflict(err: unknown): boolean {
   const e = err as { code?: string; errno?: number };
   return e?.errno === 1213 || e?.errno === 1205 || e?.code === "ER_LOCK_DEADLOCK" || e?.code === "ER_LOCK_WAIT_TIMEOUT" || e?.code === "SQLITE_BUSY";
 }
+
+/**
+ * Keyset pagination predicate "(col, id) after (value, afterId)" in the order given, written as
+ * `col >= v AND (col > v OR id > afterId)` (or the mirror for descending): the leading range lets SQLite and
+ * MySQL seek the (..., col, id) index instead of scanning from the first row on every page.
+ */
+export function keysetAfter(q: Knex.QueryBuilder, col: string, idCol: string, value: number | string, afterId: string, descending: boolean): void {
+  const [inclusive, strict] = descending ? ["<=", "<"] : [">=", ">"];
+  q.andWhere(col, inclusive, value).andWhere((w) => w.where(col, strict, value).orWhere(idCol, strict, afterId));
+}

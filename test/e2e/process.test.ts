@@ -95,3 +95,39 @@ describe("configuration errors", () => {
     }
   });
 });
+
+describe("transfer CLI (export to a file, import elsewhere, with the generated client)", () => {
+  it("moves every certificate byte for byte and a re-run imports nothing twice", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "cm-transfer-"));
+    const p = await startServerProcess({ CM_DATA_DIR: dataDir });
+    try {
+      const addr = `127.0.0.1:${p.port}`;
+      const curl = (body: object, method: string) => bufCurl(p.port, ["-d", JSON.stringify(body), method]).then((o) => JSON.parse(o));
+      const src = (await curl({ instance: {} }, "/certmanager.v1.InstanceService/CreateInstance")).instance.name;
+      const dst = (await curl({ instance: {} }, "/certmanager.v1.InstanceService/CreateInstance")).instance.name;
+      for (let i = 0; i < 3; i++) {
+        const chain = makeChain({ name: `transfer-${i}`, cn: `transfer-${i}.example.test` });
+        await curl({ parent: src, certificate: chain.leafPem, private_key: chain.leafKeyPem, intermediates: chain.intermediatesPem.join(""), labels: { i: String(i) } }, "/certmanager.v1.CertificateService/ImportCertificate");
+      }
+      const file = path.join(dataDir, "export.ndjson");
+      const cli = (...args: string[]) => run(process.execPath, ["dist/src/cli/transfer.js", ...args, addr], { cwd: ROOT }).then((r) => JSON.parse(r.stdout));
+      expect(await cli("export", src, file)).toEqual({ exported: 3, file });
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(await cli("import", dst, file)).toEqual({ sent: 3, imported: 3, failed: [] });
+      expect(await cli("import", dst, file)).toEqual({ sent: 3, imported: 3, failed: [] });
+      const list = async (parent: string) => (await curl({ parent }, "/certmanager.v1.CertificateService/ListCertificates")).certificates as { name: string; sha256Fingerprint: string; labels: object }[];
+      const [a, b] = [await list(src), await list(dst)];
+      expect(b).toHaveLength(3);
+      expect(b.map((c) => [c.sha256Fingerprint, c.labels])).toEqual(a.map((c) => [c.sha256Fingerprint, c.labels]));
+      for (let i = 0; i < 3; i++) {
+        const ma = await curl({ name: a[i].name }, "/certmanager.v1.CertificateService/AccessCertificate");
+        const mb = await curl({ name: b[i].name }, "/certmanager.v1.CertificateService/AccessCertificate");
+        expect([mb.certificate, mb.privateKey, mb.intermediates]).toEqual([ma.certificate, ma.privateKey, ma.intermediates]);
+      }
+    } finally {
+      p.child.kill("SIGTERM");
+      await p.exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -11,7 +11,7 @@ import type {
   CertificateRepository,
   CertificateVersionRecord,
 } from "../../domain/ports.js";
-import { isMysql, isUniqueViolation } from "../db.js";
+import { isMysql, isUniqueViolation, keysetAfter } from "../db.js";
 
 const TABLE = "certificates";
 const VERSIONS = "certificate_versions";
@@ -263,8 +263,7 @@ export class KnexCertificateRepository implements CertificateRepository {
     }
     if (query.after) {
       const { value, id } = query.after;
-      const op = query.descending ? "<" : ">";
-      q.andWhere((w) => w.where(col, op, value).orWhere((w2) => w2.where(col, value).andWhere(idCol, op, id)));
+      keysetAfter(q, col, idCol, value, id, query.descending);
     }
     const dir = query.descending ? "desc" : "asc";
     const rows = (await q.orderBy([{ column: col, order: dir }, { column: idCol, order: dir }]).limit(query.limit)) as Row[];

@@ -1,6 +1,6 @@
 /** Instance repository: table `instances`. */
 import type { Knex } from "knex";
-import { isMysql } from "../db.js";
+import { isMysql, keysetAfter } from "../db.js";
 import type { InstanceRecord, InstanceRepository, KeysetCursor } from "../../domain/ports.js";
 
 const TABLE = "instances";
@@ -101,11 +101,7 @@ export class KnexInstanceRepository implements InstanceRepository {
   async list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean): Promise<InstanceRecord[]> {
     const q = this.db(TABLE).select(COLUMNS);
     if (!showDeleted) q.where("state", "ACTIVE");
-    if (after) {
-      q.where((w) =>
-        w.where("create_time", ">", after.value).orWhere((w2) => w2.where("create_time", after.value).andWhere("id", ">", after.id)),
-      );
-    }
+    if (after) keysetAfter(q, "create_time", "id", after.value, after.id, false);
     const rows = (await q.orderBy([{ column: "create_time" }, { column: "id" }]).limit(limit)) as Row[];
     return rows.map(rowToInstance);
   }

@@ -5,7 +5,7 @@
 import type { Knex } from "knex";
 import { UniqueConstraintError } from "../../domain/errors.js";
 import type { KeysetCursor, ReclamationFilter, ReclamationRecord, ReclamationRepository } from "../../domain/ports.js";
-import { isUniqueViolation } from "../db.js";
+import { isUniqueViolation, keysetAfter } from "../db.js";
 
 const TABLE = "reclamations";
 const COLUMNS = ["id", "instance_id", "state", "expire_time", "create_time", "update_time", "lease_owner", "lease_until"] as const;
@@ -72,9 +72,7 @@ export class KnexReclamationRepository implements ReclamationRepository {
     const q = this.db(TABLE).select(COLUMNS);
     if (filter.instanceId) q.where("instance_id", filter.instanceId);
     if (filter.state) q.where("state", filter.state);
-    if (after) {
-      q.andWhere((w) => w.where("create_time", "<", after.value).orWhere((w2) => w2.where("create_time", after.value).andWhere("id", "<", after.id)));
-    }
+    if (after) keysetAfter(q, "create_time", "id", after.value, after.id, true);
     const rows = (await q.orderBy([{ column: "create_time", order: "desc" }, { column: "id", order: "desc" }]).limit(limit)) as Row[];
     return rows.map(rowToReclamation);
   }
