@@ -116,7 +116,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,
     });
-    const exporter = new ExportService(uow, keyring, pageTokens);
+    const exporter = new ExportService(uow, keyring, pageTokens, config.exportBatchSize);
     const grpcServer = buildServer(log, { instances, certificates, reclamations, exporter }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
     const port = await bind(grpcServer.server, config.listenAddress);
 

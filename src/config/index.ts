@@ -38,6 +38,8 @@ export interface Config {
   purgeLeaseMs: number;
   /** Encryptions after which a DEK is rotated (a share of AES-GCM's 2^32 limit, NIST SP 800-38D §8.3). */
   dekMaxEncryptions: number;
+  /** Certificates read and decrypted per batch by ExportCertificates. */
+  exportBatchSize: number;
   /** Certificate versions re-encrypted per transaction during a DEK rotation. */
   reencryptBatchSize: number;
   /** The PKCS#11 root-key backend, when CM_PKCS11_MODULE is set. */
@@ -168,6 +170,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     // At most 90 % of 2^32: the limit itself must never be reached.
     dekMaxEncryptions: int(env, "CM_DEK_MAX_ENCRYPTIONS", 2 ** 31, 3, Math.floor(0.9 * 2 ** 32)),
     reencryptBatchSize: int(env, "CM_REENCRYPT_BATCH_SIZE", 200, 1, 500),
+    exportBatchSize: int(env, "CM_EXPORT_BATCH_SIZE", 100, 1, 1000),
     pkcs11: pkcs11Config(env),
     logLevel,
   });

@@ -171,7 +171,20 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
           if (!ok) await drained(call);
         }
         if (!call.cancelled) call.end();
-        log.info({ method: "ExportCertificates", call_id: callId, sent, cancelled: call.cancelled, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "stream done");
+        const mem = process.memoryUsage();
+        log.info(
+          {
+            method: "ExportCertificates",
+            call_id: callId,
+            sent,
+            cancelled: call.cancelled,
+            ms: Number(process.hrtime.bigint() - started) / 1e6,
+            rss_mb: Math.round(mem.rss / 1e6),
+            heap_mb: Math.round(mem.heapUsed / 1e6),
+            external_mb: Math.round(mem.external / 1e6),
+          },
+          "stream done",
+        );
       })().catch((err: unknown) => {
         const { error, expected } = toServiceError(err, callId);
         if (expected) log.info({ method: "ExportCertificates", call_id: callId, code: error.code, sent }, "stream failed");
