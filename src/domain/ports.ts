@@ -183,10 +183,10 @@ export interface CertificateRepository {
   findByFingerprint(instanceId: string, sha256Fingerprint: string): Promise<CertificateRecord | undefined>;
   /** One version's encrypted material, or undefined. */
   getVersion(certificateId: string, version: number): Promise<CertificateVersionRecord | undefined>;
-  /** Many versions at once (export reads a batch in one query); missing ones are left out. */
-  getVersions(keys: { certificateId: string; version: number }[]): Promise<CertificateVersionRecord[]>;
   /** A keyset-paginated page of certificates matching the query. */
   list(query: CertificateListQuery): Promise<CertificateRecord[]>;
+  /** As `list`, each certificate with its current version's sealed material, in one query (export). */
+  listWithCurrentVersion(query: CertificateListQuery): Promise<{ certificate: CertificateRecord; version: CertificateVersionRecord }[]>;
   /** Metadata-only update guarded by revision; false when the revision moved. */
   update(cert: CertificateRecord, expectedRevision: number): Promise<boolean>;
   /** Adds a version and makes it current, guarded by revision; false when the revision moved. */

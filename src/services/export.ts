@@ -7,7 +7,7 @@
 import { encryptToRecipient, parseRecipientKey, type RecipientKey } from "../crypto/jwe.js";
 import { open, type SecretField } from "../crypto/envelope.js";
 import { certificateName, instanceName } from "../domain/names.js";
-import type { CertificateRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
+import type { CertificateRecord, CertificateVersionRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { parseCertificateFilter } from "./filter.js";
 import { requireActive } from "./instance-state.js";
 import type { Keyring } from "./keyring.js";
@@ -74,14 +74,8 @@ export class ExportService {
   ): AsyncGenerator<ExportedCertificate> {
     let cursor = after;
     for (;;) {
-      const batch = await this.uow.repos.certificates.list({
-        instanceId: instance.id,
-        filter,
-        orderBy: "create_time",
-        descending: false,
-        limit: this.batchSize,
-        after: cursor,
-      });
+      const page = { instanceId: instance.id, filter, orderBy: "create_time" as const, descending: false, limit: this.batchSize, after: cursor };
+      let batch = await this.uow.repos.certificates.listWithCurrentVersion(page);
       if (batch.length === 0) return;
       // A rotation may move a row to a new DEK and destroy the old one between our reads: re-read once.
       let out: ExportedCertificate[];
@@ -89,33 +83,29 @@ export class ExportService {
         out = await this.decryptBatch(instance, batch, withKeys, recipient, binding);
       } catch (err) {
         if (!(err instanceof DecryptionError)) throw err;
+        batch = await this.uow.repos.certificates.listWithCurrentVersion(page);
         out = await this.decryptBatch(instance, batch, withKeys, recipient, binding);
       }
       // Yield after the batch is decrypted: reads stop as soon as the consumer stops pulling.
       yield* out;
-      const last = batch[batch.length - 1];
+      const last = batch[batch.length - 1].certificate;
       cursor = { value: last.createTime.getTime(), id: last.id };
       if (batch.length < this.batchSize) return;
     }
   }
 
-  /** Reads the current versions of a batch and decrypts them with one resolver (one DEK lookup per DEK). */
+  /** Decrypts a batch with one resolver (one DEK lookup per DEK). */
   private async decryptBatch(
     instance: InstanceRecord,
-    batch: CertificateRecord[],
+    batch: { certificate: CertificateRecord; version: CertificateVersionRecord }[],
     withKeys: boolean,
     recipient: RecipientKey | undefined,
     binding: string,
   ): Promise<ExportedCertificate[]> {
-    const versions = new Map(
-      (await this.uow.repos.certificates.getVersions(batch.map((c) => ({ certificateId: c.id, version: c.currentVersion })))).map((v) => [v.certificateId, v]),
-    );
     const resolver = this.keyring.resolver(this.uow.repos, instance);
     const out: ExportedCertificate[] = [];
     try {
-      for (const cert of batch) {
-        const v = versions.get(cert.id);
-        if (!v) continue; // deleted between the two reads: it is simply not exported
+      for (const { certificate: cert, version: v } of batch) {
         const openField = async (jwe: string, field: SecretField): Promise<Buffer | undefined> =>
           jwe === "" ? undefined : open(jwe, resolver.resolve, { instance: instanceName(instance.id), certificate: certificateName(instance.id, cert.id), field });
         const text = async (jwe: string, field: SecretField) => {

@@ -498,12 +498,12 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
             try {
               this.#pool.reset(lease?.generation ?? observed, code);
             } catch (resetErr) {
-              throw this.#toDomainError(resetErr, op, ref);
+              throw this.#asDomainError(resetErr, op, ref);
             }
           }
           continue;
         }
-        throw this.#toDomainError(err, op, ref);
+        throw this.#asDomainError(err, op, ref);
       }
     }
   }
@@ -763,7 +763,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
   }
 
   /** Maps anything a call threw to the error the port documents; the cause is kept for logs only. */
-  #toDomainError(err: unknown, op: string, ref: KeyRef | undefined): Error {
+  #asDomainError(err: unknown, op: string, ref: KeyRef | undefined): Error {
     if (err instanceof DomainError || err instanceof TypeError) return err;
     const meta = this.#meta(ref?.keyId, ref?.version);
     const token = `PKCS#11 token "${this.tokenLabel}"`;

@@ -233,20 +233,29 @@ export class KnexCertificateRepository implements CertificateRepository {
     return row && rowToVersion(row);
   }
 
-  async getVersions(keys: { certificateId: string; version: number }[]): Promise<CertificateVersionRecord[]> {
-    if (keys.length === 0) return [];
-    // IN on the leading primary-key column uses the index on both dialects (a row-value IN does not on
-    // MariaDB); the few older versions it also reads are dropped here.
-    const wanted = new Map(keys.map((k) => [k.certificateId, k.version]));
-    const rows = (await this.db(VERSIONS).select(VERSION_COLUMNS).whereIn("certificate_id", [...wanted.keys()])) as VersionRow[];
-    return rows.filter((r) => wanted.get(r.certificate_id) === Number(r.version)).map(rowToVersion);
+  async list(query: CertificateListQuery): Promise<CertificateRecord[]> {
+    const rows = (await this.listQuery(query, COLUMNS)) as Row[];
+    return rows.map(rowToCertificate);
   }
 
-  async list(query: CertificateListQuery): Promise<CertificateRecord[]> {
+  async listWithCurrentVersion(query: CertificateListQuery): Promise<{ certificate: CertificateRecord; version: CertificateVersionRecord }[]> {
+    // One round trip per page: the same keyset scan joined to the current version by primary key.
+    const versionColumns = VERSION_COLUMNS.map((c) => `${VERSIONS}.${c} as v_${c}`);
+    const rows = (await this.listQuery(query, [...COLUMNS, ...versionColumns], (q) =>
+      q.join(VERSIONS, (j) => j.on(`${VERSIONS}.certificate_id`, "=", `${TABLE}.id`).andOn(`${VERSIONS}.version`, "=", `${TABLE}.current_version`)),
+    )) as (Row & Record<string, unknown>)[];
+    return rows.map((r) => ({
+      certificate: rowToCertificate(r),
+      version: rowToVersion(Object.fromEntries(VERSION_COLUMNS.map((c) => [c, r[`v_${c}`]])) as unknown as VersionRow),
+    }));
+  }
+
+  private listQuery(query: CertificateListQuery, columns: string[], extend?: (q: Knex.QueryBuilder) => void): Knex.QueryBuilder {
     const { filter } = query;
     const col = `${TABLE}.${SORT_COLUMN[query.orderBy]}`;
     const idCol = `${TABLE}.id`;
-    const q = this.db(TABLE).select(COLUMNS).where(`${TABLE}.instance_id`, query.instanceId);
+    const q = this.db(TABLE).select(columns).where(`${TABLE}.instance_id`, query.instanceId);
+    extend?.(q);
     for (const c of filter.notAfter ?? []) q.andWhere(`${TABLE}.not_after`, c.op, c.value.getTime());
     for (const c of filter.notBefore ?? []) q.andWhere(`${TABLE}.not_before`, c.op, c.value.getTime());
     if (filter.keyAlgorithm) q.andWhere(`${TABLE}.key_algorithm`, filter.keyAlgorithm);
@@ -261,13 +270,9 @@ export class KnexCertificateRepository implements CertificateRepository {
           .whereIn(`${DOMAINS}.domain`, forms),
       );
     }
-    if (query.after) {
-      const { value, id } = query.after;
-      keysetAfter(q, col, idCol, value, id, query.descending);
-    }
+    if (query.after) keysetAfter(q, col, idCol, query.after.value, query.after.id, query.descending);
     const dir = query.descending ? "desc" : "asc";
-    const rows = (await q.orderBy([{ column: col, order: dir }, { column: idCol, order: dir }]).limit(query.limit)) as Row[];
-    return rows.map(rowToCertificate);
+    return q.orderBy([{ column: col, order: dir }, { column: idCol, order: dir }]).limit(query.limit);
   }
 
   async update(cert: CertificateRecord, expectedRevision: number): Promise<boolean> {
