@@ -13,7 +13,7 @@
  */
 import jose from "node-jose";
 
-import { InvalidArgumentError } from "../domain/errors.js";
+
 import {
   ALG_A256KW,
   ALG_DIR,
@@ -142,61 +142,3 @@ export function unwrapA256KW(kek: Buffer, jwe: string): Promise<DecryptedJwe> {
   return decrypt(kek, ALG_A256KW, jwe);
 }
 
-/** A validated public key to encrypt exported private keys to, with the JWE `alg` it implies. */
-export interface RecipientKey {
-  key: jose.JWK.Key;
-  alg: "RSA-OAEP-256" | "ECDH-ES+A256KW";
-}
-
-const RECIPIENT_CURVES = new Set(["P-256", "P-384", "P-521"]);
-
-/**
- * Parses a recipient's public JWK (RFC 7517) for export: RSA of at least 2048 bits (`alg` RSA-OAEP-256,
- * RFC 7518 §4.3) or EC P-256/P-384/P-521 (`alg` ECDH-ES+A256KW, RFC 7518 §4.6). A JWK holding private
- * parameters is refused: the service must never be handed the recipient's private key.
- *
- * @param text the JWK as JSON.
- * @throws InvalidArgumentError (field `recipient_public_key`, reason INVALID_FIELD) saying what is wrong.
- * @example
- * const recipient = await parseRecipientKey('{"kty":"EC","crv":"P-256","x":"...","y":"..."}');
- */
-export async function parseRecipientKey(text: string): Promise<RecipientKey> {
-  const bad = (why: string): never => {
-    throw new InvalidArgumentError("INVALID_FIELD", "recipient_public_key", `recipient_public_key ${why}`);
-  };
-  let jwk: Record<string, unknown>;
-  try {
-    jwk = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    return bad("must be a public JWK as JSON, e.g. {\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"...\",\"y\":\"...\"}");
-  }
-  if (typeof jwk !== "object" || jwk === null || Array.isArray(jwk)) return bad("must be a JSON object (a JWK)");
-  if (["d", "p", "q", "dp", "dq", "qi", "k"].some((f) => f in jwk)) bad("holds private key parameters; send only the public key");
-  let alg: RecipientKey["alg"];
-  if (jwk.kty === "RSA") alg = "RSA-OAEP-256";
-  else if (jwk.kty === "EC" && RECIPIENT_CURVES.has(String(jwk.crv))) alg = "ECDH-ES+A256KW";
-  else return bad("must be an RSA key or an EC key on P-256, P-384 or P-521");
-  if (jwk.alg !== undefined && jwk.alg !== alg) bad(`has alg ${JSON.stringify(jwk.alg)}; use ${alg} (or omit alg)`);
-  if (jwk.use !== undefined && jwk.use !== "enc") bad(`has use ${JSON.stringify(jwk.use)}; a key for encryption has use "enc" (or none)`);
-  let key: jose.JWK.Key;
-  try {
-    key = await jose.JWK.asKey({ ...jwk, alg: undefined, use: undefined });
-  } catch {
-    return bad("is not a valid JWK: check its base64url members");
-  }
-  if (alg === "RSA-OAEP-256" && key.length < 2048) bad(`is an RSA key of ${key.length} bits; at least 2048 are required`);
-  return { key, alg };
-}
-
-/**
- * Encrypts `plaintext` to a recipient's public key: JWE compact, `alg` from {@link parseRecipientKey}, `enc`
- * A256GCM (RFC 7516 §7.1). Only the holder of the matching private key can open it.
- *
- * @returns the compact JWE.
- * @example
- * const jwe = await encryptToRecipient(recipient, Buffer.from(privateKeyPem));
- */
-export function encryptToRecipient(recipientKey: RecipientKey, plaintext: Buffer): Promise<string> {
-  const opts: jose.JWE.EncryptOptions = { format: "compact", contentAlg: ENC_A256GCM, fields: { alg: recipientKey.alg, enc: ENC_A256GCM } };
-  return jose.JWE.createEncrypt(opts, recipient(recipientKey.key, recipientKey.alg)).update(plaintext).final();
-}

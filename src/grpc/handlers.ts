@@ -147,6 +147,8 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
       const callId = randomUUID();
       const started = process.hrtime.bigint();
       let sent = 0;
+      const abort = new AbortController();
+      call.on("cancelled", () => abort.abort());
       (async () => {
         const req = call.request;
         const items = await exporter.start({
@@ -155,7 +157,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
           includePrivateKeys: req.includePrivateKeys,
           recipientPublicKey: req.recipientPublicKey,
           resumeToken: req.resumeToken,
-        });
+        }, abort.signal);
         for await (const item of items) {
           // Leaving the loop ends the generator, so no further batch is read.
           if (call.cancelled) break;
@@ -221,6 +223,11 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
         if (!call.cancelled) call.end();
         log.info({ method: "ImportCertificates", call_id: callId, items: index, failed, cancelled: call.cancelled }, "stream done");
       })().catch((err: unknown) => {
+        // A client that cancels (or whose deadline passes) ends its request stream early: not a server failure.
+        if (call.cancelled) {
+          log.info({ method: "ImportCertificates", call_id: callId, items: index, failed, cancelled: true }, "stream done");
+          return;
+        }
         const { error } = toServiceError(err, callId);
         log.error({ method: "ImportCertificates", call_id: callId, items: index, err: loggableError(err) }, "stream failed");
         call.emit("error", error);

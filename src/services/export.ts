@@ -4,7 +4,7 @@
  * control. Each item carries a resume token (a signed keyset cursor): a new export from it continues right
  * after that certificate, so rows imported or deleted meanwhile cause neither gaps nor duplicates.
  */
-import { encryptToRecipient, parseRecipientKey, type RecipientKey } from "../crypto/jwe.js";
+import { encryptToRecipient, parseRecipientKey, type RecipientKey } from "../crypto/recipient.js";
 import { open, type SecretField } from "../crypto/envelope.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type { CertificateRecord, CertificateVersionRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
@@ -52,16 +52,16 @@ export class ExportService {
    * @throws NotFoundError INSTANCE_NOT_FOUND, FailedPreconditionError (instance not ACTIVE), InvalidArgumentError
    *         INVALID_FILTER | INVALID_PAGE_TOKEN | INVALID_FIELD (recipient_public_key)
    */
-  async start(req: ExportRequest): Promise<AsyncGenerator<ExportedCertificate>> {
+  async start(req: ExportRequest, signal?: AbortSignal): Promise<AsyncGenerator<ExportedCertificate>> {
     const instance = await this.uow.repos.instances.get(req.instanceId);
     if (!instance) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(req.instanceId), `instance ${instanceName(req.instanceId)} does not exist`);
     requireActive(instance);
     const filter = parseCertificateFilter(req.filter);
-    const recipient = req.recipientPublicKey ? await parseRecipientKey(req.recipientPublicKey) : undefined;
+    const recipient = req.recipientPublicKey ? parseRecipientKey(req.recipientPublicKey) : undefined;
     const withKeys = req.includePrivateKeys || recipient !== undefined;
     const binding = PageTokenCodec.bind("export", req.instanceId, req.filter, String(withKeys), req.recipientPublicKey);
-    const after = req.resumeToken ? this.pageTokens.decode(req.resumeToken, binding) : undefined;
-    return this.items(instance, filter, withKeys, recipient, binding, after);
+    const after = req.resumeToken ? this.pageTokens.decode(req.resumeToken, binding, "resume_token") : undefined;
+    return this.items(instance, filter, withKeys, recipient, binding, after, signal);
   }
 
   private async *items(
@@ -71,6 +71,7 @@ export class ExportService {
     recipient: RecipientKey | undefined,
     binding: string,
     after: { value: number | string; id: string } | undefined,
+    signal: AbortSignal | undefined,
   ): AsyncGenerator<ExportedCertificate> {
     let cursor = after;
     for (;;) {
@@ -80,12 +81,13 @@ export class ExportService {
       // A rotation may move a row to a new DEK and destroy the old one between our reads: re-read once.
       let out: ExportedCertificate[];
       try {
-        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding);
+        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding, signal);
       } catch (err) {
         if (!(err instanceof DecryptionError)) throw err;
         batch = await this.uow.repos.certificates.listWithCurrentVersion(page);
-        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding);
+        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding, signal);
       }
+      if (signal?.aborted) return;
       // Yield after the batch is decrypted: reads stop as soon as the consumer stops pulling.
       yield* out;
       const last = batch[batch.length - 1].certificate;
@@ -101,11 +103,14 @@ export class ExportService {
     withKeys: boolean,
     recipient: RecipientKey | undefined,
     binding: string,
+    signal: AbortSignal | undefined,
   ): Promise<ExportedCertificate[]> {
     const resolver = this.keyring.resolver(this.uow.repos, instance);
     const out: ExportedCertificate[] = [];
     try {
       for (const { certificate: cert, version: v } of batch) {
+        // A cancelled call stops work mid-batch, not only between batches.
+        if (signal?.aborted) break;
         const openField = async (jwe: string, field: SecretField): Promise<Buffer | undefined> =>
           jwe === "" ? undefined : open(jwe, resolver.resolve, { instance: instanceName(instance.id), certificate: certificateName(instance.id, cert.id), field });
         const text = async (jwe: string, field: SecretField) => {

@@ -29,9 +29,9 @@ export class PageTokenCodec {
    * @throws InvalidArgumentError INVALID_PAGE_TOKEN when the token was altered, was not made by this service,
    *         or was made for a request with other parameters.
    */
-  decode(token: string, binding: string): KeysetCursor {
-    const bad = (why: string) =>
-      new InvalidArgumentError("INVALID_PAGE_TOKEN", "page_token", `page_token ${why}; send the next_page_token of the previous page unchanged, or omit it to start over`);
+  decode(token: string, binding: string, field: "page_token" | "resume_token" = "page_token"): KeysetCursor {
+    const source = field === "page_token" ? "the next_page_token of the previous page" : "the resume_token of the last message received";
+    const bad = (why: string) => new InvalidArgumentError("INVALID_PAGE_TOKEN", field, `${field} ${why}; send ${source} unchanged, or omit it to start over`);
     const dot = token.indexOf(".");
     if (dot <= 0 || token.length > 2048) throw bad("is malformed");
     const payload = token.slice(0, dot);
