@@ -42,7 +42,7 @@ const admin = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL}/` } a
 await admin.raw(`CREATE DATABASE \`${dbName}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
 const db = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL}/${dbName}`, supportBigNumbers: true } as never, pool: { min: 0, max: 4 } });
 const dataDir = mkdtempSync(path.join(tmpdir(), "cm-bench-export-"));
-const server = await startServerProcess({ CM_DATABASE_URL: `${MYSQL}/${dbName}`, CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "info", CM_EXPORT_BATCH_SIZE: process.env.CM_EXPORT_BATCH_SIZE ?? "100", ...(process.env.CM_BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.CM_BENCH_NODE_OPTIONS } : {}) });
+const server = await startServerProcess({ CM_DATABASE_URL: `${MYSQL}/${dbName}`, CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "info", ...(process.env.CM_EXPORT_BATCH_SIZE ? { CM_EXPORT_BATCH_SIZE: process.env.CM_EXPORT_BATCH_SIZE } : {}), ...(process.env.CM_BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.CM_BENCH_NODE_OPTIONS } : {}) });
 try {
   const address = `127.0.0.1:${server.port}`;
   const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure()), instancePb.InstanceServiceService, instancePb);

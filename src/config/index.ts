@@ -170,7 +170,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     // At most 90 % of 2^32: the limit itself must never be reached.
     dekMaxEncryptions: int(env, "CM_DEK_MAX_ENCRYPTIONS", 2 ** 31, 3, Math.floor(0.9 * 2 ** 32)),
     reencryptBatchSize: int(env, "CM_REENCRYPT_BATCH_SIZE", 200, 1, 500),
-    exportBatchSize: int(env, "CM_EXPORT_BATCH_SIZE", 100, 1, 1000),
+    exportBatchSize: int(env, "CM_EXPORT_BATCH_SIZE", 250, 1, 1000),
     pkcs11: pkcs11Config(env),
     logLevel,
   });

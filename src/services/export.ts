@@ -43,7 +43,7 @@ export class ExportService {
     private readonly keyring: Keyring,
     private readonly pageTokens: PageTokenCodec,
     /** Certificates read and decrypted per batch. */
-    private readonly batchSize = 200,
+    private readonly batchSize = 250,
   ) {}
 
   /**
