@@ -59,20 +59,34 @@ export function pemEncode(label: string, der: Buffer): string {
 }
 
 /**
+ * Undoes two common copy-paste accidents before parsing: a UTF-8 byte-order mark at the start (Windows
+ * editors), and line breaks written as the two characters backslash-n (PEM stored in JSON or environment
+ * variables and pasted unescaped). Only applied when the text has no real line break, so a real PEM with a
+ * literal "\n" in a comment line is left alone.
+ */
+export function normalizePemText(text: string): string {
+  let t = text.replace(/^\uFEFF/, "");
+  if (!/[\r\n]/.test(t) && t.includes("\\n")) t = t.replace(/\\r\\n|\\n/g, "\n");
+  return t;
+}
+
+/**
  * Finds every PEM block in free text, in order, and decodes it (RFC 7468 §2–§3).
  *
  * Text outside blocks is ignored (RFC 7468 §2 "explanatory text"), line endings may be LF, CRLF or CR, and
  * whitespace inside the base64 is ignored (RFC 7468 §3 lax parsing). RFC 1421 headers are returned in
  * `headers`, not decoded.
  *
- * @param text - user-supplied text; "" gives [].
+ * @param input - user-supplied text; "" gives []. A leading byte-order mark and "\\n" written as two
+ *   characters are undone first (normalizePemText).
  * @param context - request field and reason to report errors under (default field `pem`, reason `INVALID_PEM`).
  * @returns the blocks in input order; `pem` is each block in strict form.
  * @throws InvalidArgumentError(context.reason, context.field) when a BEGIN line has no matching END line (a
  *   truncated paste), an END line has no BEGIN, the END label differs from the BEGIN label (RFC 7468 §2 requires
  *   them equal), or a body is not valid padded base64 (RFC 4648 §4) or is empty.
  */
-export function splitPemBlocks(text: string, context: PemErrorContext = DEFAULT_CONTEXT): PemBlock[] {
+export function splitPemBlocks(input: string, context: PemErrorContext = DEFAULT_CONTEXT): PemBlock[] {
+  const text = normalizePemText(input);
   const fail = (message: string) => new InvalidArgumentError(context.reason, context.field, `${context.field}: ${message}`);
   const blocks: PemBlock[] = [];
   let open: { label: string; bodyStart: number } | undefined;

@@ -38,6 +38,19 @@ describe.each(await databases())("edge cases on %s", (db) => {
     expect(byDomain.certificates.map((x) => x.name)).toEqual([c.name]);
   });
 
+  it("imports PEM with a byte-order mark, and PEM whose line breaks arrived as the two characters \\n", async () => {
+    const leaf = makeLeaf({ cn: `bom-${db}.example.test` });
+    const bom = await t.certificates.importCertificate({ parent, certificate: `\uFEFF${leaf.certPem}`, privateKey: `\uFEFF${leaf.keyPem}` });
+    expect(bom.certificate!.hasPrivateKey).toBe(true);
+    const other = makeLeaf({ cn: `escaped-${db}.example.test` });
+    const flat = (pem: string) => pem.replace(/\n/g, "\\n");
+    expect(flat(other.certPem)).not.toContain("\n");
+    const escaped = await t.certificates.importCertificate({ parent, certificate: flat(other.certPem), privateKey: flat(other.keyPem) });
+    const m = await t.certificates.accessCertificate({ name: escaped.certificate!.name });
+    expect(m.certificate).toBe(new X509Certificate(other.certPem).toString());
+    expect(m.privateKey.split("\n")[0]).toBe("-----BEGIN PRIVATE KEY-----");
+  });
+
   it("never leaves a certificate without its material when a delete races updates", async () => {
     for (let round = 0; round < 6; round++) {
       const leaf = makeLeaf({ cn: `race-${round}-${db}.example.test`, keySlot: `race-${round}-${db}` });
