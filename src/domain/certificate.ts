@@ -51,3 +51,13 @@ export interface CertificateMaterial {
   /** Intermediates in issuing order (the leaf's issuer first), PEM blocks concatenated; "" when none. */
   intermediatesPem: string;
 }
+
+/** Validity of a certificate at an instant (RFC 5280 §4.1.2.5: notBefore and notAfter are inclusive). */
+export type ValidityState = "VALID" | "EXPIRED" | "NOT_YET_VALID";
+
+/** Where `now` falls in the certificate's validity period. */
+export function validityAt(m: Pick<CertificateMetadata, "notBefore" | "notAfter">, now: Date): ValidityState {
+  if (now.getTime() > m.notAfter.getTime()) return "EXPIRED";
+  if (now.getTime() < m.notBefore.getTime()) return "NOT_YET_VALID";
+  return "VALID";
+}

@@ -21,7 +21,7 @@ import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/recla
 import type { ReclamationService } from "../services/reclamations.js";
 import { toCertificate, toInstance, toReclamation } from "./mappers.js";
 import { toServiceError, toStatus } from "./status.js";
-import type { InstanceRecord } from "../domain/ports.js";
+import type { CertificateRecord, InstanceRecord } from "../domain/ports.js";
 import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
 
 /**
@@ -131,6 +131,8 @@ function drained(call: ServerWritableStream<unknown, unknown> | ServerDuplexStre
 
 /** CertificateService handlers. */
 export function certificateHandlers(log: Logger, certificates: CertificateService, exporter: ExportService): CertificateServiceServer {
+  // Validity (expired, not yet valid) is derived from the service's clock at answer time.
+  const toProto = (c: CertificateRecord) => toCertificate(c, certificates.now());
   const importOne = async (req: ImportCertificateRequest) => {
     const instanceId = parseInstanceName(req.parent, "parent");
     const fields = checkUserFields("", req);
@@ -142,7 +144,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
     );
   };
   return {
-    importCertificate: unary(log, "ImportCertificate", async (req) => ({ certificate: toCertificate(await importOne(req)) })),
+    importCertificate: unary(log, "ImportCertificate", async (req) => ({ certificate: toProto(await importOne(req)) })),
     exportCertificates: (call) => {
       const callId = randomUUID();
       const started = process.hrtime.bigint();
@@ -162,7 +164,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
           // Leaving the loop ends the generator, so no further batch is read.
           if (call.cancelled) break;
           const ok = call.write({
-            certificate: toCertificate(item.certificate),
+            certificate: toProto(item.certificate),
             certificatePem: item.certificatePem,
             privateKeyPem: item.privateKeyPem,
             privateKeyJwe: item.privateKeyJwe,
@@ -209,7 +211,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
           let response: ImportCertificatesResponse;
           try {
             if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
-            response = { index, requestId: item.requestId, certificate: toCertificate(await importOne(item)), error: undefined };
+            response = { index, requestId: item.requestId, certificate: toProto(await importOne(item)), error: undefined };
           } catch (err) {
             const { status, expected } = toStatus(err, callId);
             if (!expected) log.error({ method: "ImportCertificates", call_id: callId, index, err: loggableError(err) }, "item failed unexpectedly");
@@ -241,11 +243,11 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
         { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
         req.etag,
       );
-      return { certificate: toCertificate(cert) };
+      return { certificate: toProto(cert) };
     }),
     getCertificate: unary(log, "GetCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
-      return { certificate: toCertificate(await certificates.get(instanceId, certificateId)) };
+      return { certificate: toProto(await certificates.get(instanceId, certificateId)) };
     }),
     accessCertificate: unary(log, "AccessCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
@@ -255,13 +257,13 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
     listCertificates: unary(log, "ListCertificates", async (req) => {
       const instanceId = parseInstanceName(req.parent, "parent");
       const page = await certificates.list(instanceId, req);
-      return { certificates: page.certificates.map(toCertificate), nextPageToken: page.nextPageToken };
+      return { certificates: page.certificates.map(toProto), nextPageToken: page.nextPageToken };
     }),
     updateCertificate: unary(log, "UpdateCertificate", async (req) => {
       const cert = required(req.certificate, "certificate");
       const { instanceId, certificateId } = parseCertificateName(cert.name, "certificate.name");
       const fields = checkUserFields("certificate.", cert, checkUpdateMask(req.updateMask, cert));
-      return { certificate: toCertificate(await certificates.update(instanceId, certificateId, fields, cert.etag)) };
+      return { certificate: toProto(await certificates.update(instanceId, certificateId, fields, cert.etag)) };
     }),
     deleteCertificate: unary(log, "DeleteCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");

@@ -1,5 +1,6 @@
 /** Domain records to generated proto messages. Pure functions; nothing secret passes through them. */
-import { KeyAlgorithm, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
+import { KeyAlgorithm, ValidityState as CertificateValidityState, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
+import { validityAt, type ValidityState } from "../domain/certificate.js";
 import { Instance_KeyManagement, Instance_RootKeyState, Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
 import type { RootKeyView } from "../services/keyring.js";
 import type { InstanceKeyView } from "../services/instances.js";
@@ -73,7 +74,7 @@ export function toReclamation(r: ReclamationRecord): Reclamation {
 }
 
 /** CertificateRecord -> certmanager.v1.Certificate (metadata only). */
-export function toCertificate(c: CertificateRecord): Certificate {
+export function toCertificate(c: CertificateRecord, now: Date): Certificate {
   const name = certificateName(c.instanceId, c.id);
   const m = c.metadata;
   return {
@@ -99,5 +100,12 @@ export function toCertificate(c: CertificateRecord): Certificate {
     createTime: c.createTime,
     updateTime: c.updateTime,
     etag: etagOf(name, c.revision),
+    validityState: VALIDITY[validityAt(m, now)],
   };
 }
+
+const VALIDITY: Record<ValidityState, CertificateValidityState> = {
+  VALID: CertificateValidityState.VALIDITY_STATE_VALID,
+  EXPIRED: CertificateValidityState.VALIDITY_STATE_EXPIRED,
+  NOT_YET_VALID: CertificateValidityState.VALIDITY_STATE_NOT_YET_VALID,
+};

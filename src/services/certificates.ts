@@ -58,6 +58,11 @@ export class CertificateService {
     private readonly rotation: DekRotation,
   ) {}
 
+  /** The service's current time (validity states are derived from it). */
+  now(): Date {
+    return this.clock.now();
+  }
+
   /**
    * Imports a certificate with optional private key and intermediates.
    * @throws InvalidArgumentError (x509 reasons, REQUEST_ID_REUSED), NotFoundError INSTANCE_NOT_FOUND,

@@ -7,7 +7,8 @@ import { randomUUID, X509Certificate } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { certFacts, makeCa, makeCert, makeLeaf } from "../helpers/openssl.js";
-import { databases, richError, startTestService, type TestService } from "../helpers/service.js";
+import { ValidityState } from "../../gen/ts/certmanager/v1/certificate.js";
+import { databases, richError, startTestService, TestClock, type TestService } from "../helpers/service.js";
 
 describe.each(await databases())("edge cases on %s", (db) => {
   let t: TestService;
@@ -49,6 +50,31 @@ describe.each(await databases())("edge cases on %s", (db) => {
     const m = await t.certificates.accessCertificate({ name: escaped.certificate!.name });
     expect(m.certificate).toBe(new X509Certificate(other.certPem).toString());
     expect(m.privateKey.split("\n")[0]).toBe("-----BEGIN PRIVATE KEY-----");
+  });
+
+  it("stores expired and not-yet-valid certificates and flags them by the service's clock", async () => {
+    const leaf = makeLeaf({ cn: `validity-${db}.example.test`, days: 10 });
+    // A minute after the certificate was made: openssl sets notBefore to the moment it signs.
+    const clock = new TestClock(Date.now() + 60_000);
+    const s = await startTestService(db, {}, clock);
+    try {
+      const p = (await s.instances.createInstance({ instance: {} })).instance!.name;
+      const c = (await s.certificates.importCertificate({ parent: p, certificate: leaf.certPem, privateKey: leaf.keyPem })).certificate!;
+      expect(c.validityState).toBe(ValidityState.VALIDITY_STATE_VALID);
+      clock.advance(-2 * 86_400_000 - (clock.now().getTime() - c.notBefore!.getTime()));
+      expect((await s.certificates.getCertificate({ name: c.name })).certificate!.validityState).toBe(ValidityState.VALIDITY_STATE_NOT_YET_VALID);
+      clock.advance(20 * 86_400_000);
+      expect((await s.certificates.getCertificate({ name: c.name })).certificate!.validityState).toBe(ValidityState.VALIDITY_STATE_EXPIRED);
+      // An expired certificate is imported and served like any other, only flagged.
+      const other = makeLeaf({ cn: `validity2-${db}.example.test`, days: 1, keySlot: `validity2-${db}` });
+      const e = (await s.certificates.importCertificate({ parent: p, certificate: other.certPem })).certificate!;
+      expect(e.validityState).toBe(ValidityState.VALIDITY_STATE_EXPIRED);
+      expect((await s.certificates.accessCertificate({ name: e.name })).certificate).toContain("BEGIN CERTIFICATE");
+      const listed = await s.certificates.listCertificates({ parent: p });
+      expect(listed.certificates.map((x) => x.validityState)).toEqual([ValidityState.VALIDITY_STATE_EXPIRED, ValidityState.VALIDITY_STATE_EXPIRED]);
+    } finally {
+      await s.stop();
+    }
   });
 
   it("never leaves a certificate without its material when a delete races updates", async () => {

@@ -87,6 +87,56 @@ export function keyAlgorithmToJSON(object: KeyAlgorithm): string {
   }
 }
 
+/** Whether a certificate is within its validity period (RFC 5280 section 4.1.2.5) at the time of the answer. */
+export enum ValidityState {
+  /** VALIDITY_STATE_UNSPECIFIED - Not used. */
+  VALIDITY_STATE_UNSPECIFIED = 0,
+  /** VALIDITY_STATE_VALID - `not_before` <= now <= `not_after`. */
+  VALIDITY_STATE_VALID = 1,
+  /** VALIDITY_STATE_EXPIRED - now > `not_after`. Expired certificates are stored and served like any other; this only flags them. */
+  VALIDITY_STATE_EXPIRED = 2,
+  /** VALIDITY_STATE_NOT_YET_VALID - now < `not_before`. */
+  VALIDITY_STATE_NOT_YET_VALID = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function validityStateFromJSON(object: any): ValidityState {
+  switch (object) {
+    case 0:
+    case "VALIDITY_STATE_UNSPECIFIED":
+      return ValidityState.VALIDITY_STATE_UNSPECIFIED;
+    case 1:
+    case "VALIDITY_STATE_VALID":
+      return ValidityState.VALIDITY_STATE_VALID;
+    case 2:
+    case "VALIDITY_STATE_EXPIRED":
+      return ValidityState.VALIDITY_STATE_EXPIRED;
+    case 3:
+    case "VALIDITY_STATE_NOT_YET_VALID":
+      return ValidityState.VALIDITY_STATE_NOT_YET_VALID;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ValidityState.UNRECOGNIZED;
+  }
+}
+
+export function validityStateToJSON(object: ValidityState): string {
+  switch (object) {
+    case ValidityState.VALIDITY_STATE_UNSPECIFIED:
+      return "VALIDITY_STATE_UNSPECIFIED";
+    case ValidityState.VALIDITY_STATE_VALID:
+      return "VALIDITY_STATE_VALID";
+    case ValidityState.VALIDITY_STATE_EXPIRED:
+      return "VALIDITY_STATE_EXPIRED";
+    case ValidityState.VALIDITY_STATE_NOT_YET_VALID:
+      return "VALIDITY_STATE_NOT_YET_VALID";
+    case ValidityState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Subject alternative names of a certificate (RFC 5280 section 4.2.1.6), by type. */
 export interface SubjectAltNames {
   /** DNS names, as written in the certificate (wildcards such as `*.example.com` included). */
@@ -164,6 +214,11 @@ export interface Certificate {
    * UpdateCertificate, ReimportCertificate and DeleteCertificate.
    */
   etag: string;
+  /**
+   * Output only. Whether the certificate is within its validity period now, derived from `not_before`,
+   * `not_after` and the server's clock.
+   */
+  validityState: ValidityState;
 }
 
 export interface Certificate_LabelsEntry {
@@ -571,6 +626,7 @@ function createBaseCertificate(): Certificate {
     createTime: undefined,
     updateTime: undefined,
     etag: "",
+    validityState: 0,
   };
 }
 
@@ -641,6 +697,9 @@ export const Certificate: MessageFns<Certificate> = {
     }
     if (message.etag !== "") {
       writer.uint32(178).string(message.etag);
+    }
+    if (message.validityState !== 0) {
+      writer.uint32(184).int32(message.validityState);
     }
     return writer;
   },
@@ -837,6 +896,14 @@ export const Certificate: MessageFns<Certificate> = {
             message.etag = reader.string();
             continue;
           }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.validityState = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -946,6 +1013,11 @@ export const Certificate: MessageFns<Certificate> = {
         ? fromJsonTimestamp(object.update_time)
         : undefined,
       etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      validityState: isSet(object.validityState)
+        ? validityStateFromJSON(object.validityState)
+        : isSet(object.validity_state)
+        ? validityStateFromJSON(object.validity_state)
+        : 0,
     };
   },
 
@@ -1023,6 +1095,9 @@ export const Certificate: MessageFns<Certificate> = {
     if (message.etag !== "") {
       obj.etag = message.etag;
     }
+    if (message.validityState !== 0) {
+      obj.validityState = validityStateToJSON(message.validityState);
+    }
     return obj;
   },
 
@@ -1063,6 +1138,7 @@ export const Certificate: MessageFns<Certificate> = {
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
     message.etag = object.etag ?? "";
+    message.validityState = object.validityState ?? 0;
     return message;
   },
 };
