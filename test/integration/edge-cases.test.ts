@@ -6,7 +6,7 @@
 import { randomUUID, X509Certificate } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { certFacts, makeCa, makeCert, makeLeaf } from "../helpers/openssl.js";
+import { certFacts, makeCa, makeCert, makeChain, makeLeaf } from "../helpers/openssl.js";
 import { ValidityState } from "../../gen/ts/certmanager/v1/certificate.js";
 import { databases, richError, startTestService, TestClock, type TestService } from "../helpers/service.js";
 
@@ -75,6 +75,25 @@ describe.each(await databases())("edge cases on %s", (db) => {
     } finally {
       await s.stop();
     }
+  });
+
+  it("answers RESOURCE_EXHAUSTED to a request over the message limit and keeps serving; refuses a 60-certificate chain by its limit", async () => {
+    const big = await t.certificates.importCertificate({ parent, certificate: "x".repeat(5 * 1024 * 1024) }).then(
+      () => undefined,
+      (e: { code: number }) => e.code,
+    );
+    expect(big).toBe(status.RESOURCE_EXHAUSTED);
+    expect((await t.instances.getInstance({ name: parent })).instance!.name).toBe(parent);
+    const chain = makeChain({ name: `long-${db}`, cn: "long.example.test", depth: 60, days: 100 });
+    expect(chain.intermediatesPem).toHaveLength(60);
+    const err = richError(
+      await t.certificates.importCertificate({ parent, certificate: chain.leafPem, intermediates: chain.intermediatesPem.join("") }).then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    );
+    expect([err.code, err.reason, err.fieldViolations[0].field]).toEqual([status.INVALID_ARGUMENT, "TOO_MANY_INTERMEDIATES", "intermediates"]);
+    expect(err.message).toContain("20");
   });
 
   it("never leaves a certificate without its material when a delete races updates", async () => {
