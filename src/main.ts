@@ -98,7 +98,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     closers.push(async () => keyring.clear());
     const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));
 
-    const rotation = new DekRotation(uow, keyring, clock, log.child({ component: "dek-rotation" }), {
+    const rotation = new DekRotation(uow, keyring, log.child({ component: "dek-rotation" }), {
       batchSize: config.reencryptBatchSize,
       maxEncryptionsPerDek: config.dekMaxEncryptions,
     });

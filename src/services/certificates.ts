@@ -18,7 +18,7 @@ import type {
 } from "../domain/ports.js";
 import { parseImport, type ParsedImport } from "../x509/index.js";
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
-import { requireActive } from "./instance-state.js";
+import { instanceNotFound, lockActiveInstance, requireActive } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
 import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring, LentDek } from "./keyring.js";
@@ -282,7 +282,7 @@ export class CertificateService {
       updateTime: this.clock.now(),
     };
     await this.uow.transaction(async (repos) => {
-      await this.lockActive(repos, instanceId);
+      await lockActiveInstance(repos, instanceId);
       if (!(await repos.certificates.update(updated, current.revision))) throw new EtagMismatchError(name, etag !== "");
     });
     return updated;
@@ -298,30 +298,16 @@ export class CertificateService {
     const name = certificateName(instanceId, certificateId);
     checkEtag(name, current.revision, etag);
     await this.uow.transaction(async (repos) => {
-      await this.lockActive(repos, instanceId);
+      await lockActiveInstance(repos, instanceId);
       // Throwing inside rolls back any partial delete.
       if (!(await repos.certificates.delete(instanceId, certificateId, current.revision))) throw new EtagMismatchError(name, etag !== "");
     });
   }
 
-  /**
-   * Inside a write transaction: re-reads the instance under a shared lock and checks it is still ACTIVE, so a
-   * concurrent DeleteInstance (which updates that row) either waits for this write or makes it fail; no write
-   * lands in an instance pending reclamation.
-   */
-  private async lockActive(repos: Repositories, instanceId: string): Promise<void> {
-    const instance = await repos.instances.getForShare(instanceId);
-    if (!instance) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(instanceId), `instance ${instanceName(instanceId)} does not exist`);
-    requireActive(instance);
-  }
-
   /** The instance, which must be ACTIVE. @throws NotFoundError, FailedPreconditionError (requireActive) */
   private async instance(instanceId: string): Promise<InstanceRecord> {
     const instance = await this.uow.repos.instances.get(instanceId);
-    if (!instance) {
-      const name = instanceName(instanceId);
-      throw new NotFoundError("INSTANCE_NOT_FOUND", name, `instance ${name} does not exist`);
-    }
+    if (!instance) throw instanceNotFound(instanceId);
     requireActive(instance);
     return instance;
   }

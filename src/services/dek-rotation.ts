@@ -12,10 +12,10 @@
  */
 import type { Logger } from "pino";
 import { open, seal, type SecretField } from "../crypto/envelope.js";
-import { AbortedError, NotFoundError } from "../domain/errors.js";
+import { AbortedError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
-import type { CertificateVersionRecord, Clock, DekRecord, InstanceRecord, Repositories, UnitOfWork } from "../domain/ports.js";
-import { requireActive } from "./instance-state.js";
+import type { CertificateVersionRecord, DekRecord, InstanceRecord, Repositories, UnitOfWork } from "../domain/ports.js";
+import { lockActiveInstance, requireActive } from "./instance-state.js";
 import type { Keyring, LentDek } from "./keyring.js";
 
 /** Rotation tuning. */
@@ -40,7 +40,6 @@ export class DekRotation {
   constructor(
     private readonly uow: UnitOfWork,
     private readonly keyring: Keyring,
-    private readonly clock: Clock,
     private readonly log: Logger,
     private readonly opts: RotationOptions,
   ) {}
@@ -51,9 +50,7 @@ export class DekRotation {
    * @throws NeedsRotation when the DEK is full; FailedPreconditionError / NotFoundError for the instance.
    */
   async lockForSealing(repos: Repositories, instance: InstanceRecord, needed: number): Promise<LentDek> {
-    const current = await repos.instances.getForShare(instance.id);
-    if (!current) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(instance.id), `instance ${instanceName(instance.id)} does not exist`);
-    requireActive(current);
+    const current = await lockActiveInstance(repos, instance.id);
     const dek = await this.keyring.activeDek(repos, current);
     if (dek.encryptionCount + needed > this.opts.maxEncryptionsPerDek) {
       dek.release();
@@ -92,9 +89,7 @@ export class DekRotation {
   ): Promise<boolean> {
     const fresh = await this.keyring.newDek(instance, true);
     return this.uow.transaction(async (repos) => {
-      const current = await repos.instances.getForShare(instance.id);
-      if (!current) return false;
-      requireActive(current);
+      await lockActiveInstance(repos, instance.id);
       const active = await repos.deks.getActive(instance.id, true);
       if (!shouldRotate(active)) return false;
       if (active) await repos.deks.retire(active.id, previous);

@@ -9,10 +9,10 @@ import { open, type SecretField } from "../crypto/envelope.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type { CertificateRecord, CertificateVersionRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { parseCertificateFilter } from "./filter.js";
-import { requireActive } from "./instance-state.js";
+import { instanceNotFound, requireActive } from "./instance-state.js";
 import type { Keyring } from "./keyring.js";
 import { PageTokenCodec } from "./page-token.js";
-import { DecryptionError, NotFoundError } from "../domain/errors.js";
+import { DecryptionError } from "../domain/errors.js";
 
 /** What to export. */
 export interface ExportRequest {
@@ -54,7 +54,7 @@ export class ExportService {
    */
   async start(req: ExportRequest, signal?: AbortSignal): Promise<AsyncGenerator<ExportedCertificate>> {
     const instance = await this.uow.repos.instances.get(req.instanceId);
-    if (!instance) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(req.instanceId), `instance ${instanceName(req.instanceId)} does not exist`);
+    if (!instance) throw instanceNotFound(req.instanceId);
     requireActive(instance);
     const filter = parseCertificateFilter(req.filter);
     const recipient = req.recipientPublicKey ? parseRecipientKey(req.recipientPublicKey) : undefined;

@@ -4,7 +4,7 @@
  */
 import { FailedPreconditionError, NotFoundError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
-import type { InstanceRecord } from "../domain/ports.js";
+import type { InstanceRecord, Repositories } from "../domain/ports.js";
 
 /** `reclamations/{id}`. */
 export const reclamationName = (id: string): string => `reclamations/${id}`;
@@ -28,4 +28,22 @@ export function requireActive(instance: InstanceRecord): void {
     err.metadata.reclamation = reclamationName(instance.reclamationId ?? "");
     throw err;
   }
+}
+
+/** NOT_FOUND for an instance that does not exist. */
+export function instanceNotFound(id: string): NotFoundError {
+  return new NotFoundError("INSTANCE_NOT_FOUND", instanceName(id), `instance ${instanceName(id)} does not exist`);
+}
+
+/**
+ * Inside a write transaction: re-reads the instance under a shared row lock and checks it is still ACTIVE, so a
+ * concurrent DeleteInstance (which updates that row) either waits for this write or makes it fail; no write
+ * lands in an instance pending reclamation.
+ * @throws NotFoundError INSTANCE_NOT_FOUND, and as requireActive.
+ */
+export async function lockActiveInstance(repos: Repositories, id: string): Promise<InstanceRecord> {
+  const instance = await repos.instances.getForShare(id);
+  if (!instance) throw instanceNotFound(id);
+  requireActive(instance);
+  return instance;
 }

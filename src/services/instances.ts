@@ -2,11 +2,11 @@
  * Instance use cases (InstanceService): create with a fresh wrapped DEK, get, list, update.
  */
 import { v7 as uuidv7 } from "uuid";
-import { NotFoundError, RootKeyError, UniqueConstraintError } from "../domain/errors.js";
+import { RootKeyError, UniqueConstraintError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
-import { requireActive } from "./instance-state.js";
+import { instanceNotFound, requireActive } from "./instance-state.js";
 import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring, RootKeyView } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
@@ -135,7 +135,7 @@ export class InstanceService {
   /** @throws NotFoundError INSTANCE_NOT_FOUND */
   async get(id: string): Promise<InstanceRecord> {
     const instance = await this.uow.repos.instances.get(id);
-    if (!instance) throw new NotFoundError("INSTANCE_NOT_FOUND", instanceName(id), `instance ${instanceName(id)} does not exist`);
+    if (!instance) throw instanceNotFound(id);
     return instance;
   }
 

@@ -4,7 +4,6 @@
  * of that around and inside the blocks (RFC 7468 §3 "lax" parsing), and always write the strict form.
  */
 import { InvalidArgumentError } from "../domain/errors.js";
-import { X509Reason } from "./reasons.js";
 
 /** One decoded PEM block. */
 export interface PemBlock {
