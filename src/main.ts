@@ -111,7 +111,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       config.reclamationRetentionMs,
       rotation,
     );
-    const certificates = new CertificateService(uow, keyring, clock, pageTokens, rotation);
+    const certificates = new CertificateService(uow, keyring, clock, pageTokens, rotation, config.rootCertificate);
     const reclamations = new ReclamationService(uow, keyring, clock, pageTokens, log.child({ component: "reclamations" }), {
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,

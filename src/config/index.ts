@@ -46,6 +46,8 @@ export interface Config {
   pkcs11?: { modulePath: string; tokenLabel: string; pin: string; sessionPoolSize: number; callTimeoutMs: number };
   /** How long SIGTERM waits for in-flight calls before forcing the shutdown, ms. */
   shutdownGraceMs: number;
+  /** What imports do with a self-signed root among the intermediates when the request does not say. */
+  rootCertificate: "keep" | "drop";
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -151,8 +153,14 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     throw new ConfigError("CM_DEFAULT_ROOT_KEY_ID", "must match [a-z][a-z0-9-]{0,62}");
   }
 
+  const rootCertificate = str(env, "CM_ROOT_CERTIFICATE", "keep");
+  if (rootCertificate !== "keep" && rootCertificate !== "drop") {
+    throw new ConfigError("CM_ROOT_CERTIFICATE", `must be keep or drop, got ${JSON.stringify(rootCertificate)}`);
+  }
+
   return Object.freeze({
     listenAddress,
+    rootCertificate,
     dataDir,
     database,
     localKeystorePath: path.resolve(str(env, "CM_LOCAL_KEYSTORE", path.join(dataDir, "root-keys.json"))),

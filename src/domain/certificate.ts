@@ -6,13 +6,31 @@
 /** Key algorithm family of the certificate's subject public key. */
 export type KeyAlgorithm = "RSA" | "EC" | "ED25519" | "ED448";
 
-/** Subject alternative names by type (RFC 5280 §4.2.1.6). */
+/**
+ * A subject alternative name without a list of its own: an RFC 5280 `otherName` (typeId is its dotted type-id), or
+ * an `x400Address` / `ediPartyName` (typeId is that word).
+ */
+export interface OtherName {
+  typeId: string;
+  /** The text of a UTF8String, IA5String, PrintableString or BMPString value; otherwise `#` + lowercase hex of its DER. */
+  value: string;
+}
+
+/**
+ * Subject alternative names by type (RFC 5280 §4.2.1.6), each list in certificate order. Stored as JSON: rows
+ * written before directoryName, registeredId and otherName existed lack those keys, and read them as empty.
+ */
 export interface SubjectAltNames {
   dns: string[];
   /** IPv4 dotted or IPv6 in RFC 5952 form. */
   ip: string[];
   email: string[];
   uri: string[];
+  /** RFC 4514 strings. */
+  directoryName: string[];
+  /** Dotted object identifiers. */
+  registeredId: string[];
+  otherName: OtherName[];
 }
 
 /** Metadata derived from an X.509 certificate (RFC 5280) and its key. All values are public. */
@@ -38,6 +56,34 @@ export interface CertificateMetadata {
   /** True when subject equals issuer and the signature verifies with the certificate's own key. */
   selfSigned: boolean;
 }
+
+/**
+ * Something the import changed in the submitted material to store it in clean form (proto ImportRepair.Kind
+ * without its prefix).
+ */
+export type RepairKind =
+  | "CHAIN_SPLIT"
+  | "LEAF_COPY_DROPPED"
+  | "DUPLICATE_INTERMEDIATES_DROPPED"
+  | "INTERMEDIATES_REORDERED"
+  | "ROOT_DROPPED"
+  | "PKCS12_UNPACKED"
+  | "DER_CONVERTED"
+  | "PRIVATE_KEY_DECRYPTED"
+  | "PRIVATE_KEY_CONVERTED"
+  | "PEM_LABEL_CORRECTED"
+  | "TEXT_NORMALIZED"
+  | "PRIVATE_KEY_MOVED"
+  | "PKCS7_UNPACKED";
+
+/** One change made by the import, with a sentence for a person (never key material). */
+export interface ImportRepair {
+  kind: RepairKind;
+  description: string;
+}
+
+/** What to do with a self-signed root among the intermediates: keep it last, or drop it (RFC 8446 §4.4.2). */
+export type RootCertificatePolicy = "keep" | "drop";
 
 /** Lifecycle state of a stored certificate, derived from the clock. */
 export type CertificateState = "ACTIVE";

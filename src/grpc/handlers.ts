@@ -10,16 +10,17 @@ import type {
   ImportCertificateRequest,
   ImportCertificatesRequest,
   ImportCertificatesResponse,
+  ReimportCertificateRequest,
 } from "../../gen/ts/certmanager/v1/certificate.js";
 import type { ExportService } from "../services/export.js";
 import type { InstanceServiceServer } from "../../gen/ts/certmanager/v1/instance.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { parseCertificateName, parseInstanceName, parseReclamationName } from "../domain/names.js";
-import type { CertificateService } from "../services/certificates.js";
+import type { CertificateService, MaterialInput } from "../services/certificates.js";
 import type { InstanceService } from "../services/instances.js";
 import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { ReclamationService } from "../services/reclamations.js";
-import { toCertificate, toInstance, toReclamation } from "./mappers.js";
+import { fromRootCertificate, toCertificate, toInstance, toReclamation, toRepairs } from "./mappers.js";
 import { toServiceError, toStatus } from "./status.js";
 import type { CertificateRecord, InstanceRecord } from "../domain/ports.js";
 import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
@@ -129,6 +130,20 @@ function drained(call: ServerWritableStream<unknown, unknown> | ServerDuplexStre
   });
 }
 
+/** The material fields shared by ImportCertificate and ReimportCertificate. */
+function materialOf(req: ImportCertificateRequest | ReimportCertificateRequest): MaterialInput {
+  return {
+    certificate: req.certificate,
+    privateKey: req.privateKey,
+    intermediates: req.intermediates,
+    certificateDer: req.certificateDer,
+    privateKeyDer: req.privateKeyDer,
+    pkcs12: req.pkcs12,
+    passphrase: req.passphrase,
+    rootCertificate: fromRootCertificate(req.rootCertificate),
+  };
+}
+
 /** CertificateService handlers. */
 export function certificateHandlers(log: Logger, certificates: CertificateService, exporter: ExportService): CertificateServiceServer {
   // Validity (expired, not yet valid) is derived from the service's clock at answer time.
@@ -136,15 +151,13 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
   const importOne = async (req: ImportCertificateRequest) => {
     const instanceId = parseInstanceName(req.parent, "parent");
     const fields = checkUserFields("", req);
-    return certificates.import(
-      instanceId,
-      { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
-      fields,
-      checkRequestId(req.requestId),
-    );
+    return certificates.import(instanceId, materialOf(req), fields, checkRequestId(req.requestId));
   };
   return {
-    importCertificate: unary(log, "ImportCertificate", async (req) => ({ certificate: toProto(await importOne(req)) })),
+    importCertificate: unary(log, "ImportCertificate", async (req) => {
+      const { certificate, repairs } = await importOne(req);
+      return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
+    }),
     exportCertificates: (call) => {
       const callId = randomUUID();
       const started = process.hrtime.bigint();
@@ -211,12 +224,13 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
           let response: ImportCertificatesResponse;
           try {
             if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
-            response = { index, requestId: item.requestId, certificate: toProto(await importOne(item)), error: undefined };
+            const { certificate, repairs } = await importOne(item);
+            response = { index, requestId: item.requestId, certificate: toProto(certificate), error: undefined, repairs: toRepairs(repairs) };
           } catch (err) {
             const { status, expected } = toStatus(err, callId);
             if (!expected) log.error({ method: "ImportCertificates", call_id: callId, index, err: loggableError(err) }, "item failed unexpectedly");
             failed++;
-            response = { index, requestId: item?.requestId ?? "", certificate: undefined, error: status };
+            response = { index, requestId: item?.requestId ?? "", certificate: undefined, error: status, repairs: [] };
           }
           index++;
           if (call.cancelled) break;
@@ -237,13 +251,8 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
     },
     reimportCertificate: unary(log, "ReimportCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
-      const cert = await certificates.reimport(
-        instanceId,
-        certificateId,
-        { certificate: req.certificate, privateKey: req.privateKey, intermediates: req.intermediates },
-        req.etag,
-      );
-      return { certificate: toProto(cert) };
+      const { certificate, repairs } = await certificates.reimport(instanceId, certificateId, materialOf(req), req.etag);
+      return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
     getCertificate: unary(log, "GetCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");

@@ -1,6 +1,13 @@
 /** Domain records to generated proto messages. Pure functions; nothing secret passes through them. */
-import { KeyAlgorithm, ValidityState as CertificateValidityState, type Certificate } from "../../gen/ts/certmanager/v1/certificate.js";
-import { validityAt, type ValidityState } from "../domain/certificate.js";
+import {
+  ImportRepair_Kind,
+  KeyAlgorithm,
+  RootCertificatePolicy as RootCertificatePolicyProto,
+  ValidityState as CertificateValidityState,
+  type Certificate,
+  type ImportRepair as ImportRepairProto,
+} from "../../gen/ts/certmanager/v1/certificate.js";
+import { validityAt, type ImportRepair, type RepairKind, type RootCertificatePolicy, type ValidityState } from "../domain/certificate.js";
 import { Instance_KeyManagement, Instance_RootKeyState, Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
 import type { RootKeyView } from "../services/keyring.js";
 import type { InstanceKeyView } from "../services/instances.js";
@@ -85,7 +92,15 @@ export function toCertificate(c: CertificateRecord, now: Date): Certificate {
     subjectCommonName: m.subjectCommonName,
     subject: m.subject,
     issuer: m.issuer,
-    subjectAltNames: { dnsNames: m.sans.dns, ipAddresses: m.sans.ip, emailAddresses: m.sans.email, uris: m.sans.uri },
+    subjectAltNames: {
+      dnsNames: m.sans.dns,
+      ipAddresses: m.sans.ip,
+      emailAddresses: m.sans.email,
+      uris: m.sans.uri,
+      directoryNames: m.sans.directoryName,
+      registeredIds: m.sans.registeredId,
+      otherNames: m.sans.otherName.map((o) => ({ typeId: o.typeId, value: o.value })),
+    },
     serialNumber: m.serialNumber,
     notBefore: m.notBefore,
     notAfter: m.notAfter,
@@ -109,3 +124,36 @@ const VALIDITY: Record<ValidityState, CertificateValidityState> = {
   EXPIRED: CertificateValidityState.VALIDITY_STATE_EXPIRED,
   NOT_YET_VALID: CertificateValidityState.VALIDITY_STATE_NOT_YET_VALID,
 };
+
+const REPAIR_KINDS: Record<RepairKind, ImportRepair_Kind> = {
+  CHAIN_SPLIT: ImportRepair_Kind.KIND_CHAIN_SPLIT,
+  LEAF_COPY_DROPPED: ImportRepair_Kind.KIND_LEAF_COPY_DROPPED,
+  DUPLICATE_INTERMEDIATES_DROPPED: ImportRepair_Kind.KIND_DUPLICATE_INTERMEDIATES_DROPPED,
+  INTERMEDIATES_REORDERED: ImportRepair_Kind.KIND_INTERMEDIATES_REORDERED,
+  ROOT_DROPPED: ImportRepair_Kind.KIND_ROOT_DROPPED,
+  PKCS12_UNPACKED: ImportRepair_Kind.KIND_PKCS12_UNPACKED,
+  DER_CONVERTED: ImportRepair_Kind.KIND_DER_CONVERTED,
+  PRIVATE_KEY_DECRYPTED: ImportRepair_Kind.KIND_PRIVATE_KEY_DECRYPTED,
+  PRIVATE_KEY_CONVERTED: ImportRepair_Kind.KIND_PRIVATE_KEY_CONVERTED,
+  PEM_LABEL_CORRECTED: ImportRepair_Kind.KIND_PEM_LABEL_CORRECTED,
+  TEXT_NORMALIZED: ImportRepair_Kind.KIND_TEXT_NORMALIZED,
+  PRIVATE_KEY_MOVED: ImportRepair_Kind.KIND_PRIVATE_KEY_MOVED,
+  PKCS7_UNPACKED: ImportRepair_Kind.KIND_PKCS7_UNPACKED,
+};
+
+/** Import repairs as the proto's ImportRepair messages. */
+export function toRepairs(repairs: ImportRepair[]): ImportRepairProto[] {
+  return repairs.map((r) => ({ kind: REPAIR_KINDS[r.kind], description: r.description }));
+}
+
+/** The request's root policy; undefined (server default) when unspecified. */
+export function fromRootCertificate(value: RootCertificatePolicyProto): RootCertificatePolicy | undefined {
+  switch (value) {
+    case RootCertificatePolicyProto.ROOT_CERTIFICATE_POLICY_KEEP:
+      return "keep";
+    case RootCertificatePolicyProto.ROOT_CERTIFICATE_POLICY_DROP:
+      return "drop";
+    default:
+      return undefined;
+  }
+}

@@ -5,7 +5,7 @@
  */
 import { v7 as uuidv7 } from "uuid";
 import { open, seal, type SecretContext, type SecretField } from "../crypto/envelope.js";
-import type { CertificateMaterial } from "../domain/certificate.js";
+import type { CertificateMaterial, ImportRepair, RootCertificatePolicy } from "../domain/certificate.js";
 import { AlreadyExistsError, DecryptionError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type {
@@ -16,7 +16,7 @@ import type {
   Repositories,
   UnitOfWork,
 } from "../domain/ports.js";
-import { parseImport, type ParsedImport } from "../x509/index.js";
+import { readImport, type ImportInput, type ParsedImport } from "../x509/index.js";
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { instanceNotFound, lockActiveInstance, requireActive } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
@@ -24,11 +24,13 @@ import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring, LentDek } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
-/** Raw material as the user sent it (PEM text); "" means absent. */
-export interface MaterialInput {
-  certificate: string;
-  privateKey: string;
-  intermediates: string;
+/** Raw material as the user sent it (PEM text, DER, PKCS#12); "" / empty means absent. */
+export type MaterialInput = ImportInput;
+
+/** A stored certificate and what the import changed in the submitted material to store it. */
+export interface ImportResult {
+  certificate: CertificateRecord;
+  repairs: ImportRepair[];
 }
 
 /** User-settable certificate fields. */
@@ -56,7 +58,13 @@ export class CertificateService {
     private readonly clock: Clock,
     private readonly pageTokens: PageTokenCodec,
     private readonly rotation: DekRotation,
+    private readonly defaultRootCertificate: RootCertificatePolicy = "keep",
   ) {}
+
+  /** Reads and checks the submitted material; the root policy defaults to the service's. */
+  private parse(input: MaterialInput): Promise<ParsedImport> {
+    return readImport({ ...input, rootCertificate: input.rootCertificate ?? this.defaultRootCertificate });
+  }
 
   /** The service's current time (validity states are derived from it). */
   now(): Date {
@@ -68,11 +76,21 @@ export class CertificateService {
    * @throws InvalidArgumentError (x509 reasons, REQUEST_ID_REUSED), NotFoundError INSTANCE_NOT_FOUND,
    *         AlreadyExistsError CERTIFICATE_ALREADY_EXISTS, RootKeyError.
    */
-  async import(instanceId: string, input: MaterialInput, fields: CertificateFields, requestId: string): Promise<CertificateRecord> {
+  async import(instanceId: string, input: MaterialInput, fields: CertificateFields, requestId: string): Promise<ImportResult> {
     const instance = await this.instance(instanceId);
-    const scope = `certificates:${instanceId}`;
     // Parse first: it validates every field before any work on keys or the database.
-    const parsed = parseImport(input);
+    const parsed = await this.parse(input);
+    return { certificate: await this.importParsed(instance, instanceId, parsed, fields, requestId), repairs: parsed.repairs };
+  }
+
+  private async importParsed(
+    instance: InstanceRecord,
+    instanceId: string,
+    parsed: ParsedImport,
+    fields: CertificateFields,
+    requestId: string,
+  ): Promise<CertificateRecord> {
+    const scope = `certificates:${instanceId}`;
     const fingerprint = parsed.metadata.sha256Fingerprint;
     if (requestId) {
       const earlier = await this.uow.repos.requestIds.find(scope, requestId);
@@ -130,9 +148,12 @@ export class CertificateService {
    * Adds a new version of a certificate's material and makes it current; earlier versions stay readable.
    * @throws as `import`, plus EtagMismatchError and NotFoundError CERTIFICATE_NOT_FOUND.
    */
-  async reimport(instanceId: string, certificateId: string, input: MaterialInput, etag: string): Promise<CertificateRecord> {
-    const parsed = parseImport(input);
-    return retryUnconditional(etag, () => this.reimportParsed(instanceId, certificateId, parsed, etag));
+  async reimport(instanceId: string, certificateId: string, input: MaterialInput, etag: string): Promise<ImportResult> {
+    // Cheap checks first: a missing certificate is reported before any parsing work.
+    await this.get(instanceId, certificateId);
+    const parsed = await this.parse(input);
+    const certificate = await retryUnconditional(etag, () => this.reimportParsed(instanceId, certificateId, parsed, etag));
+    return { certificate, repairs: parsed.repairs };
   }
 
   private async reimportParsed(instanceId: string, certificateId: string, parsed: ParsedImport, etag: string): Promise<CertificateRecord> {

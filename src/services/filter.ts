@@ -21,7 +21,10 @@ function isRfc3339(text: string): boolean {
   const t = Date.parse(text);
   if (Number.isNaN(t)) return false;
   const [y, mo, d, h, mi, s] = text.match(/\d+/g)!.slice(0, 6).map(Number);
-  const days = new Date(Date.UTC(y, mo, 0)).getUTCDate();
+  // setUTCFullYear, not Date.UTC: Date.UTC reads years 0-99 as 1900-1999 (year 0 is a leap year, 1900 is not).
+  const lastDay = new Date(0);
+  lastDay.setUTCFullYear(y, mo, 0);
+  const days = lastDay.getUTCDate();
   return mo >= 1 && mo <= 12 && d >= 1 && d <= days && h <= 23 && mi <= 59 && s <= 59;
 }
 
@@ -73,6 +76,10 @@ export function parseCertificateFilter(text: string): CertificateFilter {
       case "not_after":
       case "not_before": {
         if (op.text === "=") fail(`${field.text} takes <, <=, > or >=, not =`);
+        if (value.kind === "string" && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?$/.test(value.text)) {
+          // RFC 3339 §5.6 requires an offset: without one the instant would depend on the server's time zone.
+          fail(`${field.text} time ${JSON.stringify(value.text)} has no time zone offset; add Z for UTC or an offset such as +02:00, e.g. "${value.text}Z"`);
+        }
         if (value.kind !== "string" || !isRfc3339(value.text)) {
           fail(`${field.text} must be compared with an RFC 3339 time in double quotes, such as "2027-01-01T00:00:00Z"`);
         }

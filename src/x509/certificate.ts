@@ -8,7 +8,8 @@ import { X509Certificate as NodeCertificate, createHash, type KeyObject } from "
 import { isIP } from "node:net";
 import * as px509 from "@peculiar/x509";
 import type { SubjectAltNames } from "../domain/certificate.js";
-import { formatDn } from "./dn.js";
+import { decodeOid, derChildren, type Tlv } from "./der.js";
+import { decodeString, formatDn, formatDnDer } from "./dn.js";
 
 /** @peculiar/x509 certificate that also exposes the raw serial INTEGER content bytes. */
 class PeculiarCertificate extends px509.X509Certificate {
@@ -93,43 +94,188 @@ export function serialHex(cert: ParsedCertificate): string {
   return cert.peculiar.serialContent.toString("hex");
 }
 
-/** notBefore / notAfter (RFC 5280 §4.1.2.5), truncated to whole seconds (§4.1.2.5.2 forbids fractions). */
-export function validity(cert: ParsedCertificate): { notBefore: Date; notAfter: Date } {
-  const second = (d: Date) => new Date(Math.floor(d.getTime() / 1000) * 1000);
-  return { notBefore: second(cert.peculiar.notBefore), notAfter: second(cert.peculiar.notAfter) };
+/** The DER elements of the TBSCertificate (RFC 5280 §4.1) that the metadata reads: validity and extensions. */
+function tbsParts(cert: ParsedCertificate): { notBefore: Tlv; notAfter: Tlv; extensions: Tlv[] } {
+  const der = cert.der;
+  const [certificate] = derChildren(der);
+  const [tbs] = derChildren(der, certificate);
+  const fields = derChildren(der, tbs);
+  // version [0] EXPLICIT is absent for v1 certificates; then serial, signature, issuer, validity.
+  const validityAt = fields[0]?.tag === 0xa0 ? 4 : 3;
+  const validitySeq = fields[validityAt];
+  const times = validitySeq?.tag === 0x30 ? derChildren(der, validitySeq) : [];
+  if (times.length !== 2) throw new CertificateDefect("its validity is not a SEQUENCE of two times (RFC 5280 §4.1.2.5)");
+  const extField = fields.find((f) => f.tag === 0xa3);
+  const [extSeq] = extField ? derChildren(der, extField) : [];
+  return { notBefore: times[0], notAfter: times[1], extensions: extSeq ? derChildren(der, extSeq) : [] };
 }
 
 /**
- * Subject alternative names by type (RFC 5280 §4.2.1.6), in certificate order. Name types we do not keep
- * (directoryName, otherName, registeredID, …) are skipped, and so are iPAddress values that are not 4 or 16 bytes.
+ * One Time (RFC 5280 §4.1.2.5) as a Date, read from its DER. RFC 5280 asks for `YYMMDDHHMMSSZ` (UTCTime, years
+ * 1950-2049) and `YYYYMMDDHHMMSSZ` (GeneralizedTime); we also accept the other X.680 forms whose instant is
+ * unambiguous (seconds or GeneralizedTime minutes left out, a `+hh[mm]`/`-hh[mm]` offset, fractions of a second), and
+ * refuse a GeneralizedTime without a zone: it is local time of an unknown place, and reading it in the server's
+ * zone (as asn1js does) would make the stored instant depend on where the server runs.
+ */
+function readTime(der: Buffer, tlv: Tlv, field: "notBefore" | "notAfter"): Date {
+  const text = der.subarray(tlv.contentStart, tlv.end).toString("latin1");
+  const bad = (why: string) => new CertificateDefect(`its ${field} ${JSON.stringify(text)} ${why} (RFC 5280 §4.1.2.5)`);
+  let m: RegExpExecArray | null;
+  let year: number;
+  let rest: string[];
+  let fraction = "";
+  let zone: string;
+  if (tlv.tag === 0x17) {
+    m = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})?(Z|[+-]\d{4})$/.exec(text);
+    if (!m) throw bad("is not a UTCTime of the form YYMMDDHHMMSSZ");
+    const yy = Number(m[1]);
+    year = yy >= 50 ? 1900 + yy : 2000 + yy; // §4.1.2.5.1
+    rest = [m[2], m[3], m[4], m[5], m[6] ?? "00"];
+    zone = m[7];
+  } else if (tlv.tag === 0x18) {
+    m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})?(\d{2})?(?:[.,](\d+))?(Z|[+-]\d{2}(?:\d{2})?)?$/.exec(text);
+    if (!m) throw bad("is not a GeneralizedTime of the form YYYYMMDDHHMMSSZ");
+    if (m[8] === undefined) throw bad("has no time zone, so its instant is unknown; RFC 5280 requires Z");
+    if (m[7] !== undefined && m[6] === undefined) throw bad("has a fraction of an hour or minute");
+    year = Number(m[1]);
+    rest = [m[2], m[3], m[4], m[5] ?? "00", m[6] ?? "00"];
+    fraction = m[7] ?? "";
+    zone = m[8].length === 3 ? `${m[8]}00` : m[8];
+  } else {
+    throw bad("is neither a UTCTime nor a GeneralizedTime");
+  }
+  const [month, day, hour, minute, second] = rest.map(Number);
+  const [offH, offM] = zone === "Z" ? [0, 0] : [Number(zone.slice(1, 3)), Number(zone.slice(3, 5))];
+  const offsetMinutes = (zone[0] === "-" ? -1 : 1) * (offH * 60 + offM);
+  const ms = Number(`0.${fraction || "0"}`) * 1000;
+  const d = new Date(0);
+  d.setUTCFullYear(year, month - 1, day); // setUTCFullYear, not Date.UTC: Date.UTC maps years 0-99 to 1900-1999
+  d.setUTCHours(hour, minute, second, Math.floor(ms));
+  if (d.getUTCMonth() !== month - 1 || d.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59 || offH > 23 || offM > 59) {
+    throw bad("is not a valid calendar time");
+  }
+  return new Date(d.getTime() - offsetMinutes * 60_000);
+}
+
+/**
+ * notBefore / notAfter (RFC 5280 §4.1.2.5), truncated to whole seconds (§4.1.2.5.2 forbids fractions), read from
+ * the DER with readTime (never in the server's time zone).
+ * @throws CertificateDefect when a time is malformed or has no zone.
+ */
+export function validity(cert: ParsedCertificate): { notBefore: Date; notAfter: Date } {
+  const second = (d: Date) => new Date(Math.floor(d.getTime() / 1000) * 1000);
+  let parts: ReturnType<typeof tbsParts>;
+  try {
+    parts = tbsParts(cert);
+  } catch (err) {
+    if (err instanceof CertificateDefect) throw err;
+    throw new CertificateDefect("its TBSCertificate could not be read as DER (RFC 5280 §4.1)");
+  }
+  return { notBefore: second(readTime(cert.der, parts.notBefore, "notBefore")), notAfter: second(readTime(cert.der, parts.notAfter, "notAfter")) };
+}
+
+const SAN_OID = "2.5.29.17";
+/** Universal tags of the otherName values shown as text (proto OtherName.value): UTF8, IA5, Printable, BMP. */
+const OTHER_NAME_TEXT_TAGS = [0x0c, 0x16, 0x13, 0x1e] as const;
+
+/**
+ * Subject alternative names by type (RFC 5280 §4.2.1.6), in certificate order within each type:
+ * - dNSName, rfc822Name, uniformResourceIdentifier: the IA5String text as @peculiar/x509 decodes it;
+ * - iPAddress: normalised (see normalizeIp); values that are not 4 or 16 bytes are skipped;
+ * - directoryName: RFC 4514 string (formatDnDer), one entry whatever its commas;
+ * - registeredID: dotted OID;
+ * - otherName: `{ typeId: dotted OID, value }`, the value as text when it is a UTF8String, IA5String,
+ *   PrintableString or BMPString, else `#` and the lowercase hex of its DER. So a Microsoft UPN
+ *   (1.3.6.1.4.1.311.20.2.3) is its text and a Microsoft GUID (1.3.6.1.4.1.311.25.1, an OCTET STRING) is
+ *   `#0410` and its 16 bytes, whatever names @peculiar/x509 gives them (`upn`, `guid`);
+ * - x400Address and ediPartyName: otherName entries with typeId `x400Address` / `ediPartyName` and as value `#`
+ *   and the hex of the ORAddress / EDIPartyName SEQUENCE's DER (the [3]/[5] implicit tag read back as the
+ *   universal SEQUENCE tag 30). @peculiar/x509 2.2 throws on both, so the extension is walked here.
  *
- * @throws CertificateDefect when the certificate carries more than one subjectAltName extension (RFC 5280 §4.2).
+ * @throws CertificateDefect when the certificate carries more than one subjectAltName extension (RFC 5280 §4.2)
+ *   or the extension is not a well-formed GeneralNames.
  */
 export function subjectAltNames(cert: ParsedCertificate): SubjectAltNames {
-  const sans: SubjectAltNames = { dns: [], ip: [], email: [], uri: [] };
-  const exts = cert.peculiar.getExtensions(px509.SubjectAlternativeNameExtension);
-  if (exts.length > 1) throw new CertificateDefect("it has more than one subjectAltName extension (RFC 5280 §4.2 allows one)");
-  for (const name of exts[0]?.names.items ?? []) {
-    switch (name.type) {
-      case "dns":
-        sans.dns.push(name.value);
-        break;
-      case "email":
-        sans.email.push(name.value);
-        break;
-      case "url":
-        sans.uri.push(name.value);
-        break;
-      case "ip": {
-        const ip = normalizeIp(name.value);
-        if (ip !== undefined) sans.ip.push(ip);
-        break;
-      }
-      default:
-        break;
-    }
+  const sans: SubjectAltNames = { dns: [], ip: [], email: [], uri: [], directoryName: [], registeredId: [], otherName: [] };
+  const der = cert.der;
+  let values: Buffer[];
+  try {
+    values = tbsParts(cert).extensions.flatMap((ext) => {
+      const parts = derChildren(der, ext);
+      if (parts[0]?.tag !== 0x06 || decodeOid(der.subarray(parts[0].contentStart, parts[0].end)) !== SAN_OID) return [];
+      const octets = parts[parts.length - 1];
+      if (octets.tag !== 0x04) throw new Error("extnValue is not an OCTET STRING");
+      return [der.subarray(octets.contentStart, octets.end)];
+    });
+  } catch (err) {
+    throw new CertificateDefect(`its extensions could not be read as DER (RFC 5280 §4.1.2.9): ${(err as Error).message}`);
+  }
+  if (values.length > 1) throw new CertificateDefect("it has more than one subjectAltName extension (RFC 5280 §4.2 allows one)");
+  if (values.length === 0) return sans;
+  const value = values[0];
+  try {
+    const [seq, ...trailing] = derChildren(value);
+    if (!seq || seq.tag !== 0x30 || trailing.length > 0) throw new Error("it is not one SEQUENCE");
+    for (const gn of derChildren(value, seq)) addGeneralName(sans, value, gn);
+  } catch (err) {
+    if (err instanceof CertificateDefect) throw err;
+    throw new CertificateDefect(`its subjectAltName extension is not a valid GeneralNames (RFC 5280 §4.2.1.6): ${(err as Error).message}`);
   }
   return sans;
+}
+
+/** Adds one GeneralName (X.690 element `gn` of `buf`) to `sans`. @throws Error when it is malformed. */
+function addGeneralName(sans: SubjectAltNames, buf: Buffer, gn: Tlv): void {
+  const content = buf.subarray(gn.contentStart, gn.end);
+  const hexAsSequence = () => `#30${Buffer.from(buf.subarray(gn.start + 1, gn.end)).toString("hex")}`;
+  switch (gn.tag) {
+    case 0xa0: {
+      // otherName: SEQUENCE { type-id OBJECT IDENTIFIER, value [0] EXPLICIT ANY } with the implicit [0] tag.
+      const parts = derChildren(buf, gn);
+      const inner = parts.length === 2 && parts[0].tag === 0x06 && parts[1].tag === 0xa0 ? derChildren(buf, parts[1]) : [];
+      if (inner.length !== 1) throw new Error("an otherName must be { OID, [0] value }");
+      const v = inner[0];
+      const text = decodeString(v.tag, buf.subarray(v.contentStart, v.end), OTHER_NAME_TEXT_TAGS);
+      sans.otherName.push({
+        typeId: decodeOid(buf.subarray(parts[0].contentStart, parts[0].end)),
+        value: text ?? `#${buf.subarray(v.start, v.end).toString("hex")}`,
+      });
+      return;
+    }
+    case 0x81:
+    case 0x82:
+    case 0x86: {
+      // IA5String types: decoded by @peculiar/x509 as before (one octet, one character).
+      const { value } = new px509.GeneralName(new Uint8Array(buf.subarray(gn.start, gn.end)));
+      (gn.tag === 0x81 ? sans.email : gn.tag === 0x82 ? sans.dns : sans.uri).push(value);
+      return;
+    }
+    case 0x87: {
+      // Only 4 or 16 octets are one address; other lengths (a CIDR block, garbage) are skipped.
+      if (content.length !== 4 && content.length !== 16) return;
+      const ip = normalizeIp(new px509.GeneralName(new Uint8Array(buf.subarray(gn.start, gn.end))).value);
+      if (ip !== undefined) sans.ip.push(ip);
+      return;
+    }
+    case 0x88:
+      sans.registeredId.push(decodeOid(content));
+      return;
+    case 0xa3:
+      derChildren(buf, gn); // well-formed contents
+      sans.otherName.push({ typeId: "x400Address", value: hexAsSequence() });
+      return;
+    case 0xa4: {
+      // directoryName [4] is EXPLICIT (a CHOICE): its contents are the Name.
+      sans.directoryName.push(formatDnDer(content));
+      return;
+    }
+    case 0xa5:
+      derChildren(buf, gn);
+      sans.otherName.push({ typeId: "ediPartyName", value: hexAsSequence() });
+      return;
+    default:
+      throw new Error(`GeneralName tag 0x${gn.tag.toString(16)} is not one of RFC 5280's`);
+  }
 }
 
 /**

@@ -8,9 +8,10 @@ import { InvalidArgumentError } from "../domain/errors.js";
 import { issuedBy, type ParsedCertificate } from "./certificate.js";
 import { X509Reason } from "./reasons.js";
 
-/** An intermediate and its 1-based position among the certificates of the `intermediates` field. */
+/** An intermediate, the request field it came from, and its 1-based position among that field's certificates. */
 export interface NumberedCertificate {
   cert: ParsedCertificate;
+  field: string;
   position: number;
 }
 
@@ -30,8 +31,9 @@ const SEARCH_BUDGET = 10_000;
  * @param leaf - the end-entity certificate.
  * @param intermediates - distinct certificates (no duplicates, no copy of the leaf), in input order.
  * @returns the same certificates in issuing order.
- * @throws InvalidArgumentError INTERMEDIATE_NOT_IN_CHAIN (field `intermediates`) naming, by subject and position,
- *   the first intermediate that no ordering can link to the leaf.
+ * @throws InvalidArgumentError INTERMEDIATE_NOT_IN_CHAIN (the certificate's field) naming, by subject and position,
+ *   the first intermediate that no ordering can link to the leaf, and the gap: the issuer name of the last
+ *   certificate that does link (metadata `missingIssuer`), unless that one is a self-signed root.
  */
 export function orderIntermediates(leaf: ParsedCertificate, intermediates: NumberedCertificate[]): NumberedCertificate[] {
   const n = intermediates.length;
@@ -71,15 +73,61 @@ export function orderIntermediates(leaf: ParsedCertificate, intermediates: Numbe
     const inChain = new Set(best);
     const unlinked = intermediates.filter((_, i) => !inChain.has(i));
     const first = unlinked[0];
-    const more = unlinked.length > 1 ? ` (${unlinked.length - 1} more intermediate(s) have the same problem)` : "";
-    throw new InvalidArgumentError(
-      X509Reason.INTERMEDIATE_NOT_IN_CHAIN,
-      "intermediates",
-      `intermediates: certificate ${first.position} (subject "${first.cert.subject}") is not part of the certificate's chain: ` +
-        `it did not issue the certificate nor any other intermediate linked to it (issuer name and signature were checked)${more}; ` +
-        "remove it, or add the missing intermediate that connects it",
-      { metadata: { position: String(first.position), subject: first.cert.subject } },
-    );
+    const more = unlinked.length > 1 ? ` (${unlinked.length - 1} more certificate(s) have the same problem)` : "";
+    // Where the linked part of the chain stops: its last certificate's issuer is the gap, unless it is a root.
+    const top = best.length === 0 ? leaf : intermediates[best[best.length - 1]].cert;
+    const gap = top.issuer !== top.subject || !issuedBy(top, top);
+    const where = `${first.field}: certificate ${first.position} (subject "${first.cert.subject}")`;
+    const message = gap
+      ? `${where} does not link to the certificate: the chain stops at "${top.subject}", whose issuer "${top.issuer}" is missing; ` +
+        `add the certificate of "${top.issuer}"${more}, or remove the certificates that do not belong`
+      : `${where} is not part of the certificate's chain: the chain already ends at the root "${top.subject}" and ` +
+        `this certificate issued none of its certificates (issuer name and signature were checked)${more}; remove it`;
+    throw new InvalidArgumentError(X509Reason.INTERMEDIATE_NOT_IN_CHAIN, first.field, message, {
+      metadata: { position: String(first.position), subject: first.cert.subject, ...(gap ? { missingIssuer: top.issuer } : {}) },
+    });
   }
   return best.map((i) => intermediates[i]);
+}
+
+/**
+ * Picks the leaf among several certificates pasted together (a full chain in the `certificate` field, or the
+ * contents of a PKCS#12 file): the one whose public key is the private key's when a key is given, else the only
+ * one that issued none of the others (RFC 5280 §6.1: the end of the path).
+ *
+ * @param certs - distinct certificates (at least one).
+ * @param matchesKey - tells whether a certificate belongs to the private key; undefined without a key.
+ * @returns the index of the leaf in `certs`.
+ * @throws InvalidArgumentError PRIVATE_KEY_MISMATCH (field `keyField`) when a key is given and no certificate
+ *   matches it; MULTIPLE_CERTIFICATES (field `field`) when, without a key, zero or several certificates issued
+ *   none of the others, naming them.
+ */
+export function selectLeaf(
+  certs: NumberedCertificate[],
+  matchesKey: ((c: ParsedCertificate) => boolean) | undefined,
+  field: string,
+  keyField: string,
+): number {
+  if (certs.length === 1 && matchesKey === undefined) return 0;
+  if (matchesKey) {
+    const i = certs.findIndex((c) => matchesKey(c.cert));
+    if (i >= 0) return i;
+    throw new InvalidArgumentError(
+      X509Reason.PRIVATE_KEY_MISMATCH,
+      keyField,
+      `${keyField}: the private key belongs to none of the ${certs.length} certificate(s) in ${field}; supply the key the certificate was issued for ` +
+        "(compare `openssl x509 -noout -pubkey -in cert.pem` with `openssl pkey -pubout -in key.pem`)",
+    );
+  }
+  const issuedOthers = certs.map((c, i) => certs.some((o, j) => j !== i && issuedBy(o.cert, c.cert)));
+  const ends = certs.filter((_, i) => !issuedOthers[i]);
+  if (ends.length === 1) return certs.indexOf(ends[0]);
+  const names = (ends.length > 0 ? ends : certs).map((c) => `"${c.cert.subject}"`).join(", ");
+  throw new InvalidArgumentError(
+    X509Reason.MULTIPLE_CERTIFICATES,
+    field,
+    `${field}: found ${certs.length} certificates and cannot tell which one is the server (leaf) certificate: ${ends.length} of them (${names}) issued none of the others; ` +
+      "put only the leaf certificate here and its CA certificates in intermediates, or send the private key so the leaf can be recognised",
+    { metadata: { count: String(certs.length) } },
+  );
 }

@@ -1,6 +1,6 @@
 /**
  * Which subject public keys we accept (an allow-list, so that a new algorithm is refused until someone decides):
- * RSA 2048–8192 bits, EC on P-256/P-384/P-521 with a named curve, Ed25519, Ed448. These are what TLS 1.2/1.3
+ * RSA 2048–8192 bits, EC on P-256/P-384/P-521 (named, or explicit parameters equal to those curves'), Ed25519, Ed448. These are what TLS 1.2/1.3
  * stacks commonly use for certificates (RFC 8446 §4.2.3) and what the CA/Browser Forum Baseline Requirements
  * §6.1.5 allow, plus EdDSA (RFC 8410).
  *
@@ -32,10 +32,11 @@ export interface KeyDescription {
 /**
  * Describes and checks the certificate's subject public key (RFC 5280 §4.1.2.7).
  *
- * @throws InvalidArgumentError KEY_TOO_WEAK (field `certificate`) for RSA below {@link MIN_RSA_BITS};
- *   UNSUPPORTED_KEY_ALGORITHM (field `certificate`) for anything else outside the allow-list, naming it.
+ * @param field - the request field the certificate came from (`certificate`, `certificate_der`, `pkcs12`).
+ * @throws InvalidArgumentError KEY_TOO_WEAK (field `field`) for RSA below {@link MIN_RSA_BITS};
+ *   UNSUPPORTED_KEY_ALGORITHM (field `field`) for anything else outside the allow-list, naming it.
  */
-export function describePublicKey(cert: ParsedCertificate): KeyDescription {
+export function describePublicKey(cert: ParsedCertificate, field = "certificate"): KeyDescription {
   const key = publicKeyOf(cert);
   const type = key?.asymmetricKeyType;
   const details = key?.asymmetricKeyDetails ?? {};
@@ -45,29 +46,24 @@ export function describePublicKey(cert: ParsedCertificate): KeyDescription {
       if (bits < MIN_RSA_BITS) {
         throw new InvalidArgumentError(
           X509Reason.KEY_TOO_WEAK,
-          "certificate",
-          `certificate: its RSA key is ${bits} bits, below the minimum of ${MIN_RSA_BITS} bits; reissue the certificate with an RSA key of at least ${MIN_RSA_BITS} bits or an EC P-256 key`,
+          field,
+          `${field}: the certificate's RSA key is ${bits} bits, below the minimum of ${MIN_RSA_BITS} bits; reissue the certificate with an RSA key of at least ${MIN_RSA_BITS} bits or an EC P-256 key`,
           { metadata: { keyAlgorithm: "RSA", keySize: String(bits) } },
         );
       }
       if (bits > MAX_RSA_BITS) {
-        throw unsupported(`RSA ${bits}-bit`, `RSA keys are accepted from ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`);
+        throw unsupported(field, `RSA ${bits}-bit`, `RSA keys are accepted from ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits`);
       }
       return { keyAlgorithm: "RSA", keySize: bits, keyCurve: "" };
     }
     case "ec": {
+      // Explicit curve parameters (RFC 3279 §2.3.5) are accepted when they are exactly a supported named
+      // curve's: OpenSSL then reports that curve's name. Other explicit curves get no name.
       const curve = details.namedCurve ?? "";
-      // OpenSSL reports a named curve even for keys that spell out explicit parameters equal to it, so look
-      // at the SPKI itself.
-      if (!cert.peculiar.spkiParametersAreOid) {
-        throw unsupported(
-          "EC with explicit curve parameters",
-          "RFC 5480 §2.1.1 requires certificates to name the curve; reissue with a named-curve key (P-256, P-384 or P-521)",
-        );
-      }
       const nist = CURVES[curve];
       if (nist === undefined) {
-        throw unsupported(`EC curve ${curve || "unknown"}`, "EC keys are accepted on P-256, P-384 and P-521");
+        const what = cert.peculiar.spkiParametersAreOid ? `EC curve ${curve || "unknown"}` : "EC with explicit parameters of an unnamed curve";
+        throw unsupported(field, what, "EC keys are accepted on P-256, P-384 and P-521");
       }
       return { keyAlgorithm: "EC", keySize: 0, keyCurve: nist };
     }
@@ -77,21 +73,22 @@ export function describePublicKey(cert: ParsedCertificate): KeyDescription {
       return { keyAlgorithm: "ED448", keySize: 0, keyCurve: "" };
     case "rsa-pss":
       throw unsupported(
+        field,
         "RSA-PSS (id-RSASSA-PSS key)",
         "most TLS software cannot use RSA-PSS-only keys; reissue with an ordinary RSA (rsaEncryption) key",
       );
     case undefined:
-      throw unsupported(libraryAlgorithmName(cert), "the public key could not be loaded");
+      throw unsupported(field, libraryAlgorithmName(cert), "the public key could not be loaded");
     default:
-      throw unsupported(type.toUpperCase(), "it cannot be used for TLS server certificates here");
+      throw unsupported(field, type.toUpperCase(), "it cannot be used for TLS server certificates here");
   }
 }
 
-function unsupported(name: string, why: string): InvalidArgumentError {
+function unsupported(field: string, name: string, why: string): InvalidArgumentError {
   return new InvalidArgumentError(
     X509Reason.UNSUPPORTED_KEY_ALGORITHM,
-    "certificate",
-    `certificate: its public key algorithm ${name} is not supported (${why}); supported are RSA ${MIN_RSA_BITS}-${MAX_RSA_BITS} bits, EC P-256, P-384 and P-521, Ed25519 and Ed448`,
+    field,
+    `${field}: the certificate's public key algorithm ${name} is not supported (${why}); supported are RSA ${MIN_RSA_BITS}-${MAX_RSA_BITS} bits, EC P-256, P-384 and P-521, Ed25519 and Ed448`,
     { metadata: { keyAlgorithm: name } },
   );
 }

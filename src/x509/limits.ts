@@ -14,3 +14,9 @@ export const MAX_INTERMEDIATES_BYTES = 512 * 1024;
 
 /** Most distinct intermediate certificates kept (after dropping duplicates and copies of the leaf). */
 export const MAX_INTERMEDIATES = 20;
+
+/** Largest accepted `pkcs12` file, in bytes: a key, a leaf and a long chain fit in 32 KiB; 256 KiB is generous. */
+export const MAX_PKCS12_BYTES = 256 * 1024;
+
+/** Largest accepted `passphrase`, in UTF-8 bytes. */
+export const MAX_PASSPHRASE_BYTES = 1024;

@@ -16,7 +16,7 @@ export const X509Reason = {
   KEY_TOO_WEAK: "KEY_TOO_WEAK",
   /** The certificate's public key is not RSA 2048–8192, EC P-256/P-384/P-521 (named curve), Ed25519 or Ed448. */
   UNSUPPORTED_KEY_ALGORITHM: "UNSUPPORTED_KEY_ALGORITHM",
-  /** `private_key` is password-protected (PKCS#8 EncryptedPrivateKeyInfo or legacy `Proc-Type: 4,ENCRYPTED`). */
+  /** `private_key` is password-protected (PKCS#8 EncryptedPrivateKeyInfo or legacy `Proc-Type: 4,ENCRYPTED`) and no passphrase was given. */
   ENCRYPTED_PRIVATE_KEY: "ENCRYPTED_PRIVATE_KEY",
   /** `private_key` is not exactly one decodable PKCS#8 / PKCS#1 / SEC1 private key. */
   INVALID_PRIVATE_KEY: "INVALID_PRIVATE_KEY",
@@ -26,6 +26,14 @@ export const X509Reason = {
   INTERMEDIATE_NOT_IN_CHAIN: "INTERMEDIATE_NOT_IN_CHAIN",
   /** More than MAX_INTERMEDIATES distinct intermediates. */
   TOO_MANY_INTERMEDIATES: "TOO_MANY_INTERMEDIATES",
+  /** `pkcs12` is password-protected and no passphrase was given. */
+  PASSPHRASE_REQUIRED: "PASSPHRASE_REQUIRED",
+  /** `passphrase` does not open `pkcs12` or the encrypted private key. */
+  WRONG_PASSPHRASE: "WRONG_PASSPHRASE",
+  /** `pkcs12` cannot be read (not PKCS#12, unreadable encryption, no certificate, several keys, too costly). */
+  INVALID_PKCS12: "INVALID_PKCS12",
+  /** The material was given in two forms at once (e.g. `certificate` and `pkcs12`). */
+  CONFLICTING_FIELDS: "CONFLICTING_FIELDS",
 } as const;
 
 export type X509Reason = (typeof X509Reason)[keyof typeof X509Reason];

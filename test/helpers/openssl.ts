@@ -22,6 +22,7 @@ export type KeyType =
   | "rsa2048"
   | "rsa3072"
   | "rsa4096"
+  | "rsa8192"
   | "ec256"
   | "ec384"
   | "ec521"
@@ -154,6 +155,7 @@ const GENPKEY_ARGS: Record<KeyType, string[]> = {
   rsa2048: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
   rsa3072: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
   rsa4096: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096"],
+  rsa8192: ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:8192"],
   ec256: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-pkeyopt", "ec_param_enc:named_curve"],
   ec384: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-pkeyopt", "ec_param_enc:named_curve"],
   ec521: ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521", "-pkeyopt", "ec_param_enc:named_curve"],

@@ -66,6 +66,9 @@ describe.each(await databases())("CertificateService on %s", (db) => {
       ipAddresses: ["192.0.2.7", "2001:db8::1"],
       emailAddresses: ["ops@example.test"],
       uris: ["spiffe://example.test/web"],
+      directoryNames: [],
+      registeredIds: [],
+      otherNames: [],
     });
     expect(c.selfSigned).toBe(false);
     expect(c.hasPrivateKey).toBe(true);
@@ -115,7 +118,7 @@ describe.each(await databases())("CertificateService on %s", (db) => {
     const cases: [object, string, string][] = [
       [{ certificate: "" }, "certificate", "INVALID_CERTIFICATE"],
       [{ certificate: "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n" }, "certificate", "INVALID_CERTIFICATE"],
-      [{ certificate: chain.leafPem + chain.intermediatesPem[0] }, "certificate", "MULTIPLE_CERTIFICATES"],
+      [{ certificate: chain.leafPem + other.certPem }, "certificate", "MULTIPLE_CERTIFICATES"],
       [{ certificate: chain.leafPem, privateKey: other.keyPem }, "private_key", "PRIVATE_KEY_MISMATCH"],
       [{ certificate: chain.leafPem, privateKey: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n" }, "private_key", "INVALID_PRIVATE_KEY"],
       [{ certificate: chain.leafPem, intermediates: unrelated.intermediatesPem[0] }, "intermediates", "INTERMEDIATE_NOT_IN_CHAIN"],

@@ -10,12 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   ExportCertificatesRequest,
   ImportCertificatesRequest,
+  ImportRepair_Kind,
   type ExportCertificatesResponse,
   type DeepPartial,
   type ImportCertificatesResponse,
 } from "../../gen/ts/certmanager/v1/certificate.js";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
-import { makeCert, makeChain, makeLeaf } from "../helpers/openssl.js";
+import { exportPkcs12, makeCert, makeChain, makeLeaf } from "../helpers/openssl.js";
 import { databases, richError, startTestService, type TestService } from "../helpers/service.js";
 
 describe.each(await databases())("streaming on %s", (db) => {
@@ -189,6 +190,20 @@ describe.each(await databases())("streaming on %s", (db) => {
     await done;
     return out;
   }
+
+  it("streams PKCS#12 items with their passphrases and answers each with its repairs", async () => {
+    const dest = (await t.instances.createInstance({ instance: {} })).instance!.name;
+    const a = makeChain({ name: `imp-p12-${db}`, cn: "imp-p12.example.test" });
+    const p12 = exportPkcs12({ certPem: a.leafPem, keyPem: a.leafKeyPem, caPems: a.intermediatesPem, password: "pw" });
+    const res = await importStream([
+      { item: { parent: dest, pkcs12: p12, passphrase: "pw" } },
+      { item: { parent: dest, pkcs12: p12, passphrase: "nope" } },
+    ]);
+    expect(res[0].repairs.map((r) => ImportRepair_Kind[r.kind])).toEqual(["KIND_PKCS12_UNPACKED"]);
+    expect(res[0].certificate!.intermediateCount).toBe(1);
+    expect(res[1].error!.message).toMatch(/^passphrase: /);
+    expect(res[1].repairs).toEqual([]);
+  });
 
   it("imports a stream item by item: good items stored, bad ones answered with their status, in order", async () => {
     const dest = (await t.instances.createInstance({ instance: {} })).instance!.name;

@@ -8,6 +8,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { haveRealFixtures, REAL_FIXTURES } from "../helpers/fixtures.js";
+import { openssl } from "../helpers/openssl.js";
 import { InvalidArgumentError } from "../../src/domain/errors.js";
 import { parseImport, splitPemBlocks, type ParsedImport } from "../../src/x509/index.js";
 
@@ -89,10 +90,12 @@ describe.skipIf(!haveRealFixtures)("real certificates, certificate-only import",
     expect(signedValue(meta.serialNumber)).toBeLessThan(0n);
   });
 
-  it("refuses EC keys with explicit curve parameters (RFC 5480 §2.1.1)", () => {
+  it("accepts an EC key with explicit curve parameters equal to P-256's (issue 6: explicit-parameter curves)", () => {
     const pem = readFileSync(join(LIMBO, "assets/explicit_curve_leaf.pem"), "utf8");
-    const result = attempt(() => parseImport({ certificate: pem, privateKey: "", intermediates: "" }));
-    expect("refused" in result && result.refused.reason).toBe("UNSUPPORTED_KEY_ALGORITHM");
+    // openssl prints the parameters themselves (no "NIST CURVE" line) for an explicit-parameter key.
+    expect(openssl(["x509", "-noout", "-text"], { input: pem })).toMatch(/Field Type: prime-field/);
+    const meta = parseImport({ certificate: pem, privateKey: "", intermediates: "" }).metadata;
+    expect([meta.keyAlgorithm, meta.keyCurve]).toEqual(["EC", "P-256"]);
   });
 
   it("imports the cryptography.io bundle, and refuses its copy whose leaf signature algorithms disagree", () => {

@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { haveRealFixtures, REAL_FIXTURES } from "../helpers/fixtures.js";
-import { createPrivateKey } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "../../src/domain/errors.js";
@@ -86,7 +86,7 @@ describe("parseImport happy paths", () => {
       serialNumber: derSerial(facts.serial),
       notBefore: facts.notBefore,
       notAfter: facts.notAfter,
-      sans: { dns: [`${keyType}.example`], ip: [], email: [], uri: [] },
+      sans: { dns: [`${keyType}.example`], ip: [], email: [], uri: [], directoryName: [], registeredId: [], otherName: [] },
       keyAlgorithm: alg,
       keySize: size,
       keyCurve: curve,
@@ -147,6 +147,9 @@ describe("parseImport happy paths", () => {
       ip: ["192.0.2.1", "2001:db8::1", "2001:db8:0:1::", "::ffff:198.51.100.7"],
       email: ["ops@example.com"],
       uri: ["https://example.com/path?a=1,b=2", "spiffe://example.org/ns/default/sa/web"],
+      directoryName: [],
+      registeredId: [],
+      otherName: [],
     });
   });
 
@@ -328,16 +331,23 @@ describe("parseImport refusals: certificate", () => {
     expect(err.message).toMatch(/trailing data/);
   });
 
-  it("refuses a private key pasted into certificate, without echoing it", () => {
+  it("takes the key out of a combined PEM in certificate, and refuses a second key there when private_key is set", () => {
     const leaf = makeLeaf({ cn: "keyinside.example" });
-    const err = refusal({ certificate: leaf.certPem + leaf.keyPem });
+    const moved = parseImport(input({ certificate: leaf.certPem + leaf.keyPem }));
+    expect(moved.hasPrivateKey).toBe(true);
+    expect(moved.repairs.map((r) => r.kind)).toEqual(["PRIVATE_KEY_MOVED"]);
+    const err = refusal({ certificate: leaf.certPem + leaf.keyPem, privateKey: leaf.keyPem });
     expect(err.reason).toBe("INVALID_CERTIFICATE");
-    expect(err.message).toMatch(/private_key field/);
+    expect(err.message).toMatch(/remove the key from certificate/);
   });
 
-  it("refuses several certificates and points to intermediates", () => {
+  it("splits a chain pasted into certificate, and refuses two certificates that issued nothing", () => {
     const chain = makeChain({ name: "multi" });
-    const err = refusal({ certificate: chain.leafPem + chain.intermediatesPem[0] });
+    const split = parseImport(input({ certificate: chain.leafPem + chain.intermediatesPem[0] }));
+    expect(split.material.certificatePem).toBe(new X509Certificate(chain.leafPem).toString());
+    expect(split.intermediateCount).toBe(1);
+    const other = makeLeaf({ cn: "multi-other.example" });
+    const err = refusal({ certificate: chain.leafPem + other.certPem });
     expect(err.reason).toBe("MULTIPLE_CERTIFICATES");
     expect(err.metadata.field).toBe("certificate");
     expect(err.message).toMatch(/intermediates/);
@@ -406,7 +416,7 @@ describe("parseImport refusals: private_key", () => {
     ["text without a block", "my key is secret", /no private key found/],
     ["a certificate", "CERT", /certificate and intermediates fields/],
     ["two keys", "TWO", /2 private keys/],
-    ["a body that is not a key", "BAD", /could not be decoded/],
+    ["a certificate under a key label", "BAD", /holds a certificate, not a private key/],
   ])("refuses %s as INVALID_PRIVATE_KEY", (_, what, message) => {
     const privateKey =
       what === "CERT"

@@ -99,7 +99,7 @@ function rowToCertificate(r: Row): CertificateRecord {
     serialNumber: r.serial_number,
     notBefore: new Date(Number(r.not_before)),
     notAfter: new Date(Number(r.not_after)),
-    sans: JSON.parse(r.sans) as SubjectAltNames,
+    sans: sansFromJson(r.sans),
     keyAlgorithm: r.key_algorithm as KeyAlgorithm,
     keySize: Number(r.key_size),
     keyCurve: r.key_curve,
@@ -119,6 +119,23 @@ function rowToCertificate(r: Row): CertificateRecord {
     revision: Number(r.revision),
     createTime: new Date(Number(r.create_time)),
     updateTime: new Date(Number(r.update_time)),
+  };
+}
+
+/**
+ * Reads the `sans` column. Its JSON object has one array per SubjectAltNames key; rows written before
+ * `directoryName`, `registeredId` and `otherName` existed lack them, and get empty lists.
+ */
+export function sansFromJson(text: string): SubjectAltNames {
+  const s = JSON.parse(text) as Partial<SubjectAltNames>;
+  return {
+    dns: s.dns ?? [],
+    ip: s.ip ?? [],
+    email: s.email ?? [],
+    uri: s.uri ?? [],
+    directoryName: s.directoryName ?? [],
+    registeredId: s.registeredId ?? [],
+    otherName: s.otherName ?? [],
   };
 }
 

@@ -137,6 +137,49 @@ export function validityStateToJSON(object: ValidityState): string {
   }
 }
 
+/** What to do with a self-signed root certificate supplied with the chain. */
+export enum RootCertificatePolicy {
+  /** ROOT_CERTIFICATE_POLICY_UNSPECIFIED - The server's default (`CM_ROOT_CERTIFICATE`, `keep` unless configured). */
+  ROOT_CERTIFICATE_POLICY_UNSPECIFIED = 0,
+  /** ROOT_CERTIFICATE_POLICY_KEEP - Keep it, as the last certificate of the intermediates. */
+  ROOT_CERTIFICATE_POLICY_KEEP = 1,
+  /** ROOT_CERTIFICATE_POLICY_DROP - Drop it: clients have their own trust anchors, and RFC 8446 section 4.4.2 lets servers omit it. */
+  ROOT_CERTIFICATE_POLICY_DROP = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function rootCertificatePolicyFromJSON(object: any): RootCertificatePolicy {
+  switch (object) {
+    case 0:
+    case "ROOT_CERTIFICATE_POLICY_UNSPECIFIED":
+      return RootCertificatePolicy.ROOT_CERTIFICATE_POLICY_UNSPECIFIED;
+    case 1:
+    case "ROOT_CERTIFICATE_POLICY_KEEP":
+      return RootCertificatePolicy.ROOT_CERTIFICATE_POLICY_KEEP;
+    case 2:
+    case "ROOT_CERTIFICATE_POLICY_DROP":
+      return RootCertificatePolicy.ROOT_CERTIFICATE_POLICY_DROP;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return RootCertificatePolicy.UNRECOGNIZED;
+  }
+}
+
+export function rootCertificatePolicyToJSON(object: RootCertificatePolicy): string {
+  switch (object) {
+    case RootCertificatePolicy.ROOT_CERTIFICATE_POLICY_UNSPECIFIED:
+      return "ROOT_CERTIFICATE_POLICY_UNSPECIFIED";
+    case RootCertificatePolicy.ROOT_CERTIFICATE_POLICY_KEEP:
+      return "ROOT_CERTIFICATE_POLICY_KEEP";
+    case RootCertificatePolicy.ROOT_CERTIFICATE_POLICY_DROP:
+      return "ROOT_CERTIFICATE_POLICY_DROP";
+    case RootCertificatePolicy.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Subject alternative names of a certificate (RFC 5280 section 4.2.1.6), by type. */
 export interface SubjectAltNames {
   /** DNS names, as written in the certificate (wildcards such as `*.example.com` included). */
@@ -147,6 +190,29 @@ export interface SubjectAltNames {
   emailAddresses: string[];
   /** URIs. */
   uris: string[];
+  /** Directory names (RFC 4514 string form), each one entry even when its values contain commas. */
+  directoryNames: string[];
+  /** Registered IDs, as dotted object identifiers. */
+  registeredIds: string[];
+  /**
+   * Other names (RFC 5280 `otherName`, e.g. a Microsoft UPN), and the rarely used `x400Address` and
+   * `ediPartyName` names.
+   */
+  otherNames: OtherName[];
+}
+
+/** A subject alternative name of a type without its own field in SubjectAltNames. */
+export interface OtherName {
+  /**
+   * For an `otherName`, its type-id as a dotted object identifier (e.g. `1.3.6.1.4.1.311.20.2.3` for a
+   * Microsoft UPN); `x400Address` or `ediPartyName` for those name types.
+   */
+  typeId: string;
+  /**
+   * The value: the text when it is a string type (UTF8String, IA5String, PrintableString, BMPString),
+   * otherwise `#` followed by the lowercase hexadecimal of its DER encoding.
+   */
+  value: string;
 }
 
 /** A stored certificate with its metadata. The material itself is only returned by AccessCertificate. */
@@ -175,7 +241,13 @@ export interface Certificate {
   subjectAltNames?:
     | SubjectAltNames
     | undefined;
-  /** Output only. The serial number as lowercase hexadecimal of its DER content octets. */
+  /**
+   * Output only. The serial number as lowercase hexadecimal of its DER INTEGER content octets (two's
+   * complement, RFC 5280 section 4.1.2.2), exactly as encoded: a positive serial whose first byte would be
+   * 0x80 or more keeps its leading `00` (`00ff...`); a zero serial is `00`; a negative serial (not
+   * conforming, but found in the wild) starts with a digit 8-f (e.g. `ff` is -1). 1 to 20 octets for
+   * conforming certificates; longer ones are kept as they are.
+   */
   serialNumber: string;
   /** Output only. Start of the validity period. */
   notBefore?:
@@ -226,26 +298,41 @@ export interface Certificate_LabelsEntry {
   value: string;
 }
 
-/** Request message for ImportCertificate. */
+/**
+ * Request message for ImportCertificate.
+ *
+ * The material comes in one of three forms: PEM text (`certificate`, optionally `private_key` and
+ * `intermediates`), binary DER (`certificate_der`, optionally `private_key_der`, and `intermediates` as PEM),
+ * or a PKCS#12 / PFX file (`pkcs12`, optionally more CA certificates in `intermediates`). Whatever the form,
+ * the stored material is clean PEM: one `CERTIFICATE` block, a PKCS#8 `PRIVATE KEY`, and the intermediates in
+ * issuing order. Size limits are checked before any decoding and are refused with `FIELD_TOO_LARGE` naming
+ * the field and its limit.
+ */
 export interface ImportCertificateRequest {
   /** Required. The instance to import into, `instances/{instance}`. */
   parent: string;
   /**
-   * Required. Input only. The certificate as one PEM `CERTIFICATE` block (RFC 7468). CRLF line endings,
-   * surrounding whitespace and text outside the PEM block are tolerated. At most 64 KiB.
+   * Optional. Input only. The certificate as a PEM `CERTIFICATE` block (RFC 7468); one of `certificate`,
+   * `certificate_der` and `pkcs12` is required. CRLF line endings, a UTF-8 byte-order mark, line breaks written as the two
+   * characters `\n`, surrounding whitespace and text outside the PEM block (`Bag Attributes`, `subject=`
+   * lines) are tolerated. A whole chain pasted here is split: the leaf is the certificate that matches
+   * `private_key` or, without a key, the only one that issued none of the others; the rest join
+   * `intermediates` (see `repairs` in the response). At most 64 KiB.
    */
   certificate: string;
   /**
-   * Optional. Input only. The certificate's private key in PEM: PKCS#8 (`PRIVATE KEY`), PKCS#1
-   * (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), unencrypted. It must match the certificate
-   * (else INVALID_ARGUMENT with reason `PRIVATE_KEY_MISMATCH`). Never returned except by AccessCertificate.
-   * At most 64 KiB.
+   * Optional. Input only. The certificate's private key in PEM: PKCS#8 (`PRIVATE KEY`), encrypted PKCS#8
+   * (`ENCRYPTED PRIVATE KEY`, PBES2), PKCS#1 (`RSA PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`, optionally after an
+   * `EC PARAMETERS` block), or a legacy OpenSSL encrypted key (`Proc-Type: 4,ENCRYPTED`). Encrypted keys need
+   * `passphrase`. It must match the certificate (else `PRIVATE_KEY_MISMATCH`). Never returned except by
+   * AccessCertificate, always as unencrypted PKCS#8. At most 64 KiB.
    */
   privateKey: string;
   /**
    * Optional. Input only. The intermediate certificates as concatenated PEM `CERTIFICATE` blocks, in any
-   * order; they are stored in issuing order. Each must link into the chain above the certificate.
-   * At most 20 certificates and 512 KiB.
+   * order; they are stored in issuing order. Exact duplicates and copies of the certificate are dropped, a
+   * self-signed root is kept last or dropped (see `root_certificate`), and each one must link into the
+   * chain above the certificate. At most 20 distinct certificates and 512 KiB.
    */
   intermediates: string;
   /** Optional. A human-readable name, at most 256 characters. */
@@ -259,6 +346,38 @@ export interface ImportCertificateRequest {
    * returns the certificate imported by the first request.
    */
   requestId: string;
+  /**
+   * Optional. Input only. The certificate in binary DER (RFC 5280), instead of `certificate`; a DER PKCS#7
+   * bundle (`.p7b`) is also read, its certificates handled like a chain pasted into `certificate`. At most
+   * 64 KiB.
+   */
+  certificateDer: Buffer;
+  /**
+   * Optional. Input only. The private key in binary DER (PKCS#8, encrypted PKCS#8, PKCS#1 or SEC1), instead
+   * of `private_key`. At most 64 KiB.
+   */
+  privateKeyDer: Buffer;
+  /**
+   * Optional. Input only. A PKCS#12 / PFX file (RFC 7292) holding the certificate, usually its private key and CA
+   * certificates, instead of `certificate`, `certificate_der`, `private_key` and `private_key_der`. Files
+   * protected with AES (PBES2, the OpenSSL 3 default) and the legacy RC2-40 and 3DES kinds are read; the
+   * password goes in `passphrase`. The certificate is the one whose public key matches the file's private
+   * key (or, without a key, the one that issued none of the others); the other certificates become
+   * intermediates. Key-derivation iteration counts above 1,000,000 are refused, and so is a file that takes
+   * more than 10 s to read. At most 256 KiB.
+   */
+  pkcs12: Buffer;
+  /**
+   * Optional. Input only. The password of `pkcs12` or of an encrypted private key. Never stored or logged.
+   * A missing one is `PASSPHRASE_REQUIRED` (PKCS#12) or `ENCRYPTED_PRIVATE_KEY` (private key); a wrong one
+   * is `WRONG_PASSPHRASE`. At most 1024 bytes.
+   */
+  passphrase: string;
+  /**
+   * Optional. What to do with a self-signed root certificate found among the intermediates. Unspecified
+   * means the server's default (`ROOT_CERTIFICATE_POLICY_KEEP` unless configured otherwise).
+   */
+  rootCertificate: RootCertificatePolicy;
 }
 
 export interface ImportCertificateRequest_LabelsEntry {
@@ -266,17 +385,161 @@ export interface ImportCertificateRequest_LabelsEntry {
   value: string;
 }
 
+/** Something the service changed in the submitted material so that it could be stored in clean form. */
+export interface ImportRepair {
+  /** The kind of change. */
+  kind: ImportRepair_Kind;
+  /** What was changed, for a person: names the certificates involved by subject. */
+  description: string;
+}
+
+/** The kind of change. */
+export enum ImportRepair_Kind {
+  /** KIND_UNSPECIFIED - Not used. */
+  KIND_UNSPECIFIED = 0,
+  /**
+   * KIND_CHAIN_SPLIT - The `certificate` field held several certificates: the leaf was kept there and the others were
+   * treated as intermediates.
+   */
+  KIND_CHAIN_SPLIT = 1,
+  /** KIND_LEAF_COPY_DROPPED - A copy of the certificate itself was removed from the intermediates. */
+  KIND_LEAF_COPY_DROPPED = 2,
+  /** KIND_DUPLICATE_INTERMEDIATES_DROPPED - Duplicate intermediates were removed. */
+  KIND_DUPLICATE_INTERMEDIATES_DROPPED = 3,
+  /** KIND_INTERMEDIATES_REORDERED - The intermediates were put in issuing order (issuer of the certificate first, root last). */
+  KIND_INTERMEDIATES_REORDERED = 4,
+  /** KIND_ROOT_DROPPED - A self-signed root certificate was removed from the intermediates (`ROOT_CERTIFICATE_POLICY_DROP`). */
+  KIND_ROOT_DROPPED = 5,
+  /** KIND_PKCS12_UNPACKED - The material was taken out of a PKCS#12 file. */
+  KIND_PKCS12_UNPACKED = 6,
+  /** KIND_DER_CONVERTED - Binary DER was converted to PEM. */
+  KIND_DER_CONVERTED = 7,
+  /** KIND_PRIVATE_KEY_DECRYPTED - The private key was decrypted with `passphrase`. */
+  KIND_PRIVATE_KEY_DECRYPTED = 8,
+  /** KIND_PRIVATE_KEY_CONVERTED - The private key was converted to PKCS#8 (from PKCS#1, SEC1, or explicit EC curve parameters). */
+  KIND_PRIVATE_KEY_CONVERTED = 9,
+  /**
+   * KIND_PEM_LABEL_CORRECTED - A PEM block had the wrong label for its content (for example an `RSA PRIVATE KEY` holding PKCS#8);
+   * it was read by its content.
+   */
+  KIND_PEM_LABEL_CORRECTED = 10,
+  /** KIND_TEXT_NORMALIZED - A UTF-8 byte-order mark or line breaks written as the two characters `\n` were undone. */
+  KIND_TEXT_NORMALIZED = 11,
+  /**
+   * KIND_PRIVATE_KEY_MOVED - The `certificate` field also held the private key (a combined PEM file, as HAProxy uses) and
+   * `private_key` was empty: the key was used as the private key.
+   */
+  KIND_PRIVATE_KEY_MOVED = 12,
+  /** KIND_PKCS7_UNPACKED - Certificates were taken out of a PKCS#7 bundle (`.p7b`, `-----BEGIN PKCS7-----`). */
+  KIND_PKCS7_UNPACKED = 13,
+  UNRECOGNIZED = -1,
+}
+
+export function importRepair_KindFromJSON(object: any): ImportRepair_Kind {
+  switch (object) {
+    case 0:
+    case "KIND_UNSPECIFIED":
+      return ImportRepair_Kind.KIND_UNSPECIFIED;
+    case 1:
+    case "KIND_CHAIN_SPLIT":
+      return ImportRepair_Kind.KIND_CHAIN_SPLIT;
+    case 2:
+    case "KIND_LEAF_COPY_DROPPED":
+      return ImportRepair_Kind.KIND_LEAF_COPY_DROPPED;
+    case 3:
+    case "KIND_DUPLICATE_INTERMEDIATES_DROPPED":
+      return ImportRepair_Kind.KIND_DUPLICATE_INTERMEDIATES_DROPPED;
+    case 4:
+    case "KIND_INTERMEDIATES_REORDERED":
+      return ImportRepair_Kind.KIND_INTERMEDIATES_REORDERED;
+    case 5:
+    case "KIND_ROOT_DROPPED":
+      return ImportRepair_Kind.KIND_ROOT_DROPPED;
+    case 6:
+    case "KIND_PKCS12_UNPACKED":
+      return ImportRepair_Kind.KIND_PKCS12_UNPACKED;
+    case 7:
+    case "KIND_DER_CONVERTED":
+      return ImportRepair_Kind.KIND_DER_CONVERTED;
+    case 8:
+    case "KIND_PRIVATE_KEY_DECRYPTED":
+      return ImportRepair_Kind.KIND_PRIVATE_KEY_DECRYPTED;
+    case 9:
+    case "KIND_PRIVATE_KEY_CONVERTED":
+      return ImportRepair_Kind.KIND_PRIVATE_KEY_CONVERTED;
+    case 10:
+    case "KIND_PEM_LABEL_CORRECTED":
+      return ImportRepair_Kind.KIND_PEM_LABEL_CORRECTED;
+    case 11:
+    case "KIND_TEXT_NORMALIZED":
+      return ImportRepair_Kind.KIND_TEXT_NORMALIZED;
+    case 12:
+    case "KIND_PRIVATE_KEY_MOVED":
+      return ImportRepair_Kind.KIND_PRIVATE_KEY_MOVED;
+    case 13:
+    case "KIND_PKCS7_UNPACKED":
+      return ImportRepair_Kind.KIND_PKCS7_UNPACKED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ImportRepair_Kind.UNRECOGNIZED;
+  }
+}
+
+export function importRepair_KindToJSON(object: ImportRepair_Kind): string {
+  switch (object) {
+    case ImportRepair_Kind.KIND_UNSPECIFIED:
+      return "KIND_UNSPECIFIED";
+    case ImportRepair_Kind.KIND_CHAIN_SPLIT:
+      return "KIND_CHAIN_SPLIT";
+    case ImportRepair_Kind.KIND_LEAF_COPY_DROPPED:
+      return "KIND_LEAF_COPY_DROPPED";
+    case ImportRepair_Kind.KIND_DUPLICATE_INTERMEDIATES_DROPPED:
+      return "KIND_DUPLICATE_INTERMEDIATES_DROPPED";
+    case ImportRepair_Kind.KIND_INTERMEDIATES_REORDERED:
+      return "KIND_INTERMEDIATES_REORDERED";
+    case ImportRepair_Kind.KIND_ROOT_DROPPED:
+      return "KIND_ROOT_DROPPED";
+    case ImportRepair_Kind.KIND_PKCS12_UNPACKED:
+      return "KIND_PKCS12_UNPACKED";
+    case ImportRepair_Kind.KIND_DER_CONVERTED:
+      return "KIND_DER_CONVERTED";
+    case ImportRepair_Kind.KIND_PRIVATE_KEY_DECRYPTED:
+      return "KIND_PRIVATE_KEY_DECRYPTED";
+    case ImportRepair_Kind.KIND_PRIVATE_KEY_CONVERTED:
+      return "KIND_PRIVATE_KEY_CONVERTED";
+    case ImportRepair_Kind.KIND_PEM_LABEL_CORRECTED:
+      return "KIND_PEM_LABEL_CORRECTED";
+    case ImportRepair_Kind.KIND_TEXT_NORMALIZED:
+      return "KIND_TEXT_NORMALIZED";
+    case ImportRepair_Kind.KIND_PRIVATE_KEY_MOVED:
+      return "KIND_PRIVATE_KEY_MOVED";
+    case ImportRepair_Kind.KIND_PKCS7_UNPACKED:
+      return "KIND_PKCS7_UNPACKED";
+    case ImportRepair_Kind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Response message for ImportCertificate. */
 export interface ImportCertificateResponse {
   /** The imported certificate. */
-  certificate?: Certificate | undefined;
+  certificate?:
+    | Certificate
+    | undefined;
+  /** What the service changed in the submitted material to store it (empty when it was already clean). */
+  repairs: ImportRepair[];
 }
 
 /** Request message for ReimportCertificate. */
 export interface ReimportCertificateRequest {
   /** Required. The certificate to reimport, `instances/{instance}/certificates/{certificate}`. */
   name: string;
-  /** Required. Input only. The new certificate, with the same rules as in ImportCertificate. */
+  /**
+   * Optional. Input only. The new certificate, with the same rules as in ImportCertificate (one of
+   * `certificate`, `certificate_der` and `pkcs12` is required).
+   */
   certificate: string;
   /** Optional. Input only. The new certificate's private key, with the same rules as in ImportCertificate. */
   privateKey: string;
@@ -284,12 +547,26 @@ export interface ReimportCertificateRequest {
   intermediates: string;
   /** Optional. When set, it must equal the certificate's current etag (else ABORTED). */
   etag: string;
+  /** Optional. Input only. As in ImportCertificate. */
+  certificateDer: Buffer;
+  /** Optional. Input only. As in ImportCertificate. */
+  privateKeyDer: Buffer;
+  /** Optional. Input only. As in ImportCertificate. */
+  pkcs12: Buffer;
+  /** Optional. Input only. As in ImportCertificate. */
+  passphrase: string;
+  /** Optional. As in ImportCertificate. */
+  rootCertificate: RootCertificatePolicy;
 }
 
 /** Response message for ReimportCertificate. */
 export interface ReimportCertificateResponse {
   /** The certificate with its new metadata and version. */
-  certificate?: Certificate | undefined;
+  certificate?:
+    | Certificate
+    | undefined;
+  /** What the service changed in the submitted material to store it (empty when it was already clean). */
+  repairs: ImportRepair[];
 }
 
 /** Request message for GetCertificate. */
@@ -343,8 +620,9 @@ export interface ListCertificatesRequest {
   /**
    * Optional. A filter (AIP-160 subset): comparisons joined by `AND`.
    *
-   * * `not_after` or `not_before` with `<`, `<=`, `>`, `>=`, and an RFC 3339 time in double quotes, e.g.
-   *   `not_after < "2027-01-01T00:00:00Z"`.
+   * * `not_after` or `not_before` with `<`, `<=`, `>`, `>=`, and an RFC 3339 time in double quotes, with
+   *   `Z` or an offset (a time without one is refused, since it would depend on the server's time zone),
+   *   e.g. `not_after < "2027-01-01T00:00:00Z"` or `not_before >= "2026-06-01T00:00:00+02:00"`.
    * * `domain = "www.example.com"`: certificates valid for that host name, through a DNS SAN or a wildcard
    *   DNS SAN (`*.example.com`) or, when the certificate has no DNS SAN, its common name.
    * * `key_algorithm = RSA` (or `EC`, `ED25519`, `ED448`).
@@ -470,11 +748,23 @@ export interface ImportCertificatesResponse {
    * Why the item failed, when it did: the code, message and details (ErrorInfo, BadRequest) ImportCertificate
    * would have returned.
    */
-  error?: Status | undefined;
+  error?:
+    | Status
+    | undefined;
+  /** What the service changed in the item's material to store it, when it succeeded. */
+  repairs: ImportRepair[];
 }
 
 function createBaseSubjectAltNames(): SubjectAltNames {
-  return { dnsNames: [], ipAddresses: [], emailAddresses: [], uris: [] };
+  return {
+    dnsNames: [],
+    ipAddresses: [],
+    emailAddresses: [],
+    uris: [],
+    directoryNames: [],
+    registeredIds: [],
+    otherNames: [],
+  };
 }
 
 export const SubjectAltNames: MessageFns<SubjectAltNames> = {
@@ -490,6 +780,15 @@ export const SubjectAltNames: MessageFns<SubjectAltNames> = {
     }
     for (const v of message.uris) {
       writer.uint32(34).string(v!);
+    }
+    for (const v of message.directoryNames) {
+      writer.uint32(42).string(v!);
+    }
+    for (const v of message.registeredIds) {
+      writer.uint32(50).string(v!);
+    }
+    for (const v of message.otherNames) {
+      OtherName.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -539,6 +838,30 @@ export const SubjectAltNames: MessageFns<SubjectAltNames> = {
             message.uris.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.directoryNames.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.registeredIds.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.otherNames.push(OtherName.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -569,6 +892,21 @@ export const SubjectAltNames: MessageFns<SubjectAltNames> = {
         ? object.email_addresses.map((e: any) => globalThis.String(e))
         : [],
       uris: globalThis.Array.isArray(object?.uris) ? object.uris.map((e: any) => globalThis.String(e)) : [],
+      directoryNames: globalThis.Array.isArray(object?.directoryNames)
+        ? object.directoryNames.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.directory_names)
+        ? object.directory_names.map((e: any) => globalThis.String(e))
+        : [],
+      registeredIds: globalThis.Array.isArray(object?.registeredIds)
+        ? object.registeredIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.registered_ids)
+        ? object.registered_ids.map((e: any) => globalThis.String(e))
+        : [],
+      otherNames: globalThis.Array.isArray(object?.otherNames)
+        ? object.otherNames.map((e: any) => OtherName.fromJSON(e))
+        : globalThis.Array.isArray(object?.other_names)
+        ? object.other_names.map((e: any) => OtherName.fromJSON(e))
+        : [],
     };
   },
 
@@ -586,6 +924,15 @@ export const SubjectAltNames: MessageFns<SubjectAltNames> = {
     if (message.uris?.length) {
       obj.uris = message.uris;
     }
+    if (message.directoryNames?.length) {
+      obj.directoryNames = message.directoryNames;
+    }
+    if (message.registeredIds?.length) {
+      obj.registeredIds = message.registeredIds;
+    }
+    if (message.otherNames?.length) {
+      obj.otherNames = message.otherNames.map((e) => OtherName.toJSON(e));
+    }
     return obj;
   },
 
@@ -598,6 +945,98 @@ export const SubjectAltNames: MessageFns<SubjectAltNames> = {
     message.ipAddresses = object.ipAddresses?.map((e) => e) || [];
     message.emailAddresses = object.emailAddresses?.map((e) => e) || [];
     message.uris = object.uris?.map((e) => e) || [];
+    message.directoryNames = object.directoryNames?.map((e) => e) || [];
+    message.registeredIds = object.registeredIds?.map((e) => e) || [];
+    message.otherNames = object.otherNames?.map((e) => OtherName.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseOtherName(): OtherName {
+  return { typeId: "", value: "" };
+}
+
+export const OtherName: MessageFns<OtherName> = {
+  encode(message: OtherName, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.typeId !== "") {
+      writer.uint32(10).string(message.typeId);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OtherName {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOtherName();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.typeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OtherName {
+    return {
+      typeId: isSet(object.typeId)
+        ? globalThis.String(object.typeId)
+        : isSet(object.type_id)
+        ? globalThis.String(object.type_id)
+        : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: OtherName): unknown {
+    const obj: any = {};
+    if (message.typeId !== "") {
+      obj.typeId = message.typeId;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OtherName>, I>>(base?: I): OtherName {
+    return OtherName.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OtherName>, I>>(object: I): OtherName {
+    const message = createBaseOtherName();
+    message.typeId = object.typeId ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -1238,6 +1677,11 @@ function createBaseImportCertificateRequest(): ImportCertificateRequest {
     description: "",
     labels: {},
     requestId: "",
+    certificateDer: Buffer.alloc(0),
+    privateKeyDer: Buffer.alloc(0),
+    pkcs12: Buffer.alloc(0),
+    passphrase: "",
+    rootCertificate: 0,
   };
 }
 
@@ -1266,6 +1710,21 @@ export const ImportCertificateRequest: MessageFns<ImportCertificateRequest> = {
     });
     if (message.requestId !== "") {
       writer.uint32(66).string(message.requestId);
+    }
+    if (message.certificateDer.length !== 0) {
+      writer.uint32(74).bytes(message.certificateDer);
+    }
+    if (message.privateKeyDer.length !== 0) {
+      writer.uint32(82).bytes(message.privateKeyDer);
+    }
+    if (message.pkcs12.length !== 0) {
+      writer.uint32(90).bytes(message.pkcs12);
+    }
+    if (message.passphrase !== "") {
+      writer.uint32(98).string(message.passphrase);
+    }
+    if (message.rootCertificate !== 0) {
+      writer.uint32(104).int32(message.rootCertificate);
     }
     return writer;
   },
@@ -1350,6 +1809,46 @@ export const ImportCertificateRequest: MessageFns<ImportCertificateRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.certificateDer = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.privateKeyDer = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.pkcs12 = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.passphrase = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.rootCertificate = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1397,6 +1896,23 @@ export const ImportCertificateRequest: MessageFns<ImportCertificateRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      certificateDer: isSet(object.certificateDer)
+        ? Buffer.from(bytesFromBase64(object.certificateDer))
+        : isSet(object.certificate_der)
+        ? Buffer.from(bytesFromBase64(object.certificate_der))
+        : Buffer.alloc(0),
+      privateKeyDer: isSet(object.privateKeyDer)
+        ? Buffer.from(bytesFromBase64(object.privateKeyDer))
+        : isSet(object.private_key_der)
+        ? Buffer.from(bytesFromBase64(object.private_key_der))
+        : Buffer.alloc(0),
+      pkcs12: isSet(object.pkcs12) ? Buffer.from(bytesFromBase64(object.pkcs12)) : Buffer.alloc(0),
+      passphrase: isSet(object.passphrase) ? globalThis.String(object.passphrase) : "",
+      rootCertificate: isSet(object.rootCertificate)
+        ? rootCertificatePolicyFromJSON(object.rootCertificate)
+        : isSet(object.root_certificate)
+        ? rootCertificatePolicyFromJSON(object.root_certificate)
+        : 0,
     };
   },
 
@@ -1432,6 +1948,21 @@ export const ImportCertificateRequest: MessageFns<ImportCertificateRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.certificateDer.length !== 0) {
+      obj.certificateDer = base64FromBytes(message.certificateDer);
+    }
+    if (message.privateKeyDer.length !== 0) {
+      obj.privateKeyDer = base64FromBytes(message.privateKeyDer);
+    }
+    if (message.pkcs12.length !== 0) {
+      obj.pkcs12 = base64FromBytes(message.pkcs12);
+    }
+    if (message.passphrase !== "") {
+      obj.passphrase = message.passphrase;
+    }
+    if (message.rootCertificate !== 0) {
+      obj.rootCertificate = rootCertificatePolicyToJSON(message.rootCertificate);
+    }
     return obj;
   },
 
@@ -1456,6 +1987,11 @@ export const ImportCertificateRequest: MessageFns<ImportCertificateRequest> = {
       {},
     );
     message.requestId = object.requestId ?? "";
+    message.certificateDer = object.certificateDer ?? Buffer.alloc(0);
+    message.privateKeyDer = object.privateKeyDer ?? Buffer.alloc(0);
+    message.pkcs12 = object.pkcs12 ?? Buffer.alloc(0);
+    message.passphrase = object.passphrase ?? "";
+    message.rootCertificate = object.rootCertificate ?? 0;
     return message;
   },
 };
@@ -1549,14 +2085,102 @@ export const ImportCertificateRequest_LabelsEntry: MessageFns<ImportCertificateR
   },
 };
 
+function createBaseImportRepair(): ImportRepair {
+  return { kind: 0, description: "" };
+}
+
+export const ImportRepair: MessageFns<ImportRepair> = {
+  encode(message: ImportRepair, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.description !== "") {
+      writer.uint32(18).string(message.description);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportRepair {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportRepair();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportRepair {
+    return {
+      kind: isSet(object.kind) ? importRepair_KindFromJSON(object.kind) : 0,
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+    };
+  },
+
+  toJSON(message: ImportRepair): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = importRepair_KindToJSON(message.kind);
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportRepair>, I>>(base?: I): ImportRepair {
+    return ImportRepair.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportRepair>, I>>(object: I): ImportRepair {
+    const message = createBaseImportRepair();
+    message.kind = object.kind ?? 0;
+    message.description = object.description ?? "";
+    return message;
+  },
+};
+
 function createBaseImportCertificateResponse(): ImportCertificateResponse {
-  return { certificate: undefined };
+  return { certificate: undefined, repairs: [] };
 }
 
 export const ImportCertificateResponse: MessageFns<ImportCertificateResponse> = {
   encode(message: ImportCertificateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.certificate !== undefined) {
       Certificate.encode(message.certificate, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.repairs) {
+      ImportRepair.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1582,6 +2206,14 @@ export const ImportCertificateResponse: MessageFns<ImportCertificateResponse> = 
             message.certificate = Certificate.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.repairs.push(ImportRepair.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1595,13 +2227,21 @@ export const ImportCertificateResponse: MessageFns<ImportCertificateResponse> = 
   },
 
   fromJSON(object: any): ImportCertificateResponse {
-    return { certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined };
+    return {
+      certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined,
+      repairs: globalThis.Array.isArray(object?.repairs)
+        ? object.repairs.map((e: any) => ImportRepair.fromJSON(e))
+        : [],
+    };
   },
 
   toJSON(message: ImportCertificateResponse): unknown {
     const obj: any = {};
     if (message.certificate !== undefined) {
       obj.certificate = Certificate.toJSON(message.certificate);
+    }
+    if (message.repairs?.length) {
+      obj.repairs = message.repairs.map((e) => ImportRepair.toJSON(e));
     }
     return obj;
   },
@@ -1614,12 +2254,24 @@ export const ImportCertificateResponse: MessageFns<ImportCertificateResponse> = 
     message.certificate = (object.certificate !== undefined && object.certificate !== null)
       ? Certificate.fromPartial(object.certificate)
       : undefined;
+    message.repairs = object.repairs?.map((e) => ImportRepair.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseReimportCertificateRequest(): ReimportCertificateRequest {
-  return { name: "", certificate: "", privateKey: "", intermediates: "", etag: "" };
+  return {
+    name: "",
+    certificate: "",
+    privateKey: "",
+    intermediates: "",
+    etag: "",
+    certificateDer: Buffer.alloc(0),
+    privateKeyDer: Buffer.alloc(0),
+    pkcs12: Buffer.alloc(0),
+    passphrase: "",
+    rootCertificate: 0,
+  };
 }
 
 export const ReimportCertificateRequest: MessageFns<ReimportCertificateRequest> = {
@@ -1638,6 +2290,21 @@ export const ReimportCertificateRequest: MessageFns<ReimportCertificateRequest> 
     }
     if (message.etag !== "") {
       writer.uint32(42).string(message.etag);
+    }
+    if (message.certificateDer.length !== 0) {
+      writer.uint32(50).bytes(message.certificateDer);
+    }
+    if (message.privateKeyDer.length !== 0) {
+      writer.uint32(58).bytes(message.privateKeyDer);
+    }
+    if (message.pkcs12.length !== 0) {
+      writer.uint32(66).bytes(message.pkcs12);
+    }
+    if (message.passphrase !== "") {
+      writer.uint32(74).string(message.passphrase);
+    }
+    if (message.rootCertificate !== 0) {
+      writer.uint32(80).int32(message.rootCertificate);
     }
     return writer;
   },
@@ -1695,6 +2362,46 @@ export const ReimportCertificateRequest: MessageFns<ReimportCertificateRequest> 
             message.etag = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.certificateDer = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.privateKeyDer = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.pkcs12 = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.passphrase = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.rootCertificate = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1718,6 +2425,23 @@ export const ReimportCertificateRequest: MessageFns<ReimportCertificateRequest> 
         : "",
       intermediates: isSet(object.intermediates) ? globalThis.String(object.intermediates) : "",
       etag: isSet(object.etag) ? globalThis.String(object.etag) : "",
+      certificateDer: isSet(object.certificateDer)
+        ? Buffer.from(bytesFromBase64(object.certificateDer))
+        : isSet(object.certificate_der)
+        ? Buffer.from(bytesFromBase64(object.certificate_der))
+        : Buffer.alloc(0),
+      privateKeyDer: isSet(object.privateKeyDer)
+        ? Buffer.from(bytesFromBase64(object.privateKeyDer))
+        : isSet(object.private_key_der)
+        ? Buffer.from(bytesFromBase64(object.private_key_der))
+        : Buffer.alloc(0),
+      pkcs12: isSet(object.pkcs12) ? Buffer.from(bytesFromBase64(object.pkcs12)) : Buffer.alloc(0),
+      passphrase: isSet(object.passphrase) ? globalThis.String(object.passphrase) : "",
+      rootCertificate: isSet(object.rootCertificate)
+        ? rootCertificatePolicyFromJSON(object.rootCertificate)
+        : isSet(object.root_certificate)
+        ? rootCertificatePolicyFromJSON(object.root_certificate)
+        : 0,
     };
   },
 
@@ -1738,6 +2462,21 @@ export const ReimportCertificateRequest: MessageFns<ReimportCertificateRequest> 
     if (message.etag !== "") {
       obj.etag = message.etag;
     }
+    if (message.certificateDer.length !== 0) {
+      obj.certificateDer = base64FromBytes(message.certificateDer);
+    }
+    if (message.privateKeyDer.length !== 0) {
+      obj.privateKeyDer = base64FromBytes(message.privateKeyDer);
+    }
+    if (message.pkcs12.length !== 0) {
+      obj.pkcs12 = base64FromBytes(message.pkcs12);
+    }
+    if (message.passphrase !== "") {
+      obj.passphrase = message.passphrase;
+    }
+    if (message.rootCertificate !== 0) {
+      obj.rootCertificate = rootCertificatePolicyToJSON(message.rootCertificate);
+    }
     return obj;
   },
 
@@ -1751,18 +2490,26 @@ export const ReimportCertificateRequest: MessageFns<ReimportCertificateRequest> 
     message.privateKey = object.privateKey ?? "";
     message.intermediates = object.intermediates ?? "";
     message.etag = object.etag ?? "";
+    message.certificateDer = object.certificateDer ?? Buffer.alloc(0);
+    message.privateKeyDer = object.privateKeyDer ?? Buffer.alloc(0);
+    message.pkcs12 = object.pkcs12 ?? Buffer.alloc(0);
+    message.passphrase = object.passphrase ?? "";
+    message.rootCertificate = object.rootCertificate ?? 0;
     return message;
   },
 };
 
 function createBaseReimportCertificateResponse(): ReimportCertificateResponse {
-  return { certificate: undefined };
+  return { certificate: undefined, repairs: [] };
 }
 
 export const ReimportCertificateResponse: MessageFns<ReimportCertificateResponse> = {
   encode(message: ReimportCertificateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.certificate !== undefined) {
       Certificate.encode(message.certificate, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.repairs) {
+      ImportRepair.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1788,6 +2535,14 @@ export const ReimportCertificateResponse: MessageFns<ReimportCertificateResponse
             message.certificate = Certificate.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.repairs.push(ImportRepair.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1801,13 +2556,21 @@ export const ReimportCertificateResponse: MessageFns<ReimportCertificateResponse
   },
 
   fromJSON(object: any): ReimportCertificateResponse {
-    return { certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined };
+    return {
+      certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined,
+      repairs: globalThis.Array.isArray(object?.repairs)
+        ? object.repairs.map((e: any) => ImportRepair.fromJSON(e))
+        : [],
+    };
   },
 
   toJSON(message: ReimportCertificateResponse): unknown {
     const obj: any = {};
     if (message.certificate !== undefined) {
       obj.certificate = Certificate.toJSON(message.certificate);
+    }
+    if (message.repairs?.length) {
+      obj.repairs = message.repairs.map((e) => ImportRepair.toJSON(e));
     }
     return obj;
   },
@@ -1820,6 +2583,7 @@ export const ReimportCertificateResponse: MessageFns<ReimportCertificateResponse
     message.certificate = (object.certificate !== undefined && object.certificate !== null)
       ? Certificate.fromPartial(object.certificate)
       : undefined;
+    message.repairs = object.repairs?.map((e) => ImportRepair.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3108,7 +3872,7 @@ export const ImportCertificatesRequest: MessageFns<ImportCertificatesRequest> = 
 };
 
 function createBaseImportCertificatesResponse(): ImportCertificatesResponse {
-  return { index: 0, requestId: "", certificate: undefined, error: undefined };
+  return { index: 0, requestId: "", certificate: undefined, error: undefined, repairs: [] };
 }
 
 export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> = {
@@ -3124,6 +3888,9 @@ export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> 
     }
     if (message.error !== undefined) {
       Status.encode(message.error, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.repairs) {
+      ImportRepair.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -3173,6 +3940,14 @@ export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> 
             message.error = Status.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.repairs.push(ImportRepair.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3195,6 +3970,9 @@ export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> 
         : "",
       certificate: isSet(object.certificate) ? Certificate.fromJSON(object.certificate) : undefined,
       error: isSet(object.error) ? Status.fromJSON(object.error) : undefined,
+      repairs: globalThis.Array.isArray(object?.repairs)
+        ? object.repairs.map((e: any) => ImportRepair.fromJSON(e))
+        : [],
     };
   },
 
@@ -3212,6 +3990,9 @@ export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> 
     if (message.error !== undefined) {
       obj.error = Status.toJSON(message.error);
     }
+    if (message.repairs?.length) {
+      obj.repairs = message.repairs.map((e) => ImportRepair.toJSON(e));
+    }
     return obj;
   },
 
@@ -3228,6 +4009,7 @@ export const ImportCertificatesResponse: MessageFns<ImportCertificatesResponse> 
     message.error = (object.error !== undefined && object.error !== null)
       ? Status.fromPartial(object.error)
       : undefined;
+    message.repairs = object.repairs?.map((e) => ImportRepair.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3580,6 +4362,14 @@ export const CertificateServiceClient = makeGenericClientConstructor(
   service: typeof CertificateServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -34,36 +34,52 @@ export enum ErrorReason {
   /** ERROR_REASON_INVALID_UPDATE_MASK - INVALID_ARGUMENT: `update_mask` is missing or names a field that cannot be updated. Metadata: `field`. */
   ERROR_REASON_INVALID_UPDATE_MASK = 5,
   /**
-   * ERROR_REASON_INVALID_CERTIFICATE - INVALID_ARGUMENT: the certificate (or an intermediate) is missing or is not a parsable X.509 PEM
-   * certificate. Metadata: `field`.
+   * ERROR_REASON_INVALID_CERTIFICATE - INVALID_ARGUMENT: the certificate (or an intermediate) is missing or is not a readable X.509 certificate
+   * (PEM, DER or PKCS#7), or the field holds something else (a CSR, a public key, a CRL, a private key), which
+   * the message names. Metadata: `field`.
    */
   ERROR_REASON_INVALID_CERTIFICATE = 6,
-  /** ERROR_REASON_MULTIPLE_CERTIFICATES - INVALID_ARGUMENT: several certificates were given where one was expected. Metadata: `field`. */
+  /**
+   * ERROR_REASON_MULTIPLE_CERTIFICATES - INVALID_ARGUMENT: several certificates were given for the certificate and none of them can be told to be
+   * the leaf (none matches a private key, or several issued none of the others). Metadata: `field`, `count`.
+   */
   ERROR_REASON_MULTIPLE_CERTIFICATES = 7,
-  /** ERROR_REASON_INVALID_PRIVATE_KEY - INVALID_ARGUMENT: the private key is not a parsable PEM private key. Metadata: `field`. */
+  /**
+   * ERROR_REASON_INVALID_PRIVATE_KEY - INVALID_ARGUMENT: the private key is not a readable private key (PEM or DER: PKCS#8, PKCS#1, SEC1), is
+   * encrypted with a cipher that can no longer be read (single DES, RC2, RC4: the message names it), or asks
+   * for more key-derivation work than allowed. Metadata: `field`; `iterations` and `limit` (PBKDF2), or
+   * `scryptN`, `scryptR`, `scryptP` (scrypt) when the work is refused.
+   */
   ERROR_REASON_INVALID_PRIVATE_KEY = 8,
-  /** ERROR_REASON_ENCRYPTED_PRIVATE_KEY - INVALID_ARGUMENT: the private key is encrypted; send it decrypted. Metadata: `field`. */
+  /**
+   * ERROR_REASON_ENCRYPTED_PRIVATE_KEY - INVALID_ARGUMENT: the private key is encrypted and no `passphrase` was given; send the passphrase or the
+   * decrypted key. Metadata: `field`.
+   */
   ERROR_REASON_ENCRYPTED_PRIVATE_KEY = 9,
   /** ERROR_REASON_PRIVATE_KEY_MISMATCH - INVALID_ARGUMENT: the private key does not belong to the certificate. Metadata: `field`. */
   ERROR_REASON_PRIVATE_KEY_MISMATCH = 10,
   /**
-   * ERROR_REASON_KEY_TOO_WEAK - INVALID_ARGUMENT: the certificate's key is shorter than the service's minimum (RSA 2048 bits).
-   * Metadata: `field`.
+   * ERROR_REASON_KEY_TOO_WEAK - INVALID_ARGUMENT: the certificate's key is shorter than the service's minimum (RSA 2048 bits, NIST
+   * SP 800-131A). Metadata: `field`, `keyAlgorithm` (`RSA`), `keySize` (bits).
    */
   ERROR_REASON_KEY_TOO_WEAK = 11,
   /**
    * ERROR_REASON_UNSUPPORTED_KEY_ALGORITHM - INVALID_ARGUMENT: the certificate's key algorithm is not supported (for example DSA or X25519).
-   * Metadata: `field`, `algorithm`.
+   * Metadata: `field`, `keyAlgorithm` (a description such as `DSA`, `X25519` or `EC curve secp256k1`).
    */
   ERROR_REASON_UNSUPPORTED_KEY_ALGORITHM = 12,
   /**
    * ERROR_REASON_INTERMEDIATE_NOT_IN_CHAIN - INVALID_ARGUMENT: an intermediate certificate does not link into the chain above the certificate.
-   * Metadata: `field`.
+   * Metadata: `field`, `position`, `subject`, and `missingIssuer` (the issuer name of the last certificate
+   * that does link, i.e. the certificate that is missing) when the chain has a gap.
    */
   ERROR_REASON_INTERMEDIATE_NOT_IN_CHAIN = 13,
-  /** ERROR_REASON_TOO_MANY_INTERMEDIATES - INVALID_ARGUMENT: more intermediate certificates than the limit. Metadata: `field`. */
+  /** ERROR_REASON_TOO_MANY_INTERMEDIATES - INVALID_ARGUMENT: more intermediate certificates than the limit. Metadata: `field`, `limit`. */
   ERROR_REASON_TOO_MANY_INTERMEDIATES = 14,
-  /** ERROR_REASON_FIELD_TOO_LARGE - INVALID_ARGUMENT: a field is larger than its documented limit. Metadata: `field`. */
+  /**
+   * ERROR_REASON_FIELD_TOO_LARGE - INVALID_ARGUMENT: a field is larger than its documented limit. Metadata: `field`, `limitBytes`,
+   * `sizeBytes`.
+   */
   ERROR_REASON_FIELD_TOO_LARGE = 15,
   /** ERROR_REASON_REQUEST_ID_REUSED - INVALID_ARGUMENT: `request_id` was already used for a different request. Metadata: `field`. */
   ERROR_REASON_REQUEST_ID_REUSED = 16,
@@ -148,6 +164,33 @@ export enum ErrorReason {
   ERROR_REASON_INVALID_ROOT_KEY = 37,
   /** ERROR_REASON_CONCURRENT_CONFLICT - ABORTED: the change kept conflicting with concurrent changes to the same data; retry it. Metadata: none. */
   ERROR_REASON_CONCURRENT_CONFLICT = 38,
+  /**
+   * ERROR_REASON_PASSPHRASE_REQUIRED - INVALID_ARGUMENT: the PKCS#12 file is protected by a password and no `passphrase` was given.
+   * Metadata: `field`.
+   */
+  ERROR_REASON_PASSPHRASE_REQUIRED = 39,
+  /**
+   * ERROR_REASON_WRONG_PASSPHRASE - INVALID_ARGUMENT: `passphrase` does not open the PKCS#12 file or the encrypted private key.
+   * Metadata: `field` (always `passphrase`); `decrypting` names the key field for a private key.
+   */
+  ERROR_REASON_WRONG_PASSPHRASE = 40,
+  /**
+   * ERROR_REASON_INVALID_PKCS12 - INVALID_ARGUMENT: `pkcs12` is not a readable PKCS#12 file (the message says what it looks like), uses an
+   * encryption or integrity algorithm that cannot be read (metadata `algorithm`), asks for more than 1,000,000
+   * key-derivation iterations (`iterations`, `limit`), takes more than the time limit to read (`timeoutMs`),
+   * holds no certificate, or several private keys (`count`). Metadata: `field`.
+   */
+  ERROR_REASON_INVALID_PKCS12 = 41,
+  /**
+   * ERROR_REASON_CONFLICTING_FIELDS - INVALID_ARGUMENT: the material was given in two forms at once (for example `certificate` and `pkcs12`).
+   * Metadata: `field`, `conflictsWith`.
+   */
+  ERROR_REASON_CONFLICTING_FIELDS = 42,
+  /**
+   * ERROR_REASON_SERVER_BUSY - RESOURCE_EXHAUSTED: the server is already doing as much of this costly work (reading PKCS#12 files) as it
+   * allows at once; retry with exponential backoff. Metadata: `limit`.
+   */
+  ERROR_REASON_SERVER_BUSY = 43,
   UNRECOGNIZED = -1,
 }
 
@@ -270,6 +313,21 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 38:
     case "ERROR_REASON_CONCURRENT_CONFLICT":
       return ErrorReason.ERROR_REASON_CONCURRENT_CONFLICT;
+    case 39:
+    case "ERROR_REASON_PASSPHRASE_REQUIRED":
+      return ErrorReason.ERROR_REASON_PASSPHRASE_REQUIRED;
+    case 40:
+    case "ERROR_REASON_WRONG_PASSPHRASE":
+      return ErrorReason.ERROR_REASON_WRONG_PASSPHRASE;
+    case 41:
+    case "ERROR_REASON_INVALID_PKCS12":
+      return ErrorReason.ERROR_REASON_INVALID_PKCS12;
+    case 42:
+    case "ERROR_REASON_CONFLICTING_FIELDS":
+      return ErrorReason.ERROR_REASON_CONFLICTING_FIELDS;
+    case 43:
+    case "ERROR_REASON_SERVER_BUSY":
+      return ErrorReason.ERROR_REASON_SERVER_BUSY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -357,6 +415,16 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_INVALID_ROOT_KEY";
     case ErrorReason.ERROR_REASON_CONCURRENT_CONFLICT:
       return "ERROR_REASON_CONCURRENT_CONFLICT";
+    case ErrorReason.ERROR_REASON_PASSPHRASE_REQUIRED:
+      return "ERROR_REASON_PASSPHRASE_REQUIRED";
+    case ErrorReason.ERROR_REASON_WRONG_PASSPHRASE:
+      return "ERROR_REASON_WRONG_PASSPHRASE";
+    case ErrorReason.ERROR_REASON_INVALID_PKCS12:
+      return "ERROR_REASON_INVALID_PKCS12";
+    case ErrorReason.ERROR_REASON_CONFLICTING_FIELDS:
+      return "ERROR_REASON_CONFLICTING_FIELDS";
+    case ErrorReason.ERROR_REASON_SERVER_BUSY:
+      return "ERROR_REASON_SERVER_BUSY";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
