@@ -328,7 +328,18 @@ export function issuedBy(child: ParsedCertificate, issuer: ParsedCertificate): b
   }
   if (!namesMatch) return false;
   const key = publicKeyOf(issuer);
-  return key !== undefined && signedBy(child, key);
+  return key !== undefined && affordable(key) && signedBy(child, key);
+}
+
+/**
+ * False for RSA keys no CA uses and that make each verification costly: a public exponent above 2^32 (CA/B
+ * Forum BR §6.1.6 asks for 2^16+1..2^256−1; real CAs use 65537), or a modulus above 16384 bits. A chain of such
+ * look-alike issuers would otherwise cost hundreds of slow verifications on the event loop.
+ */
+function affordable(key: KeyObject): boolean {
+  if (key.asymmetricKeyType !== "rsa" && key.asymmetricKeyType !== "rsa-pss") return true;
+  const d = key.asymmetricKeyDetails;
+  return (d?.modulusLength ?? 0) <= 16384 && (d?.publicExponent ?? 0n) <= 2n ** 32n;
 }
 
 /** True when the subject equals the issuer and the signature verifies with the certificate's own key. */

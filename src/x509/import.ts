@@ -4,7 +4,7 @@
  * saying how to fix it. Sizes and field conflicts are checked before any decoding; then certificate, key and
  * chain are read in field order, so the first error a user sees is about the first field.
  */
-import { createHash, createPrivateKey } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { CertificateMaterial, CertificateMetadata, ImportRepair, RootCertificatePolicy } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import {
@@ -30,12 +30,17 @@ import {
 } from "./limits.js";
 import { normalizePemText, pemEncode } from "./pem.js";
 import { readPkcs12, type Pkcs12Contents } from "./pkcs12.js";
+import { decryptIsolated, missingPassphrase, type EncryptedKey } from "./encrypted-key.js";
 import {
+  findEncryptedKey,
   keyMatches,
+  keyPairWorks,
   parseContainedPrivateKey,
+  parseDecryptedKey,
   parsePrivateKey,
   parsePrivateKeyBlocks,
   privateKeyToPkcs8Pem,
+  sniffKeyShape,
   type ParsedPrivateKey,
 } from "./private-key.js";
 import { X509Reason } from "./reasons.js";
@@ -79,8 +84,27 @@ const bytesOf = (b: Buffer | undefined) => b ?? Buffer.alloc(0);
 export async function readImport(input: ImportInput): Promise<ParsedImport> {
   checkSizesAndConflicts(input);
   const pkcs12 = bytesOf(input.pkcs12);
-  const contents = pkcs12.length > 0 ? await readPkcs12(pkcs12, input.passphrase ?? "") : undefined;
-  return parseImport(input, contents);
+  if (pkcs12.length > 0) return parseImport(input, { pkcs12: await readPkcs12(pkcs12, input.passphrase ?? "") });
+  // An encrypted key is decrypted off the event loop; everything else about it was checked by findEncryptedKey.
+  const passphrase = input.passphrase ?? "";
+  const keyDer = bytesOf(input.privateKeyDer);
+  const encrypted =
+    input.privateKey.trim() !== "" || keyDer.length > 0
+      ? findEncryptedKey(input.privateKey, keyDer, keyDer.length > 0 && input.privateKey.trim() === "" ? "private_key_der" : "private_key")
+      : bytesOf(input.certificateDer).length === 0
+        ? findEncryptedKey(input.certificate, Buffer.alloc(0), "certificate")
+        : undefined;
+  if (encrypted === undefined) return parseImport(input);
+  if (encrypted.pem !== undefined && passphrase === "") throw missingPassphrase(encrypted.field, encrypted.what);
+  return parseImport(input, { decryptedKey: { encrypted, der: await decryptIsolated(encrypted, passphrase) } });
+}
+
+/** Work done before parseImport, off the event loop (see readImport). */
+export interface PreparedImport {
+  /** The contents of `input.pkcs12`, read by readPkcs12 (required when `input.pkcs12` is set). */
+  pkcs12?: Pkcs12Contents;
+  /** The request's encrypted private key, decrypted to PKCS#8 DER by decryptIsolated. */
+  decryptedKey?: { encrypted: EncryptedKey; der: Buffer };
 }
 
 /**
@@ -106,21 +130,27 @@ export async function readImport(input: ImportInput): Promise<ParsedImport> {
  * Expiry, key usage and path constraints are not judged: the service stores what the user holds.
  *
  * @param input - the request fields.
- * @param pkcs12 - the contents of `input.pkcs12`, read by readPkcs12 (required when `input.pkcs12` is set).
+ * @param prepared - work readImport did off the event loop: the PKCS#12 contents (required when `input.pkcs12`
+ *   is set) and the decrypted private key (else an encrypted key is decrypted here, on the calling thread).
  * @returns metadata of the leaf, the clean material and the repairs made.
  * @throws InvalidArgumentError as listed above; messages never contain key material or PEM bodies.
  */
-export function parseImport(input: ImportInput, pkcs12?: Pkcs12Contents): ParsedImport {
+export function parseImport(input: ImportInput, prepared: PreparedImport = {}): ParsedImport {
   // Every buffer that may hold private-key bytes is zeroed however parsing ends (createPrivateKey copied them).
-  const keyBuffers: Buffer[] = [...(pkcs12?.privateKeys ?? []), ...(input.privateKeyDer ? [input.privateKeyDer] : [])];
+  const keyBuffers: Buffer[] = [
+    ...(prepared.pkcs12?.privateKeys ?? []),
+    ...(input.privateKeyDer ? [input.privateKeyDer] : []),
+    ...(prepared.decryptedKey ? [prepared.decryptedKey.der] : []),
+  ];
   try {
-    return parseImportInto(input, pkcs12, keyBuffers);
+    return parseImportInto(input, prepared, keyBuffers);
   } finally {
     for (const b of keyBuffers) b.fill(0);
   }
 }
 
-function parseImportInto(input: ImportInput, pkcs12: Pkcs12Contents | undefined, keyBuffers: Buffer[]): ParsedImport {
+function parseImportInto(input: ImportInput, prepared: PreparedImport, keyBuffers: Buffer[]): ParsedImport {
+  const { pkcs12, decryptedKey } = prepared;
   checkSizesAndConflicts(input);
   const repairs: ImportRepair[] = [];
   for (const [field, text] of [["certificate", input.certificate], ["private_key", input.privateKey], ["intermediates", input.intermediates]] as const) {
@@ -201,7 +231,10 @@ function parseImportInto(input: ImportInput, pkcs12: Pkcs12Contents | undefined,
     }
     if (pkcs12.privateKeys.length === 1) privateKey = parseContainedPrivateKey(pkcs12.privateKeys[0], "pkcs12");
   } else {
-    privateKey = parsePrivateKey(input.privateKey, bytesOf(input.privateKeyDer), passphrase);
+    privateKey =
+      decryptedKey && decryptedKey.encrypted.field !== leafField
+        ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der)
+        : parsePrivateKey(input.privateKey, bytesOf(input.privateKeyDer), passphrase);
     if (found.keyBlocks.length > 0) {
       if (privateKey !== undefined) {
         throw new InvalidArgumentError(
@@ -211,7 +244,10 @@ function parseImportInto(input: ImportInput, pkcs12: Pkcs12Contents | undefined,
         );
       }
       keyField = leafField;
-      privateKey = parsePrivateKeyBlocks(found.keyBlocks, leafField, passphrase);
+      privateKey =
+        decryptedKey?.encrypted.field === leafField
+          ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der)
+          : parsePrivateKeyBlocks(found.keyBlocks, leafField, passphrase);
       repairs.push({ kind: "PRIVATE_KEY_MOVED", description: `${leafField}: it also held the private key (a combined PEM file); the key was used as the private key` });
     }
   }
@@ -239,6 +275,14 @@ function parseImportInto(input: ImportInput, pkcs12: Pkcs12Contents | undefined,
   const leaf = leafCandidates[leafIndex].cert;
   const facts = leafFacts(leaf, leafField);
   const key = describePublicKey(leaf, leafField);
+  const leafPublicKey = publicKeyOf(leaf);
+  if (privateKey && (leafPublicKey === undefined || !keyPairWorks(privateKey.key, leafPublicKey))) {
+    throw new InvalidArgumentError(
+      X509Reason.PRIVATE_KEY_MISMATCH,
+      keyField,
+      `${keyField}: the private key's secret part does not belong to the certificate's public key (a signature made with it does not verify), although the file claims that public key; the key file is damaged or assembled from two keys, export it again from its source`,
+    );
+  }
   if (leafCandidates.length > 1 && !pkcs12) {
     repairs.push({
       kind: "CHAIN_SPLIT",
@@ -257,7 +301,9 @@ function parseImportInto(input: ImportInput, pkcs12: Pkcs12Contents | undefined,
   const leafCopiesInChain = chainRaw.filter((item) => item.der.equals(leaf.der)).length;
   const droppedDuplicates = caRepeats + chainRaw.length - chainDistinctRaw.length - leafCopiesInChain;
   chain = chain.concat(chainDistinctRaw.map(decode));
-  if (leafCopiesInChain > 0) repairs.push({ kind: "LEAF_COPY_DROPPED", description: "intermediates: a copy of the certificate itself was dropped" });
+  if (leafCopiesInChain > 0) {
+    repairs.push({ kind: "LEAF_COPY_DROPPED", description: `intermediates: ${leafCopiesInChain} copy(ies) of the certificate itself were dropped` });
+  }
   if (droppedDuplicates > 0) {
     repairs.push({ kind: "DUPLICATE_INTERMEDIATES_DROPPED", description: `${droppedDuplicates} duplicate CA certificate(s) were dropped` });
   }
@@ -383,21 +429,8 @@ function defect(err: unknown, der: Buffer): string {
   if (err instanceof CertificateDefect) return err.message;
   // Say what the bytes are when they are a well-known other thing.
   if (looksLikePkcs12(der)) return "it is a PKCS#12 (.pfx/.p12) file; send it in the pkcs12 field with its passphrase";
-  if (isPrivateKeyDer(der)) return "it holds a private key, not a certificate; put the key in the private_key field";
+  if (sniffKeyShape(der) !== undefined) return "it holds a private key, not a certificate; put the key in the private_key field";
   return "it could not be decoded as DER (RFC 5280 §4.1)";
-}
-
-/** True when the bytes decode as a private key (only to name the mistake; the key object is dropped at once). */
-function isPrivateKeyDer(der: Buffer): boolean {
-  for (const type of ["pkcs8", "pkcs1", "sec1"] as const) {
-    try {
-      createPrivateKey({ key: der, format: "der", type });
-      return true;
-    } catch {
-      // try the next format
-    }
-  }
-  return false;
 }
 
 /** PFX (RFC 7292 §4): SEQUENCE { version INTEGER 3, authSafe ContentInfo, ... }. */
@@ -426,14 +459,39 @@ function matches(privateKey: ParsedPrivateKey, cert: ParsedCertificate): boolean
 }
 
 /** Reads the metadata that depends on the leaf alone. */
+/** The range a google.protobuf.Timestamp can carry (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z). */
+const TIMESTAMP_MIN_MS = Date.parse("0001-01-01T00:00:00Z");
+const TIMESTAMP_MAX_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
 function leafFacts(leaf: ParsedCertificate, field: string): LeafFacts {
+  let dates: { notBefore: Date; notAfter: Date };
+  try {
+    dates = validity(leaf);
+  } catch (err) {
+    throw new InvalidArgumentError(
+      X509Reason.INVALID_CERTIFICATE,
+      field,
+      `${field}: the certificate is not a valid X.509 certificate: ${defect(err, leaf.der)}; export it again from its source or have it reissued`,
+      { cause: err },
+    );
+  }
+  for (const [name, date] of [["notBefore", dates.notBefore], ["notAfter", dates.notAfter]] as const) {
+    const t = date.getTime();
+    if (!(t >= TIMESTAMP_MIN_MS && t <= TIMESTAMP_MAX_MS)) {
+      throw new InvalidArgumentError(
+        X509Reason.INVALID_CERTIFICATE,
+        field,
+        `${field}: the certificate's ${name} (${Number.isFinite(t) ? date.toISOString() : "unreadable"}) is outside the years 0001 to 9999 that RFC 5280 times and clients can represent; have the certificate reissued`,
+      );
+    }
+  }
   try {
     return {
       subjectCommonName: subjectCommonName(leaf),
       subject: leaf.subject,
       issuer: leaf.issuer,
       serialNumber: serialHex(leaf),
-      ...validity(leaf),
+      ...dates,
       sans: subjectAltNames(leaf),
       sha256Fingerprint: leaf.sha256,
       selfSigned: isSelfSigned(leaf),

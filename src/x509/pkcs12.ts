@@ -14,7 +14,7 @@
  * forge computes them in pure JavaScript. So:
  * - decoding runs in a worker thread (node:worker_threads, an inline CommonJS source) that never blocks the
  *   server's event loop, has its own heap limit, and is terminated after {@link PKCS12_TIMEOUT_MS};
- * - at most {@link MAX_PKCS12_WORKERS} such workers run at once, further calls wait for a slot;
+ * - workers come from the bounded pool of isolate.ts (one per core, at most 4; a bounded queue);
  * - inside the worker, forge's PBKDF2 (RFC 8018 §5.2) and PKCS#12 KDF (RFC 7292 App. B) refuse iteration counts
  *   above {@link MAX_PKCS12_ITERATIONS} before doing any work. The worker has its own instance of forge, so
  *   patching it there touches nothing else in the process. PBKDF2 itself is computed by node:crypto (native),
@@ -27,9 +27,9 @@
  */
 import { X509Certificate } from "node:crypto";
 import { createRequire } from "node:module";
-import { Worker } from "node:worker_threads";
-import { DomainError, InvalidArgumentError } from "../domain/errors.js";
+import { InvalidArgumentError } from "../domain/errors.js";
 import { describeOid } from "./der.js";
+import { isolatedTaskStats, runIsolated } from "./isolate.js";
 import { X509Reason } from "./reasons.js";
 
 /** What a PKCS#12 file holds. */
@@ -50,19 +50,16 @@ export interface Pkcs12ReadOptions {
  * Highest key-derivation iteration count accepted (MAC key, PBKDF2, PKCS#12 PBE). OpenSSL writes 2048, Windows
  * and Java 2000–10,000; NIST SP 800-132 §5.2 asks for at least 1000. At a million, an AES file reads in about
  * 2 s (PBKDF2 is native, the MAC key pure JS) and a legacy 3DES/RC2 file in about 9 s (all pure JS, the 3DES key
- * taking two passes), just inside {@link PKCS12_TIMEOUT_MS} on an idle core; a count of, say, 2^31 would keep a
+ * taking two passes), inside {@link PKCS12_TIMEOUT_MS}; a count of, say, 2^31 would keep a
  * worker busy for hours.
  */
 export const MAX_PKCS12_ITERATIONS = 1_000_000;
 
-/** Time a worker may take to read one file before it is terminated. */
-export const PKCS12_TIMEOUT_MS = 10_000;
-
-/** PKCS#12 workers allowed to run at the same time; more callers wait. */
-export const MAX_PKCS12_WORKERS = 4;
-
-/** Callers allowed to wait for a worker; more are refused with RESOURCE_EXHAUSTED SERVER_BUSY. */
-export const MAX_PKCS12_WAITING = 32;
+/**
+ * Time a worker may take to read one file before it is terminated: a legacy file at the iteration cap reads in
+ * about 6-9 s on an idle core, so this leaves room for a loaded machine.
+ */
+export const PKCS12_TIMEOUT_MS = 20_000;
 
 /** Old-generation heap of a worker: forge and a 256 KiB file need a few MB. */
 const WORKER_HEAP_MB = 64;
@@ -95,14 +92,14 @@ function invalid(message: string, opts: { metadata?: Record<string, string>; cau
  *     `algorithm`); public-key integrity or privacy mode; an iteration count above MAX_PKCS12_ITERATIONS
  *     (metadata `iterations`, `limit`); no certificate; more than one private key (metadata `count`); reading
  *     takes longer than the time limit or more memory than the worker has; a damaged file.
- * @throws DomainError RESOURCE_EXHAUSTED SERVER_BUSY when MAX_PKCS12_WAITING callers already wait for a worker.
+ * @throws DomainError RESOURCE_EXHAUSTED SERVER_BUSY when the isolated-task queue is full (isolate.ts).
  */
 export async function readPkcs12(der: Buffer, passphrase: string, options: Pkcs12ReadOptions = {}): Promise<Pkcs12Contents> {
   const notPfx = describeNonPfx(der);
   if (notPfx !== undefined) {
     throw invalid(`${notPfx}; send the .pfx/.p12 file itself, e.g. one made with \`openssl pkcs12 -export -in cert.pem -inkey key.pem -out bundle.p12\``);
   }
-  const outcome = await withWorkerSlot(() => runWorker(der, passphrase, options.timeoutMs ?? PKCS12_TIMEOUT_MS));
+  const outcome = await runWorker(der, passphrase, options.timeoutMs ?? PKCS12_TIMEOUT_MS);
   if (outcome.ok) {
     return {
       certificates: outcome.certificates.map((ab) => Buffer.from(ab)),
@@ -113,9 +110,7 @@ export async function readPkcs12(der: Buffer, passphrase: string, options: Pkcs1
 }
 
 /** Current use of the worker pool (for tests and metrics). */
-export function pkcs12WorkerStats(): { active: number; waiting: number } {
-  return { active: activeWorkers, waiting: waitingForWorker.length };
-}
+export const pkcs12WorkerStats = isolatedTaskStats;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Refusals reported by the worker, and their user-facing errors.
@@ -337,85 +332,27 @@ function describeText(der: Buffer): string | undefined {
   return undefined;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The worker pool: a semaphore of MAX_PKCS12_WORKERS slots, handed over directly to the next waiter.
-
-let activeWorkers = 0;
-const waitingForWorker: (() => void)[] = [];
-
-async function withWorkerSlot<T>(fn: () => Promise<T>): Promise<T> {
-  if (activeWorkers < MAX_PKCS12_WORKERS) {
-    activeWorkers += 1;
-  } else {
-    // A bounded queue: beyond it, callers are told to come back rather than pile up (each holds its file).
-    if (waitingForWorker.length >= MAX_PKCS12_WAITING) {
-      throw new DomainError(
-        "RESOURCE_EXHAUSTED",
-        "SERVER_BUSY",
-        `the server is already reading ${activeWorkers} PKCS#12 files with ${waitingForWorker.length} more waiting; retry with exponential backoff`,
-        { metadata: { limit: String(MAX_PKCS12_WAITING) } },
-      );
-    }
-    await new Promise<void>((resolve) => waitingForWorker.push(resolve));
-  }
-  try {
-    return await fn();
-  } finally {
-    const next = waitingForWorker.shift();
-    if (next) next();
-    else activeWorkers -= 1;
-  }
-}
-
 let forgePath: string | undefined;
 
 /**
- * Runs one worker over `der` and resolves with its outcome once the worker has stopped (so a slot is never
- * handed on while a terminated worker still runs). Rejects with INVALID_PKCS12 on time-out or heap exhaustion,
- * with a plain Error when the worker fails in an unexpected way (a bug, not the file).
+ * Reads `der` in an isolated worker (isolate.ts). Rejects with INVALID_PKCS12 on time-out or heap exhaustion.
  */
 function runWorker(der: Buffer, passphrase: string, timeoutMs: number): Promise<Outcome> {
   // Resolved here, in the main thread, so that it works from the TS sources (vitest) and from dist/ alike.
   forgePath ??= createRequire(import.meta.url).resolve("node-forge");
   // A copy of exactly these bytes (a pooled Buffer's ArrayBuffer may hold other data), moved to the worker.
   const input = new Uint8Array(der);
-  return new Promise<Outcome>((resolve, reject) => {
-    const worker = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: { forgePath, der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS },
-      transferList: [input.buffer],
-      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
-      execArgv: [],
-    });
-    let settled = false;
-    const finish = (settle: () => void): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      worker.terminate().then(settle, settle);
-    };
-    const timer = setTimeout(
-      () =>
-        finish(() =>
-          reject(
-            invalid(`reading the file took too long (more than ${timeoutMs / 1000} s; its key derivation is too costly); ${REEXPORT_HINT}`, {
-              metadata: { timeoutMs: String(timeoutMs) },
-            }),
-          ),
-        ),
-      timeoutMs,
-    );
-    worker.once("message", (outcome: Outcome) => finish(() => resolve(outcome)));
-    worker.once("error", (err: Error & { code?: string }) =>
-      finish(() =>
-        reject(
-          err.code === "ERR_WORKER_OUT_OF_MEMORY"
-            ? invalid(`reading the file needs too much memory; ${REEXPORT_HINT}`, { cause: err })
-            : new Error("the PKCS#12 worker failed", { cause: err }),
-        ),
-      ),
-    );
-    worker.once("exit", (code) => finish(() => reject(new Error(`the PKCS#12 worker exited with code ${code} without a result`))));
+  return runIsolated<Outcome>({
+    source: WORKER_SOURCE,
+    workerData: { forgePath, der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS },
+    transferList: [input.buffer],
+    timeoutMs,
+    heapMb: WORKER_HEAP_MB,
+    onTimeout: () =>
+      invalid(`reading the file took too long (more than ${timeoutMs / 1000} s; its key derivation is too costly); ${REEXPORT_HINT}`, {
+        metadata: { timeoutMs: String(timeoutMs) },
+      }),
+    onOutOfMemory: (cause) => invalid(`reading the file needs too much memory; ${REEXPORT_HINT}`, { cause }),
   });
 }
 

@@ -7,10 +7,11 @@
  * `RSA PRIVATE KEY`) still works and is reported. The key is stored as unencrypted PKCS#8 with EC keys on their
  * named curve (RFC 5480 §2.1.1), so every reader handles one format; the stored copy is encrypted anyway.
  */
-import { createPrivateKey, createPublicKey, X509Certificate, type JsonWebKey, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate, type JsonWebKey, type KeyObject } from "node:crypto";
 import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { decodeOid, derChildren, describeOid, readTlv } from "./der.js";
+import { decryptSync, legacyEncryptedKey, missingPassphrase, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
 import { pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
 
@@ -26,9 +27,6 @@ const KEY_LABELS: Record<string, KeyFormat> = {
 
 const FORMAT_NAMES: Record<KeyFormat, string> = { pkcs8: "PKCS#8", pkcs1: "PKCS#1 RSA", sec1: "SEC1 EC" };
 
-/** Legacy PEM ciphers (DEK-Info, RFC 1421 §4.6.1.3) that OpenSSL 3's default provider can decrypt. */
-const LEGACY_CIPHERS = new Set(["AES-128-CBC", "AES-192-CBC", "AES-256-CBC", "DES-EDE3-CBC"]);
-
 /** True for labels that hold a private key (or the EC PARAMETERS block that may precede one). */
 export function isPrivateKeyLabel(label: string): boolean {
   return label in KEY_LABELS || label === "EC PARAMETERS";
@@ -40,50 +38,8 @@ export interface ParsedPrivateKey {
   repairs: ImportRepair[];
 }
 
-const REENCRYPT_HINT =
-  "re-encrypt it with a current cipher, e.g. `openssl pkey -provider legacy -provider default -in old.key -aes256 -out new.key`, or send it decrypted";
-
 function invalid(field: string, message: string, cause?: unknown): InvalidArgumentError {
   return new InvalidArgumentError(X509Reason.INVALID_PRIVATE_KEY, field, `${field}: ${message}`, { cause });
-}
-
-function missingPassphrase(field: string, what: string): InvalidArgumentError {
-  return new InvalidArgumentError(
-    X509Reason.ENCRYPTED_PRIVATE_KEY,
-    field,
-    `${field}: the private key is encrypted (${what}) and no passphrase was given; send its password in the passphrase field, or decrypt it first with \`openssl pkey -in encrypted.key -out key.pem\``,
-  );
-}
-
-function wrongPassphrase(field: string): InvalidArgumentError {
-  return new InvalidArgumentError(
-    X509Reason.WRONG_PASSPHRASE,
-    "passphrase",
-    `passphrase: it does not decrypt the private key in ${field}; check the password (a damaged key fails the same way — \`openssl pkey -in key.pem -noout\` tells them apart)`,
-    { metadata: { decrypting: field } },
-  );
-}
-
-/** node/OpenSSL error codes meaning "the algorithm is not available", as opposed to a failed decryption. */
-function isUnsupported(err: unknown): boolean {
-  const code = (err as { code?: string })?.code ?? "";
-  return code === "ERR_OSSL_UNSUPPORTED" || code === "ERR_OSSL_EVP_UNSUPPORTED" || code.endsWith("_UNSUPPORTED_ALGORITHM");
-}
-
-/**
- * Decrypts with the user's passphrase. An empty passphrase is tried as a real (empty) password first, since
- * proto3 cannot tell "absent" from "empty"; failing that, it counts as missing.
- */
-function decrypt(field: string, what: string, passphrase: string, attempt: (pass: string) => KeyObject): KeyObject {
-  try {
-    return attempt(passphrase);
-  } catch (err) {
-    if (isUnsupported(err)) {
-      throw invalid(field, `the private key is encrypted (${what}) with an algorithm that can no longer be read (single DES, RC2 or RC4); ${REENCRYPT_HINT}`, err);
-    }
-    if (passphrase === "") throw missingPassphrase(field, what);
-    throw wrongPassphrase(field);
-  }
 }
 
 /**
@@ -103,131 +59,79 @@ function decodeKeyDer(
   passphrase: string,
   labelFormat?: KeyFormat,
 ): { key: KeyObject; format: KeyFormat; encrypted: boolean } {
-  // OpenSSL 3's decoders accept any of the structures whatever type is asked for, so the structure is read
-  // from the DER itself; the label (or, failing that, every format) is only tried when that cannot be told.
-  const sniffed = sniffKeyFormat(der);
-  const order: KeyFormat[] = sniffed ? [sniffed] : labelFormat ? [labelFormat] : [];
-  for (const f of ["pkcs8", "pkcs1", "sec1"] as const) if (!order.includes(f)) order.push(f);
-  for (const format of order) {
-    try {
-      return { key: createPrivateKey({ key: der, format: "der", type: format }), format, encrypted: false };
-    } catch (err) {
-      if (format === "pkcs8" && (err as { code?: string }).code === "ERR_MISSING_PASSPHRASE") {
-        const what = checkPkcs8Encryption(der, field);
-        const key = decrypt(field, what, passphrase, (pass) => createPrivateKey({ key: der, format: "der", type: "pkcs8", passphrase: pass }));
-        return { key, format, encrypted: true };
-      }
-    }
+  // The structure is read from the DER itself (OpenSSL 3's decoders accept any structure whatever type is
+  // asked for, so the label proves nothing), and nothing OpenSSL would have to compute on is decoded: a DSA or
+  // DH PKCS#8 key makes it derive the public key from huge parameters on this thread.
+  void labelFormat;
+  const shape = sniffKeyShape(der);
+  if (shape === undefined) {
+    throw invalid(field, `${describeNonKey(der)}; send the certificate's private key (PKCS#8, PKCS#1 or SEC1, PEM or DER)`);
   }
-  throw invalid(field, `${describeNonKey(der)}; send the certificate's private key (PKCS#8, PKCS#1 or SEC1, PEM or DER)`);
-}
-
-/** Most PBKDF2 iterations (RFC 8018 §5.2) accepted: OpenSSL derives the key on the calling thread. */
-export const MAX_KEY_ITERATIONS = 1_000_000;
-/**
- * Largest scrypt work accepted (RFC 7914 §2: time grows with N·r·p, memory with 128·N·r bytes): twice OpenSSL's
- * `-scrypt` default (N=16384, r=8, p=1), about 0.1 s, since OpenSSL derives the key on the calling thread.
- */
-export const MAX_SCRYPT_WORK = 2 * 16384 * 8;
-/** Largest scrypt memory accepted, bytes (OpenSSL's own default ceiling for scrypt, 32 MiB). */
-export const MAX_SCRYPT_MEMORY = 32 * 1024 * 1024;
-
-const OID_PBES2 = "1.2.840.113549.1.5.13";
-const OID_PBKDF2 = "1.2.840.113549.1.5.12";
-const OID_SCRYPT = "1.3.6.1.4.1.11591.4.11";
-
-/** Ciphers a PBES2 key may use that OpenSSL 3's default provider decrypts. */
-const READABLE_CIPHERS = new Set([
-  "2.16.840.1.101.3.4.1.2", // AES-128-CBC
-  "2.16.840.1.101.3.4.1.22", // AES-192-CBC
-  "2.16.840.1.101.3.4.1.42", // AES-256-CBC
-  "1.2.840.113549.3.7", // DES-EDE3-CBC
-]);
-
-/** Unsigned INTEGER contents as a number (Infinity beyond 2^53, which any cap refuses anyway). */
-function integerValue(content: Uint8Array): number {
-  let n = 0;
-  for (const b of content) n = n * 256 + b;
-  return Number.isSafeInteger(n) ? n : Infinity;
-}
-
-/**
- * Reads an EncryptedPrivateKeyInfo's algorithm (RFC 5958 §3; PBES2 per RFC 8018 §6.2 / A.4) before anything is
- * decrypted, so that a cost OpenSSL would spend on the event loop is bounded and an unreadable cipher is named.
- *
- * @returns a description for messages, e.g. "PKCS#8, PBES2 with AES-256-CBC".
- * @throws InvalidArgumentError INVALID_PRIVATE_KEY when PBKDF2 iterations exceed MAX_KEY_ITERATIONS, scrypt's work
- *   or memory exceeds MAX_SCRYPT_WORK / MAX_SCRYPT_MEMORY, or the cipher is one OpenSSL 3 cannot read (single DES, RC2, RC4), naming it.
- */
-function checkPkcs8Encryption(der: Buffer, field: string): string {
-  let algorithm = "";
-  let cipher = "";
-  let iterations = 0;
-  let scrypt: { n: number; r: number; p: number } | undefined;
+  if (shape.format === "encrypted") {
+    return { key: decryptSync(pkcs8EncryptedKey(der, field), passphrase), format: "pkcs8", encrypted: true };
+  }
+  if (shape.format === "pkcs8") checkKeyAlgorithm(shape.algorithm, field);
   try {
-    const [algId] = derChildren(der, readTlv(der, 0));
-    const [oid, params] = derChildren(der, algId);
-    algorithm = decodeOid(der.subarray(oid.contentStart, oid.end));
-    if (algorithm === OID_PBES2 && params) {
-      const [kdf, scheme] = derChildren(der, params);
-      const [kdfOid, kdfParams] = derChildren(der, kdf);
-      const kdfName = decodeOid(der.subarray(kdfOid.contentStart, kdfOid.end));
-      const kp = kdfParams ? derChildren(der, kdfParams) : [];
-      if (kdfName === OID_PBKDF2 && kp[1]?.tag === 0x02) iterations = integerValue(der.subarray(kp[1].contentStart, kp[1].end));
-      // scrypt-params (RFC 7914 §7.1): salt, costParameter N, blockSize r, parallelizationParameter p.
-      if (kdfName === OID_SCRYPT) {
-        const int = (i: number) => (kp[i]?.tag === 0x02 ? integerValue(der.subarray(kp[i].contentStart, kp[i].end)) : Infinity);
-        scrypt = { n: int(1), r: int(2), p: int(3) };
-      }
-      const [schemeOid] = derChildren(der, scheme);
-      cipher = decodeOid(der.subarray(schemeOid.contentStart, schemeOid.end));
-    } else if (params) {
-      // PBES1 and PKCS#12 PBE (RFC 8018 §6.1, RFC 7292 App. C): params are { salt, iterationCount }.
-      const p = derChildren(der, params);
-      if (p[1]?.tag === 0x02) iterations = integerValue(der.subarray(p[1].contentStart, p[1].end));
-    }
-  } catch {
-    return "PKCS#8 EncryptedPrivateKeyInfo";
+    return { key: createPrivateKey({ key: der, format: "der", type: shape.format }), format: shape.format, encrypted: false };
+  } catch (err) {
+    throw invalid(field, `it could not be decoded as a ${FORMAT_NAMES[shape.format]} private key; export the key again, e.g. with \`openssl pkey -in key.pem\``, err);
   }
-  if (iterations > MAX_KEY_ITERATIONS) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_PRIVATE_KEY,
-      field,
-      `${field}: the encrypted key asks for ${iterations === Infinity ? "more than 2^53" : iterations} key-derivation iterations, more than the limit of ${MAX_KEY_ITERATIONS}; re-encrypt it with \`openssl pkcs8 -topk8 -v2 aes-256-cbc\` (2048 iterations) or send it decrypted`,
-      { metadata: { iterations: String(iterations), limit: String(MAX_KEY_ITERATIONS) } },
-    );
-  }
-  if (scrypt && (scrypt.n * scrypt.r * scrypt.p > MAX_SCRYPT_WORK || 128 * scrypt.n * scrypt.r > MAX_SCRYPT_MEMORY)) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_PRIVATE_KEY,
-      field,
-      `${field}: the encrypted key's scrypt parameters (N=${scrypt.n}, r=${scrypt.r}, p=${scrypt.p}) ask for more work than the limit (N·r·p at most ${MAX_SCRYPT_WORK}, 128·N·r at most ${MAX_SCRYPT_MEMORY} bytes); re-encrypt it with \`openssl pkcs8 -topk8 -v2 aes-256-cbc\` or send it decrypted`,
-      { metadata: { scryptN: String(scrypt.n), scryptR: String(scrypt.r), scryptP: String(scrypt.p) } },
-    );
-  }
-  const unreadable = algorithm === OID_PBES2 ? (cipher !== "" && !READABLE_CIPHERS.has(cipher) ? cipher : "") : algorithm === "1.2.840.113549.1.12.1.3" ? "" : algorithm;
-  if (unreadable !== "") {
-    throw invalid(field, `the private key is encrypted with ${describeOid(unreadable)}, which can no longer be read; ${REENCRYPT_HINT}`);
-  }
-  return algorithm === OID_PBES2 ? `PKCS#8, PBES2 with ${describeOid(cipher)}` : `PKCS#8, ${describeOid(algorithm)}`;
 }
 
+/** PKCS#8 key algorithms we decode (RFC 8017, RFC 4055, RFC 5480, RFC 8410); anything else is refused unread. */
+const KEY_ALGORITHMS: Record<string, string> = {
+  "1.2.840.113549.1.1.1": "RSA",
+  "1.2.840.113549.1.1.10": "RSA-PSS",
+  "1.2.840.10045.2.1": "EC",
+  "1.3.101.110": "X25519",
+  "1.3.101.111": "X448",
+  "1.3.101.112": "Ed25519",
+  "1.3.101.113": "Ed448",
+};
+
+/** Well-known key algorithms we refuse, named in the message. */
+const REFUSED_KEY_ALGORITHMS: Record<string, string> = {
+  "1.2.840.10040.4.1": "DSA",
+  "1.2.840.113549.1.3.1": "DH (PKCS#3)",
+  "1.2.840.10046.2.1": "DH (X9.42)",
+};
+
+function checkKeyAlgorithm(oid: string, field: string): void {
+  if (oid in KEY_ALGORITHMS) return;
+  const name = REFUSED_KEY_ALGORITHMS[oid] ?? `with OID ${oid}`;
+  throw new InvalidArgumentError(
+    X509Reason.UNSUPPORTED_KEY_ALGORITHM,
+    field,
+    `${field}: the private key is a ${name} key, which is not supported; supported are RSA, EC P-256/P-384/P-521, Ed25519 and Ed448 keys`,
+    { metadata: { keyAlgorithm: name } },
+  );
+}
+
+/** The structure of a private key's DER and, for PKCS#8, its algorithm OID. */
+type KeyShape = { format: "pkcs8"; algorithm: string } | { format: "pkcs1" | "sec1" | "encrypted" };
+
 /**
- * The private-key structure of `der`, read from its first elements: PKCS#8 PrivateKeyInfo (RFC 5958 §2: version
- * INTEGER, then an AlgorithmIdentifier SEQUENCE) or EncryptedPrivateKeyInfo (§3: starts with a SEQUENCE); PKCS#1
- * RSAPrivateKey (RFC 8017 A.1.2: version, then the modulus INTEGER); SEC1 ECPrivateKey (RFC 5915 §3: version 1,
- * then the key OCTET STRING). undefined when it is none of these shapes.
+ * The private-key structure of `der`, read with the strict DER reader from its first elements, without decoding
+ * the key: PKCS#8 PrivateKeyInfo (RFC 5958 §2: version INTEGER, AlgorithmIdentifier SEQUENCE, key OCTET STRING);
+ * EncryptedPrivateKeyInfo (§3: exactly an AlgorithmIdentifier SEQUENCE and an OCTET STRING); PKCS#1
+ * RSAPrivateKey (RFC 8017 A.1.2: nine or more INTEGERs); SEC1 ECPrivateKey (RFC 5915 §3: version INTEGER, then
+ * the key OCTET STRING). undefined when it is none of these, or is not DER.
  */
-function sniffKeyFormat(der: Buffer): KeyFormat | undefined {
+export function sniffKeyShape(der: Buffer): KeyShape | undefined {
   try {
     const outer = readTlv(der, 0);
     if (outer.tag !== 0x30 || outer.end !== der.length) return undefined;
-    const [first, second] = derChildren(der, outer);
-    if (first?.tag === 0x30) return "pkcs8";
-    if (first?.tag !== 0x02 || second === undefined) return undefined;
-    if (second.tag === 0x30) return "pkcs8";
-    if (second.tag === 0x02) return "pkcs1";
-    if (second.tag === 0x04) return "sec1";
+    const kids = derChildren(der, outer);
+    const tags = kids.map((k) => k.tag);
+    if (kids.length === 2 && tags[0] === 0x30 && tags[1] === 0x04) return { format: "encrypted" };
+    if (tags[0] !== 0x02) return undefined;
+    if (tags[1] === 0x30 && tags[2] === 0x04) {
+      const [oid] = derChildren(der, kids[1]);
+      if (oid?.tag !== 0x06) return undefined;
+      return { format: "pkcs8", algorithm: decodeOid(der.subarray(oid.contentStart, oid.end)) };
+    }
+    if (kids.length >= 9 && tags.every((t) => t === 0x02)) return { format: "pkcs1" };
+    if (tags[1] === 0x04) return { format: "sec1" };
     return undefined;
   } catch {
     return undefined;
@@ -319,19 +223,11 @@ function parseKeyBlock(block: PemBlock, field: string, passphrase: string): Pars
   const repairs: ImportRepair[] = [];
   const procType = block.headers["Proc-Type"] ?? "";
   if (/ENCRYPTED/i.test(procType)) {
-    const cipher = (block.headers["DEK-Info"] ?? "").split(",")[0].trim().toUpperCase();
-    const what = `legacy OpenSSL PEM encryption${cipher ? `, ${cipher}` : ""}`;
-    if (cipher !== "" && !LEGACY_CIPHERS.has(cipher)) {
-      throw invalid(field, `the private key is encrypted with ${cipher}, which can no longer be read; ${REENCRYPT_HINT}`);
-    }
-    if (passphrase === "") throw missingPassphrase(field, what);
-    // OpenSSL reads the RFC 1421 headers itself: hand it the block as written, headers included.
-    const headers = Object.entries(block.headers).map(([k, v]) => `${k}: ${v}\n`).join("");
-    const pem = pemEncode(block.label, block.der).replace("-----\n", `-----\n${headers}\n`);
-    const key = decrypt(field, what, passphrase, (pass) => createPrivateKey({ key: pem, format: "pem", passphrase: pass }));
-    repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the key (${what}) was decrypted with the passphrase` });
-    const format: KeyFormat = KEY_LABELS[block.label] ?? "pkcs8";
-    return toCanonicalKey(key, format, true, repairs, field);
+    const encrypted = legacyEncryptedKey(block, field, KEY_LABELS[block.label] ?? "pkcs8");
+    if (passphrase === "") throw missingPassphrase(field, encrypted.what);
+    const key = decryptSync(encrypted, passphrase);
+    repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the key (${encrypted.what}) was decrypted with the passphrase` });
+    return toCanonicalKey(key, encrypted.format, true, repairs, field);
   }
   const claimed = KEY_LABELS[block.label];
   const { key, format, encrypted } = decodeKeyDer(block.der, field, passphrase, claimed);
@@ -431,6 +327,37 @@ export function keyMatches(privateKey: KeyObject, publicKey: KeyObject): boolean
   }
 }
 
+/** base64url (RFC 4648 §5) big-endian unsigned integer of a JWK member (RFC 7518 §6.3) as a BigInt. */
+function jwkInt(value: string | undefined): bigint {
+  return value ? BigInt(`0x${Buffer.from(value, "base64url").toString("hex") || "0"}`) : 0n;
+}
+
+/**
+ * True when the private key's secret part belongs to its public part: the public half embedded in a key file is
+ * not proof, since a file can pair a certificate's public key with another key's secret. RSA: the CRT members
+ * are consistent (n = p·q, dP = d mod (p−1), dQ = d mod (q−1), qInv·q ≡ 1 mod p; RFC 8017 §3.2), so a signature
+ * can neither fail nor leak a factor through a faulty CRT step; every type: a signature over random bytes made
+ * with the private key verifies with the certificate's public key (FIPS 186-5 §5.4's pairwise consistency test).
+ *
+ * @param privateKey - the imported key (RSA at most MAX_RSA_BITS, checked by the caller through the certificate).
+ * @param publicKey - the certificate's public key.
+ */
+export function keyPairWorks(privateKey: KeyObject, publicKey: KeyObject): boolean {
+  try {
+    if (privateKey.asymmetricKeyType === "rsa") {
+      const j = privateKey.export({ format: "jwk" });
+      const [n, d, p, q, dp, dq, qi] = [j.n, j.d, j.p, j.q, j.dp, j.dq, j.qi].map(jwkInt);
+      if (p * q !== n || d % (p - 1n) !== dp || d % (q - 1n) !== dq || (qi * q) % p !== 1n) return false;
+    }
+    const eddsa = privateKey.asymmetricKeyType === "ed25519" || privateKey.asymmetricKeyType === "ed448";
+    const data = randomBytes(32);
+    const signature = sign(eddsa ? null : "sha256", data, privateKey);
+    return verify(eddsa ? null : "sha256", data, publicKey, signature);
+  } catch {
+    return false;
+  }
+}
+
 /** The key as unencrypted PKCS#8 PEM (RFC 5958 §2 OneAsymmetricKey, RFC 7468 §10 label `PRIVATE KEY`). */
 export function privateKeyToPkcs8Pem(privateKey: KeyObject): string {
   const der = privateKey.export({ format: "der", type: "pkcs8" });
@@ -449,6 +376,11 @@ export function privateKeyToPkcs8Pem(privateKey: KeyObject): string {
  */
 export function parseContainedPrivateKey(der: Buffer, field: string): ParsedPrivateKey {
   try {
+    const shape = sniffKeyShape(der);
+    if (shape?.format !== "pkcs8") {
+      throw new InvalidArgumentError(X509Reason.INVALID_PKCS12, field, `${field}: its private key is not a PKCS#8 PrivateKeyInfo; export the file again`);
+    }
+    checkKeyAlgorithm(shape.algorithm, field);
     const key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
     return toCanonicalKey(key, "pkcs8", false, [], field);
   } catch (err) {
@@ -456,5 +388,53 @@ export function parseContainedPrivateKey(der: Buffer, field: string): ParsedPriv
     throw new InvalidArgumentError(X509Reason.INVALID_PKCS12, field, `${field}: its private key could not be decoded as PKCS#8; export the file again`, { cause: err });
   } finally {
     der.fill(0);
+  }
+}
+
+/**
+ * The encrypted private key of a key field, its parameters checked, for decryption off the event loop
+ * (encrypted-key.ts decryptIsolated); undefined when the field holds no single encrypted key (the synchronous
+ * parse then reports whatever is there).
+ *
+ * @param text - PEM text of `field` (`private_key`, or `certificate` for a combined PEM); "" to use `der`.
+ * @param der - the `private_key_der` bytes, when `text` is "".
+ * @throws InvalidArgumentError INVALID_PRIVATE_KEY as legacyEncryptedKey / pkcs8EncryptedKey.
+ */
+export function findEncryptedKey(text: string, der: Buffer, field: string): EncryptedKey | undefined {
+  if (text.trim() === "" && der.length > 0 && !/^\s*(\xEF\xBB\xBF)?-----BEGIN /.test(der.subarray(0, 64).toString("latin1"))) {
+    return sniffKeyShape(der)?.format === "encrypted" ? pkcs8EncryptedKey(der, field) : undefined;
+  }
+  const source = text.trim() !== "" ? text : der.toString("utf8");
+  let blocks: PemBlock[];
+  try {
+    blocks = splitPemBlocks(source).filter((b) => b.label in KEY_LABELS);
+  } catch {
+    return undefined;
+  }
+  if (blocks.length !== 1) return undefined;
+  const [block] = blocks;
+  if (/ENCRYPTED/i.test(block.headers["Proc-Type"] ?? "")) return legacyEncryptedKey(block, field, KEY_LABELS[block.label] ?? "pkcs8");
+  return sniffKeyShape(block.der)?.format === "encrypted" ? pkcs8EncryptedKey(block.der, field) : undefined;
+}
+
+/**
+ * A key decrypted by decryptIsolated, as stored: algorithm checked, EC keys on their named curve.
+ *
+ * @param encrypted - what was decrypted (its field names errors and repairs).
+ * @param plainPkcs8 - the decrypted PKCS#8 DER; zeroed here.
+ * @throws InvalidArgumentError UNSUPPORTED_KEY_ALGORITHM or INVALID_PRIVATE_KEY.
+ */
+export function parseDecryptedKey(encrypted: EncryptedKey, plainPkcs8: Buffer): ParsedPrivateKey {
+  try {
+    const shape = sniffKeyShape(plainPkcs8);
+    if (shape?.format !== "pkcs8") throw invalid(encrypted.field, "the decrypted key is not a PKCS#8 PrivateKeyInfo; export the key again");
+    checkKeyAlgorithm(shape.algorithm, encrypted.field);
+    const key = createPrivateKey({ key: plainPkcs8, format: "der", type: "pkcs8" });
+    const repairs: ImportRepair[] = [
+      { kind: "PRIVATE_KEY_DECRYPTED", description: `${encrypted.field}: the key (${encrypted.what}) was decrypted with the passphrase` },
+    ];
+    return toCanonicalKey(key, encrypted.format, true, repairs, encrypted.field);
+  } finally {
+    plainPkcs8.fill(0);
   }
 }

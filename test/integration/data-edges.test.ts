@@ -488,6 +488,14 @@ describe.each(await databases())("certificate data edges on %s", (db) => {
         expect([bad.code, bad.reason]).toEqual([status.INVALID_ARGUMENT, "INVALID_CERTIFICATE"]);
         expect(bad.message).toContain(`its notAfter "205001010000.55" has no time zone, so its instant is unknown; RFC 5280 requires Z`);
       });
+
+      it("refuses a time outside the years 0001-9999 that a Timestamp (and every client) can carry", async () => {
+        const year0 = caCert("/CN=year zero", "00000101000000Z", "20300101000000Z");
+        expect(openssl(["x509", "-noout", "-startdate"], { input: year0 })).toMatch(/0000 GMT|Jan  1 00:00:00 0 GMT/);
+        const e = await expectFailure(t.certificates.importCertificate({ parent, certificate: year0 }));
+        expect([e.reason, e.fieldViolations[0].field]).toEqual(["INVALID_CERTIFICATE", "certificate"]);
+        expect(e.message).toContain("notBefore (0000-01-01T00:00:00.000Z) is outside the years 0001 to 9999");
+      });
     });
   });
 });

@@ -4,7 +4,7 @@
  * repair with its report, and every key algorithm with its verdict. Fixtures are made by the openssl CLI; expected
  * values come from openssl or from the fixture itself, never from the code under test.
  */
-import { createPublicKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, createPublicKey, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -256,6 +256,66 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       // The defaults are well inside the caps.
       const ok = openssl(["pkcs8", "-topk8", "-scrypt", "-passout", "pass:pw"], { input: leaf.keyPem });
       expect((await importFresh({ certificate: leaf.certPem, privateKey: ok, passphrase: "pw" })).certificate.hasPrivateKey).toBe(true);
+    });
+  });
+
+  describe("hostile keys and chains (found by adversarial testing)", () => {
+    it("refuses DSA keys unread, wherever they are sent", async () => {
+      const leaf = makeLeaf({ cn: `dsa-key-${db}.example.test` });
+      const dsa = makeKey("dsa", "hostile");
+      const e = await refused({ certificate: leaf.certPem, privateKey: dsa.pkcs8Pem });
+      expect([e.reason, e.fieldViolations[0].field, e.metadata.keyAlgorithm]).toEqual(["UNSUPPORTED_KEY_ALGORITHM", "private_key", "DSA"]);
+      const dsaDer = Buffer.from(dsa.pkcs8Pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
+      const asCert = await refused({ certificateDer: dsaDer });
+      expect(asCert.message).toContain("holds a private key, not a certificate");
+      // Encrypted, its type is only known once decrypted: that happens in an isolated worker, which refuses it.
+      const encrypted = encryptKey(dsa, { password: "pw" });
+      const enc = await refused({ certificate: leaf.certPem, privateKey: encrypted, passphrase: "pw" });
+      expect([enc.reason, enc.fieldViolations[0].field, enc.metadata.keyAlgorithm]).toEqual(["UNSUPPORTED_KEY_ALGORITHM", "private_key", "DSA"]);
+    });
+
+    it("refuses an encrypted key whose parameters are not DER (their cost could not be checked)", async () => {
+      const leaf = makeLeaf({ cn: `nonminimal-${db}.example.test` });
+      // PKCS#12-PBE 3DES asking for 2^31-1 iterations, its parameters' length written in a non-minimal form.
+      const der = Buffer.from("3053301f060a2a864886f70d010c01033081100408010101010101010102047fffffff0430" + "03".repeat(48), "hex");
+      const e = await refused({ certificate: leaf.certPem, privateKeyDer: der, passphrase: "x" });
+      expect(e.reason).toBe("INVALID_PRIVATE_KEY");
+      expect(e.message).toContain("encryption parameters are not valid DER");
+    });
+
+    it("refuses key files that pair the certificate's public key with another key's secret", async () => {
+      for (const type of ["ec256", "rsa2048"] as const) {
+        const leaf = makeLeaf({ cn: `tampered-${type}-${db}.example.test`, keyType: type, keySlot: `tampered-${type}` });
+        const own = createPrivateKey(leaf.keyPem).export({ format: "jwk" });
+        const other = createPrivateKey(makeKey(type, "tampered-other").pkcs8Pem).export({ format: "jwk" });
+        const secret = type === "ec256" ? { d: other.d } : { d: other.d, p: other.p, q: other.q, dp: other.dp, dq: other.dq, qi: other.qi };
+        const forged = createPrivateKey({ key: { ...own, ...secret }, format: "jwk" }).export({ type: "pkcs8", format: "pem" }).toString();
+        const e = await refused({ certificate: leaf.certPem, privateKey: forged });
+        expect([e.reason, e.fieldViolations[0].field]).toEqual(["PRIVATE_KEY_MISMATCH", "private_key"]);
+        expect(e.message).toContain("secret part does not belong");
+      }
+    });
+
+    it("names a missing or unreadable DEK-Info header instead of blaming the passphrase", async () => {
+      const leaf = makeLeaf({ cn: `dekinfo-${db}.example.test`, keyType: "rsa2048", keySlot: "enc" });
+      const legacy = encryptKey(leaf.key, { legacy: true, password: "pw" });
+      const noInfo = legacy.replace(/DEK-Info:[^\n]*\n/, "");
+      expect((await refused({ certificate: leaf.certPem, privateKey: noInfo, passphrase: "pw" })).message).toContain('"DEK-Info" header is missing or unreadable');
+      const gcm = legacy.replace(/DEK-Info: [A-Z0-9-]+,/, "DEK-Info: AES-128-GCM,");
+      const g = await refused({ certificate: leaf.certPem, privateKey: gcm, passphrase: "pw" });
+      expect(g.message).toContain("encrypted with AES-128-GCM, which cannot be read; re-encrypt it with AES-256-CBC");
+      const script = legacy.replace(/DEK-Info: [A-Z0-9-]+,/, "DEK-Info: <script>x</script>,");
+      expect((await refused({ certificate: leaf.certPem, privateKey: script, passphrase: "pw" })).message).not.toContain("<SCRIPT>");
+    });
+
+    it("does not verify signatures with RSA issuer keys no CA uses (public exponent above 2^32)", async () => {
+      const pkcs8Pem = openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_pubexp:4294967311"]);
+      expect(openssl(["pkey", "-noout", "-text"], { input: pkcs8Pem })).toContain("publicExponent: 4294967311");
+      const key = { type: "rsa2048" as const, pkcs8Pem, legacyPem: pkcs8Pem, publicPem: openssl(["pkey", "-pubout"], { input: pkcs8Pem }) };
+      const ca = makeCa({ subject: `/CN=Big Exponent CA ${db}`, key });
+      const leaf = makeLeaf({ cn: `bige-${db}.example.test`, issuer: ca });
+      const e = await refused({ certificate: leaf.certPem, intermediates: ca.certPem });
+      expect(e.reason).toBe("INTERMEDIATE_NOT_IN_CHAIN");
     });
   });
 

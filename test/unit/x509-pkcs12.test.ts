@@ -13,7 +13,9 @@ import { join } from "node:path";
 import forge from "node-forge";
 import { describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "../../src/domain/errors.js";
-import { MAX_PKCS12_ITERATIONS, MAX_PKCS12_WORKERS, pkcs12WorkerStats, readPkcs12 } from "../../src/x509/pkcs12.js";
+import type { DomainError } from "../../src/domain/errors.js";
+import { MAX_ISOLATED_TASKS as MAX_PKCS12_WORKERS, MAX_WAITING_TASKS } from "../../src/x509/isolate.js";
+import { MAX_PKCS12_ITERATIONS, pkcs12WorkerStats, readPkcs12 } from "../../src/x509/pkcs12.js";
 import { X509Reason } from "../../src/x509/reasons.js";
 import { haveRealFixtures, REAL_FIXTURES } from "../helpers/fixtures.js";
 import { makeChain, makeLeaf, type IssuedCert, type KeyType } from "../helpers/openssl.js";
@@ -508,6 +510,19 @@ describe("readPkcs12: the worker", () => {
     const results = await Promise.all(reads);
     for (const r of results) expect(r.certificates).toEqual([certDer(leaf.certPem)]);
     expect(pkcs12WorkerStats()).toEqual({ active: 0, waiting: 0 });
+  });
+
+  it("refuses callers beyond the bounded queue with RESOURCE_EXHAUSTED SERVER_BUSY, and serves the others", async () => {
+    const leaf = leafOf("ec256");
+    const p12 = exportP12({ cert: leaf, password: "pw-busy" });
+    const reads = Array.from({ length: MAX_PKCS12_WORKERS + MAX_WAITING_TASKS }, () => readPkcs12(p12, "pw-busy"));
+    expect(pkcs12WorkerStats()).toEqual({ active: MAX_PKCS12_WORKERS, waiting: MAX_WAITING_TASKS });
+    const refused = await readPkcs12(p12, "pw-busy").then(
+      () => undefined,
+      (err: unknown) => err as DomainError,
+    );
+    expect([refused?.kind, refused?.reason, refused?.metadata.limit]).toEqual(["RESOURCE_EXHAUSTED", "SERVER_BUSY", String(MAX_WAITING_TASKS)]);
+    for (const r of await Promise.all(reads)) expect(r.certificates).toEqual([certDer(leaf.certPem)]);
   });
 
   it("terminates a worker that takes too long and frees its slot", async () => {

@@ -364,7 +364,7 @@ export interface ImportCertificateRequest {
    * password goes in `passphrase`. The certificate is the one whose public key matches the file's private
    * key (or, without a key, the one that issued none of the others); the other certificates become
    * intermediates. Key-derivation iteration counts above 1,000,000 are refused, and so is a file that takes
-   * more than 10 s to read. At most 256 KiB.
+   * more than 20 s to read. At most 256 KiB.
    */
   pkcs12: Buffer;
   /**

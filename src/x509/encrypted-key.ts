@@ -1,0 +1,280 @@
+/**
+ * Encrypted private keys: PKCS#8 EncryptedPrivateKeyInfo (RFC 5958 §3; PBES2 per RFC 8018 §6.2, or the older
+ * PBES1 / PKCS#12 PBE schemes) and OpenSSL's legacy PEM encryption (`Proc-Type: 4,ENCRYPTED` with `DEK-Info`,
+ * RFC 1421 §4.6). The parameters are checked before anything is decrypted, so that an unreadable cipher is named
+ * and the key-derivation work is bounded; the service then decrypts in an isolated worker (isolate.ts), because
+ * OpenSSL derives the key and decodes the inner key on the calling thread, and a hostile inner key (DSA or DH
+ * with huge parameters) would make it compute for minutes.
+ */
+import { createPrivateKey, type KeyObject } from "node:crypto";
+import { InvalidArgumentError } from "../domain/errors.js";
+import { decodeOid, derChildren, describeOid, readTlv } from "./der.js";
+import { runIsolated } from "./isolate.js";
+import { pemEncode, type PemBlock } from "./pem.js";
+import { X509Reason } from "./reasons.js";
+
+/** An encrypted key ready to be decrypted, its parameters checked. */
+export interface EncryptedKey {
+  /** The request field it came from. */
+  field: string;
+  /** For messages, e.g. "PKCS#8, PBES2 with AES-256-CBC (OID 2.16.840.1.101.3.4.1.42)". */
+  what: string;
+  /** The structure the decrypted key has: PKCS#8, or the PKCS#1 / SEC1 of a legacy PEM block. */
+  format: "pkcs8" | "pkcs1" | "sec1";
+  /** Legacy PEM: the block with its RFC 1421 headers (OpenSSL reads them itself). */
+  pem?: string;
+  /** PKCS#8: the EncryptedPrivateKeyInfo DER. */
+  der?: Buffer;
+}
+
+/** Time one key decryption may take in its worker (the caps below keep honest keys well under 1 s). */
+export const KEY_DECRYPT_TIMEOUT_MS = 5_000;
+
+/** Legacy PEM ciphers (DEK-Info, RFC 1421 §4.6.1.3) that OpenSSL 3's default provider can decrypt. */
+const LEGACY_CIPHERS = new Set(["AES-128-CBC", "AES-192-CBC", "AES-256-CBC", "DES-EDE3-CBC"]);
+
+
+const REENCRYPT_HINT =
+  "re-encrypt it with a current cipher, e.g. `openssl pkey -provider legacy -provider default -in old.key -aes256 -out new.key`, or send it decrypted";
+
+
+function invalid(field: string, message: string, cause?: unknown): InvalidArgumentError {
+  return new InvalidArgumentError(X509Reason.INVALID_PRIVATE_KEY, field, `${field}: ${message}`, { cause });
+}
+
+/** ENCRYPTED_PRIVATE_KEY: an encrypted key and no passphrase. */
+export function missingPassphrase(field: string, what: string): InvalidArgumentError {
+  return new InvalidArgumentError(
+    X509Reason.ENCRYPTED_PRIVATE_KEY,
+    field,
+    `${field}: the private key is encrypted (${what}) and no passphrase was given; send its password in the passphrase field, or decrypt it first with \`openssl pkey -in encrypted.key -out key.pem\``,
+  );
+}
+
+function wrongPassphrase(field: string): InvalidArgumentError {
+  return new InvalidArgumentError(
+    X509Reason.WRONG_PASSPHRASE,
+    "passphrase",
+    `passphrase: it does not decrypt the private key in ${field}; check the password (a damaged key fails the same way — \`openssl pkey -in key.pem -noout\` tells them apart)`,
+    { metadata: { decrypting: field } },
+  );
+}
+
+/** node/OpenSSL error codes meaning "the algorithm is not available", as opposed to a failed decryption. */
+function isUnsupported(code: string): boolean {
+  return code === "ERR_OSSL_UNSUPPORTED" || code === "ERR_OSSL_EVP_UNSUPPORTED" || code.endsWith("_UNSUPPORTED_ALGORITHM");
+}
+
+/**
+ * The error for a failed decryption. An empty passphrase was tried as a real (empty) password, since proto3
+ * cannot tell "absent" from "empty"; when that fails, the passphrase counts as missing.
+ */
+function decryptionError(key: EncryptedKey, passphrase: string, code: string, cause?: unknown): InvalidArgumentError {
+  if (isUnsupported(code)) {
+    return invalid(key.field, `the private key is encrypted (${key.what}) with an algorithm that can no longer be read (single DES, RC2 or RC4); ${REENCRYPT_HINT}`, cause);
+  }
+  if (passphrase === "") return missingPassphrase(key.field, key.what);
+  return wrongPassphrase(key.field);
+}
+
+/**
+ * Decrypts on the calling thread, for callers whose input is trusted (unit tests, tools); the service decrypts
+ * with {@link decryptIsolated}.
+ *
+ * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY, WRONG_PASSPHRASE (field `passphrase`) or INVALID_PRIVATE_KEY.
+ */
+export function decryptSync(key: EncryptedKey, passphrase: string): KeyObject {
+  try {
+    return key.pem !== undefined
+      ? createPrivateKey({ key: key.pem, format: "pem", passphrase })
+      : createPrivateKey({ key: key.der!, format: "der", type: "pkcs8", passphrase });
+  } catch (err) {
+    throw decryptionError(key, passphrase, String((err as { code?: string }).code ?? ""), err);
+  }
+}
+
+/** Worker reply: the decrypted key as PKCS#8 DER, or why not. */
+type DecryptOutcome = { ok: true; der: ArrayBuffer } | { ok: false; code: string; keyType?: string };
+
+/** The worker (CommonJS, `eval: true`): decrypts, refuses key types we never store, returns PKCS#8 DER. */
+const DECRYPT_SOURCE = String.raw`
+"use strict";
+const { parentPort, workerData } = require("node:worker_threads");
+const { createPrivateKey } = require("node:crypto");
+const SUPPORTED = ["rsa", "rsa-pss", "ec", "ed25519", "ed448", "x25519", "x448"];
+let out;
+try {
+  const key = workerData.pem !== undefined
+    ? createPrivateKey({ key: workerData.pem, format: "pem", passphrase: workerData.passphrase })
+    : createPrivateKey({ key: Buffer.from(workerData.der), format: "der", type: "pkcs8", passphrase: workerData.passphrase });
+  if (!SUPPORTED.includes(key.asymmetricKeyType)) {
+    out = { ok: false, code: "", keyType: String(key.asymmetricKeyType) };
+  } else {
+    const der = key.export({ type: "pkcs8", format: "der" });
+    const copy = new Uint8Array(der).buffer;
+    der.fill(0);
+    out = { ok: true, der: copy };
+  }
+} catch (err) {
+  out = { ok: false, code: String((err && err.code) || "") };
+}
+parentPort.postMessage(out, out.ok ? [out.der] : []);
+`;
+
+/**
+ * Decrypts in an isolated worker (time limit KEY_DECRYPT_TIMEOUT_MS) and returns the plain key as PKCS#8 DER,
+ * which the caller zeroes.
+ *
+ * @throws InvalidArgumentError as decryptSync; UNSUPPORTED_KEY_ALGORITHM when the decrypted key is of a type we
+ *   never store (DSA, DH); INVALID_PRIVATE_KEY when decryption takes longer than the limit. DomainError
+ *   RESOURCE_EXHAUSTED SERVER_BUSY when the worker queue is full.
+ */
+export async function decryptIsolated(key: EncryptedKey, passphrase: string): Promise<Buffer> {
+  const der = key.der ? new Uint8Array(key.der) : undefined;
+  const outcome = await runIsolated<DecryptOutcome>({
+    source: DECRYPT_SOURCE,
+    workerData: { pem: key.pem, der, passphrase },
+    transferList: der ? [der.buffer as ArrayBuffer] : [],
+    timeoutMs: KEY_DECRYPT_TIMEOUT_MS,
+    heapMb: 64,
+    onTimeout: () =>
+      invalid(key.field, `decrypting the key took more than ${KEY_DECRYPT_TIMEOUT_MS / 1000} s (its parameters are far larger than any real key's); export the key again`),
+    onOutOfMemory: (cause) => invalid(key.field, "decrypting the key needs too much memory; export the key again", cause),
+  });
+  if (outcome.ok) return Buffer.from(outcome.der);
+  if (outcome.keyType !== undefined) {
+    const name = outcome.keyType.toUpperCase();
+    throw new InvalidArgumentError(
+      X509Reason.UNSUPPORTED_KEY_ALGORITHM,
+      key.field,
+      `${key.field}: the encrypted private key is a ${name} key, which is not supported; supported are RSA, EC P-256/P-384/P-521, Ed25519 and Ed448 keys`,
+      { metadata: { keyAlgorithm: name } },
+    );
+  }
+  throw decryptionError(key, passphrase, outcome.code);
+}
+
+/**
+ * A legacy encrypted PEM block (RFC 1421 §4.6: `Proc-Type: 4,ENCRYPTED`, `DEK-Info: <cipher>,<iv>`), checked.
+ *
+ * @param format - the structure its label names (PKCS#1 for `RSA PRIVATE KEY`, SEC1 for `EC PRIVATE KEY`).
+ * @throws InvalidArgumentError INVALID_PRIVATE_KEY for a missing or unreadable DEK-Info header or a cipher OpenSSL 3
+ *   cannot read (named; nothing but a cipher-like token of the header is ever echoed).
+ */
+export function legacyEncryptedKey(block: PemBlock, field: string, format: EncryptedKey["format"]): EncryptedKey {
+  const cipher = (block.headers["DEK-Info"] ?? "").split(",")[0].trim().toUpperCase();
+  if (!/^[A-Z0-9-]{1,40}$/.test(cipher)) {
+    throw invalid(field, `the encrypted key's "DEK-Info" header is missing or unreadable (RFC 1421 §4.6.1.3); export the key again, or send it decrypted`);
+  }
+  if (!LEGACY_CIPHERS.has(cipher)) {
+    // Old ciphers OpenSSL 3 keeps in its legacy provider can be re-encrypted with it; others were never valid here.
+    const hint = /^(DES-CBC|DES-EDE-CBC|DESX|RC2|RC4|BF|CAST|IDEA|SEED)/.test(cipher)
+      ? REENCRYPT_HINT
+      : "re-encrypt it with AES-256-CBC (`openssl pkey -in old.key -aes256 -out new.key`), or send it decrypted";
+    throw invalid(field, `the private key is encrypted with ${cipher}, which cannot be read; ${hint}`);
+  }
+  const headers = Object.entries(block.headers).map(([k, v]) => `${k}: ${v}\n`).join("");
+  const pem = pemEncode(block.label, block.der).replace("-----\n", `-----\n${headers}\n`);
+  return { field, what: `legacy OpenSSL PEM encryption, ${cipher}`, format, pem };
+}
+
+/**
+ * An EncryptedPrivateKeyInfo (RFC 5958 §3), its parameters checked.
+ * @throws InvalidArgumentError INVALID_PRIVATE_KEY as checkPkcs8Encryption.
+ */
+export function pkcs8EncryptedKey(der: Buffer, field: string): EncryptedKey {
+  return { field, what: checkPkcs8Encryption(der, field), format: "pkcs8", der };
+}
+
+/** Most PBKDF2 iterations (RFC 8018 §5.2) accepted: OpenSSL derives the key on the calling thread. */
+export const MAX_KEY_ITERATIONS = 1_000_000;
+/**
+ * Largest scrypt work accepted (RFC 7914 §2: time grows with N·r·p, memory with 128·N·r bytes): twice OpenSSL's
+ * `-scrypt` default (N=16384, r=8, p=1), about 0.1 s, since OpenSSL derives the key on the calling thread.
+ */
+export const MAX_SCRYPT_WORK = 2 * 16384 * 8;
+/** Largest scrypt memory accepted, bytes (OpenSSL's own default ceiling for scrypt, 32 MiB). */
+export const MAX_SCRYPT_MEMORY = 32 * 1024 * 1024;
+
+const OID_PBES2 = "1.2.840.113549.1.5.13";
+const OID_PBKDF2 = "1.2.840.113549.1.5.12";
+const OID_SCRYPT = "1.3.6.1.4.1.11591.4.11";
+
+/** Ciphers a PBES2 key may use that OpenSSL 3's default provider decrypts. */
+const READABLE_CIPHERS = new Set([
+  "2.16.840.1.101.3.4.1.2", // AES-128-CBC
+  "2.16.840.1.101.3.4.1.22", // AES-192-CBC
+  "2.16.840.1.101.3.4.1.42", // AES-256-CBC
+  "1.2.840.113549.3.7", // DES-EDE3-CBC
+]);
+
+/** Unsigned INTEGER contents as a number (Infinity beyond 2^53, which any cap refuses anyway). */
+function integerValue(content: Uint8Array): number {
+  let n = 0;
+  for (const b of content) n = n * 256 + b;
+  return Number.isSafeInteger(n) ? n : Infinity;
+}
+
+/**
+ * Reads an EncryptedPrivateKeyInfo's algorithm (RFC 5958 §3; PBES2 per RFC 8018 §6.2 / A.4) before anything is
+ * decrypted, so that a cost OpenSSL would spend on the event loop is bounded and an unreadable cipher is named.
+ *
+ * @returns a description for messages, e.g. "PKCS#8, PBES2 with AES-256-CBC".
+ * @throws InvalidArgumentError INVALID_PRIVATE_KEY when PBKDF2 iterations exceed MAX_KEY_ITERATIONS, scrypt's work
+ *   or memory exceeds MAX_SCRYPT_WORK / MAX_SCRYPT_MEMORY, or the cipher is one OpenSSL 3 cannot read (single DES, RC2, RC4), naming it.
+ */
+function checkPkcs8Encryption(der: Buffer, field: string): string {
+  let algorithm = "";
+  let cipher = "";
+  let iterations = 0;
+  let scrypt: { n: number; r: number; p: number } | undefined;
+  try {
+    const [algId] = derChildren(der, readTlv(der, 0));
+    const [oid, params] = derChildren(der, algId);
+    algorithm = decodeOid(der.subarray(oid.contentStart, oid.end));
+    if (algorithm === OID_PBES2 && params) {
+      const [kdf, scheme] = derChildren(der, params);
+      const [kdfOid, kdfParams] = derChildren(der, kdf);
+      const kdfName = decodeOid(der.subarray(kdfOid.contentStart, kdfOid.end));
+      const kp = kdfParams ? derChildren(der, kdfParams) : [];
+      if (kdfName === OID_PBKDF2 && kp[1]?.tag === 0x02) iterations = integerValue(der.subarray(kp[1].contentStart, kp[1].end));
+      // scrypt-params (RFC 7914 §7.1): salt, costParameter N, blockSize r, parallelizationParameter p.
+      if (kdfName === OID_SCRYPT) {
+        const int = (i: number) => (kp[i]?.tag === 0x02 ? integerValue(der.subarray(kp[i].contentStart, kp[i].end)) : Infinity);
+        scrypt = { n: int(1), r: int(2), p: int(3) };
+      }
+      const [schemeOid] = derChildren(der, scheme);
+      cipher = decodeOid(der.subarray(schemeOid.contentStart, schemeOid.end));
+    } else if (params) {
+      // PBES1 and PKCS#12 PBE (RFC 8018 §6.1, RFC 7292 App. C): params are { salt, iterationCount }.
+      const p = derChildren(der, params);
+      if (p[1]?.tag === 0x02) iterations = integerValue(der.subarray(p[1].contentStart, p[1].end));
+    }
+  } catch (err) {
+    // OpenSSL would accept some encodings our strict reader refuses (non-minimal lengths), and then run a key
+    // derivation whose cost we could not check: refuse what we cannot read.
+    throw invalid(field, "the encrypted key's encryption parameters are not valid DER, so their cost cannot be checked; re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc` or send it decrypted", err);
+  }
+  if (iterations > MAX_KEY_ITERATIONS) {
+    throw new InvalidArgumentError(
+      X509Reason.INVALID_PRIVATE_KEY,
+      field,
+      `${field}: the encrypted key asks for ${iterations === Infinity ? "more than 2^53" : iterations} key-derivation iterations, more than the limit of ${MAX_KEY_ITERATIONS}; re-encrypt it with \`openssl pkcs8 -topk8 -v2 aes-256-cbc\` (2048 iterations) or send it decrypted`,
+      { metadata: { iterations: String(iterations), limit: String(MAX_KEY_ITERATIONS) } },
+    );
+  }
+  if (scrypt && (scrypt.n * scrypt.r * scrypt.p > MAX_SCRYPT_WORK || 128 * scrypt.n * scrypt.r > MAX_SCRYPT_MEMORY)) {
+    throw new InvalidArgumentError(
+      X509Reason.INVALID_PRIVATE_KEY,
+      field,
+      `${field}: the encrypted key's scrypt parameters (N=${scrypt.n}, r=${scrypt.r}, p=${scrypt.p}) ask for more work than the limit (N·r·p at most ${MAX_SCRYPT_WORK}, 128·N·r at most ${MAX_SCRYPT_MEMORY} bytes); re-encrypt it with \`openssl pkcs8 -topk8 -v2 aes-256-cbc\` or send it decrypted`,
+      { metadata: { scryptN: String(scrypt.n), scryptR: String(scrypt.r), scryptP: String(scrypt.p) } },
+    );
+  }
+  const unreadable = algorithm === OID_PBES2 ? (cipher !== "" && !READABLE_CIPHERS.has(cipher) ? cipher : "") : algorithm === "1.2.840.113549.1.12.1.3" ? "" : algorithm;
+  if (unreadable !== "") {
+    throw invalid(field, `the private key is encrypted with ${describeOid(unreadable)}, which can no longer be read; ${REENCRYPT_HINT}`);
+  }
+  return algorithm === OID_PBES2 ? `PKCS#8, PBES2 with ${describeOid(cipher)}` : `PKCS#8, ${describeOid(algorithm)}`;
+}
+
