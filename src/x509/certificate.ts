@@ -13,6 +13,11 @@ import { decodeString, formatDn, formatDnDer } from "./dn.js";
 
 /** @peculiar/x509 certificate that also exposes the raw serial INTEGER content bytes. */
 class PeculiarCertificate extends px509.X509Certificate {
+  /** RFC 5280 §4.1.2.7 subjectPublicKeyInfo as decoded ASN.1 (algorithm OID and the key's BIT STRING value). */
+  get subjectPublicKeyInfo() {
+    return this.asn.tbsCertificate.subjectPublicKeyInfo;
+  }
+
   /** RFC 5280 §4.1.2.2 serial as DER INTEGER content bytes; the library's `serialNumber` drops a leading 0x00. */
   get serialContent(): Buffer {
     return Buffer.from(this.asn.tbsCertificate.serialNumber);
@@ -78,8 +83,27 @@ export function parseCertificateDer(der: Buffer): ParsedCertificate {
   // Touch the lazily decoded fields now so that a malformed certificate fails here, not half-way through import.
   void peculiar.notBefore;
   void peculiar.notAfter;
+  const spki = peculiar.subjectPublicKeyInfo;
+  if (spki.algorithm.algorithm === EC_PUBLIC_KEY_OID) checkEcPoint(Buffer.from(spki.subjectPublicKey));
   return parsed;
 }
+
+/** DER of OID 1.2.840.10045.2.1 (id-ecPublicKey, RFC 5480 §2.1.1). */
+const EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1";
+
+/**
+ * An EC subjectPublicKey must be an encoded curve point (SEC 1 §2.3.3: 0x04 uncompressed, 0x02/0x03
+ * compressed), never the point at infinity (a single 0x00): Node 20 aborts the whole process when asked about
+ * such a key (asymmetricKeyDetails, JWK export), so it is refused before node:crypto sees it.
+ */
+function checkEcPoint(point: Buffer): void {
+  const uncompressed = point[0] === 0x04 && point.length >= 3 && point.length % 2 === 1;
+  const compressed = (point[0] === 0x02 || point[0] === 0x03) && point.length >= 2;
+  if (!uncompressed && !compressed) {
+    throw new CertificateDefect("its EC public key is not an encoded curve point (RFC 5480 §2.2; the point at infinity is not a key)");
+  }
+}
+
 
 /** Subject CN (OID 2.5.4.3): the first one in certificate order, or "" when the subject has none. */
 export function subjectCommonName(cert: ParsedCertificate): string {
@@ -332,14 +356,25 @@ export function issuedBy(child: ParsedCertificate, issuer: ParsedCertificate): b
 }
 
 /**
- * False for RSA keys no CA uses and that make each verification costly: a public exponent above 2^32 (CA/B
- * Forum BR §6.1.6 asks for 2^16+1..2^256−1; real CAs use 65537), or a modulus above 16384 bits. A chain of such
- * look-alike issuers would otherwise cost hundreds of slow verifications on the event loop.
+ * True for the issuer keys we verify with: EC, EdDSA, and RSA up to 16384 bits with a public exponent up to
+ * 2^32 (CA/B Forum BR §6.1.6 asks for 2^16+1..2^256−1; real CAs use 65537). Other keys (DSA, huge RSA) make each
+ * verification costly, and a chain of look-alike issuers would cost hundreds of them on the event loop.
  */
 function affordable(key: KeyObject): boolean {
-  if (key.asymmetricKeyType !== "rsa" && key.asymmetricKeyType !== "rsa-pss") return true;
-  const d = key.asymmetricKeyDetails;
-  return (d?.modulusLength ?? 0) <= 16384 && (d?.publicExponent ?? 0n) <= 2n ** 32n;
+  switch (key.asymmetricKeyType) {
+    case "ec":
+    case "ed25519":
+    case "ed448":
+      return true;
+    case "rsa":
+    case "rsa-pss": {
+      const d = key.asymmetricKeyDetails;
+      return (d?.modulusLength ?? 0) <= 16384 && (d?.publicExponent ?? 0n) <= 2n ** 32n;
+    }
+    default:
+      // DSA (up to 10,000-bit p, 13 ms a verification) and anything else no CA of ours would use.
+      return false;
+  }
 }
 
 /** True when the subject equals the issuer and the signature verifies with the certificate's own key. */

@@ -7,8 +7,9 @@
  * with huge parameters) would make it compute for minutes.
  */
 import { createPrivateKey, type KeyObject } from "node:crypto";
+import { createRequire } from "node:module";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { decodeOid, derChildren, describeOid, readTlv } from "./der.js";
+import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
 import { runIsolated } from "./isolate.js";
 import { pemEncode, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
@@ -25,7 +26,24 @@ export interface EncryptedKey {
   pem?: string;
   /** PKCS#8: the EncryptedPrivateKeyInfo DER. */
   der?: Buffer;
+  /**
+   * How the isolated worker decrypts it without decoding the key (so that the key's algorithm is checked before
+   * OpenSSL ever parses it): PBES2 and legacy PEM with node:crypto primitives; PBES1 / PKCS#12 PBE with forge.
+   */
+  recipe: DecryptRecipe;
 }
+
+/** The primitives that decrypt one key (RFC 8018 §6.2 PBES2, RFC 1421 / OpenSSL EVP_BytesToKey, forge). */
+export type DecryptRecipe =
+  | {
+      kind: "pbes2";
+      kdf: { name: "pbkdf2"; salt: Uint8Array; iterations: number; prf: string } | { name: "scrypt"; salt: Uint8Array; n: number; r: number; p: number };
+      cipher: string;
+      iv: Uint8Array;
+      data: Uint8Array;
+    }
+  | { kind: "legacy"; cipher: string; iv: Uint8Array; data: Uint8Array }
+  | { kind: "forge"; der: Uint8Array };
 
 /** Time one key decryption may take in its worker (the caps below keep honest keys well under 1 s). */
 export const KEY_DECRYPT_TIMEOUT_MS = 5_000;
@@ -93,48 +111,76 @@ export function decryptSync(key: EncryptedKey, passphrase: string): KeyObject {
   }
 }
 
-/** Worker reply: the decrypted key as PKCS#8 DER, or why not. */
-type DecryptOutcome = { ok: true; der: ArrayBuffer } | { ok: false; code: string; keyType?: string };
+/** Worker reply: the decrypted key's DER (not decoded), or the error code of a failed decryption. */
+type DecryptOutcome = { ok: true; der: ArrayBuffer } | { ok: false; code: string };
 
-/** The worker (CommonJS, `eval: true`): decrypts, refuses key types we never store, returns PKCS#8 DER. */
+/**
+ * The worker (CommonJS, `eval: true`): decrypts by the recipe and returns the plaintext DER without decoding it.
+ * Key derivation: PBKDF2 / scrypt (RFC 8018 §5.2, RFC 7914) with the passphrase as UTF-8, or OpenSSL's
+ * EVP_BytesToKey (MD5, one round, salt = the first 8 IV bytes) for legacy PEM; then CBC decryption whose
+ * padding check fails for a wrong passphrase. Older PKCS#12 PBE schemes go through node-forge.
+ */
 const DECRYPT_SOURCE = String.raw`
 "use strict";
 const { parentPort, workerData } = require("node:worker_threads");
-const { createPrivateKey } = require("node:crypto");
-const SUPPORTED = ["rsa", "rsa-pss", "ec", "ed25519", "ed448", "x25519", "x448"];
+const crypto = require("node:crypto");
+const KEY_LENGTHS = { "aes-128-cbc": 16, "aes-192-cbc": 24, "aes-256-cbc": 32, "des-ede3-cbc": 24 };
+const r = workerData.recipe;
+const pass = Buffer.from(workerData.passphrase, "utf8");
+function decipher(name, key, iv, data) {
+  const d = crypto.createDecipheriv(name, key, iv);
+  return Buffer.concat([d.update(data), d.final()]);
+}
 let out;
 try {
-  const key = workerData.pem !== undefined
-    ? createPrivateKey({ key: workerData.pem, format: "pem", passphrase: workerData.passphrase })
-    : createPrivateKey({ key: Buffer.from(workerData.der), format: "der", type: "pkcs8", passphrase: workerData.passphrase });
-  if (!SUPPORTED.includes(key.asymmetricKeyType)) {
-    out = { ok: false, code: "", keyType: String(key.asymmetricKeyType) };
+  let plain;
+  if (r.kind === "pbes2") {
+    const len = KEY_LENGTHS[r.cipher];
+    const key = r.kdf.name === "pbkdf2"
+      ? crypto.pbkdf2Sync(pass, r.kdf.salt, r.kdf.iterations, len, r.kdf.prf)
+      : crypto.scryptSync(pass, r.kdf.salt, len, { N: r.kdf.n, r: r.kdf.r, p: r.kdf.p, maxmem: 64 * 1024 * 1024 });
+    plain = decipher(r.cipher, key, r.iv, r.data);
+  } else if (r.kind === "legacy") {
+    const len = KEY_LENGTHS[r.cipher];
+    const salt = Buffer.from(r.iv).subarray(0, 8);
+    let key = Buffer.alloc(0);
+    let block = Buffer.alloc(0);
+    while (key.length < len) {
+      block = crypto.createHash("md5").update(Buffer.concat([block, pass, salt])).digest();
+      key = Buffer.concat([key, block]);
+    }
+    plain = decipher(r.cipher, key.subarray(0, len), r.iv, r.data);
   } else {
-    const der = key.export({ type: "pkcs8", format: "der" });
-    const copy = new Uint8Array(der).buffer;
-    der.fill(0);
-    out = { ok: true, der: copy };
+    const forge = require(workerData.forgePath);
+    const asn1 = forge.asn1.fromDer(forge.util.createBuffer(Buffer.from(r.der).toString("binary")));
+    const info = forge.pki.decryptPrivateKeyInfo(asn1, workerData.passphrase);
+    if (!info) throw Object.assign(new Error("bad decrypt"), { code: "ERR_OSSL_BAD_DECRYPT" });
+    plain = Buffer.from(forge.asn1.toDer(info).getBytes(), "binary");
   }
+  const copy = new Uint8Array(plain).buffer;
+  plain.fill(0);
+  out = { ok: true, der: copy };
 } catch (err) {
-  out = { ok: false, code: String((err && err.code) || "") };
+  out = { ok: false, code: String((err && err.code) || "ERR_OSSL_BAD_DECRYPT") };
 }
 parentPort.postMessage(out, out.ok ? [out.der] : []);
 `;
 
+let forgePath: string | undefined;
+
 /**
- * Decrypts in an isolated worker (time limit KEY_DECRYPT_TIMEOUT_MS) and returns the plain key as PKCS#8 DER,
- * which the caller zeroes.
+ * Decrypts in an isolated worker (time limit KEY_DECRYPT_TIMEOUT_MS) and returns the plaintext key DER, not yet
+ * decoded (the caller checks its algorithm before node:crypto parses it, then zeroes it).
  *
- * @throws InvalidArgumentError as decryptSync; UNSUPPORTED_KEY_ALGORITHM when the decrypted key is of a type we
- *   never store (DSA, DH); INVALID_PRIVATE_KEY when decryption takes longer than the limit. DomainError
+ * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY (passphrase "" and it did not open), WRONG_PASSPHRASE
+ *   (field `passphrase`), INVALID_PRIVATE_KEY when decryption takes longer than the limit. DomainError
  *   RESOURCE_EXHAUSTED SERVER_BUSY when the worker queue is full.
  */
 export async function decryptIsolated(key: EncryptedKey, passphrase: string): Promise<Buffer> {
-  const der = key.der ? new Uint8Array(key.der) : undefined;
+  forgePath ??= createRequire(import.meta.url).resolve("node-forge");
   const outcome = await runIsolated<DecryptOutcome>({
     source: DECRYPT_SOURCE,
-    workerData: { pem: key.pem, der, passphrase },
-    transferList: der ? [der.buffer as ArrayBuffer] : [],
+    workerData: { recipe: key.recipe, passphrase, forgePath },
     timeoutMs: KEY_DECRYPT_TIMEOUT_MS,
     heapMb: 64,
     onTimeout: () =>
@@ -142,16 +188,15 @@ export async function decryptIsolated(key: EncryptedKey, passphrase: string): Pr
     onOutOfMemory: (cause) => invalid(key.field, "decrypting the key needs too much memory; export the key again", cause),
   });
   if (outcome.ok) return Buffer.from(outcome.der);
-  if (outcome.keyType !== undefined) {
-    const name = outcome.keyType.toUpperCase();
-    throw new InvalidArgumentError(
-      X509Reason.UNSUPPORTED_KEY_ALGORITHM,
-      key.field,
-      `${key.field}: the encrypted private key is a ${name} key, which is not supported; supported are RSA, EC P-256/P-384/P-521, Ed25519 and Ed448 keys`,
-      { metadata: { keyAlgorithm: name } },
-    );
-  }
   throw decryptionError(key, passphrase, outcome.code);
+}
+
+/**
+ * The error for decrypted bytes that are not a key: with CBC, a wrong passphrase passes the padding check about
+ * once in 256 tries and yields garbage, so this is (almost always) a wrong or missing passphrase.
+ */
+export function notAKeyAfterDecryption(key: EncryptedKey, passphrase: string): InvalidArgumentError {
+  return decryptionError(key, passphrase, "ERR_OSSL_BAD_DECRYPT");
 }
 
 /**
@@ -173,9 +218,15 @@ export function legacyEncryptedKey(block: PemBlock, field: string, format: Encry
       : "re-encrypt it with AES-256-CBC (`openssl pkey -in old.key -aes256 -out new.key`), or send it decrypted";
     throw invalid(field, `the private key is encrypted with ${cipher}, which cannot be read; ${hint}`);
   }
+  const ivHex = (block.headers["DEK-Info"] ?? "").split(",")[1]?.trim() ?? "";
+  const ivLength = cipher === "DES-EDE3-CBC" ? 8 : 16;
+  if (!new RegExp(`^[0-9A-Fa-f]{${2 * ivLength}}$`).test(ivHex)) {
+    throw invalid(field, `the encrypted key's "DEK-Info" header has no valid ${ivLength}-byte IV (RFC 1421 §4.6.1.3); export the key again, or send it decrypted`);
+  }
   const headers = Object.entries(block.headers).map(([k, v]) => `${k}: ${v}\n`).join("");
   const pem = pemEncode(block.label, block.der).replace("-----\n", `-----\n${headers}\n`);
-  return { field, what: `legacy OpenSSL PEM encryption, ${cipher}`, format, pem };
+  const recipe: DecryptRecipe = { kind: "legacy", cipher: cipher.toLowerCase(), iv: Buffer.from(ivHex, "hex"), data: block.der };
+  return { field, what: `legacy OpenSSL PEM encryption, ${cipher}`, format, pem, recipe };
 }
 
 /**
@@ -183,7 +234,8 @@ export function legacyEncryptedKey(block: PemBlock, field: string, format: Encry
  * @throws InvalidArgumentError INVALID_PRIVATE_KEY as checkPkcs8Encryption.
  */
 export function pkcs8EncryptedKey(der: Buffer, field: string): EncryptedKey {
-  return { field, what: checkPkcs8Encryption(der, field), format: "pkcs8", der };
+  const { what, recipe } = checkPkcs8Encryption(der, field);
+  return { field, what, format: "pkcs8", der, recipe };
 }
 
 /** Most PBKDF2 iterations (RFC 8018 §5.2) accepted: OpenSSL derives the key on the calling thread. */
@@ -200,13 +252,27 @@ const OID_PBES2 = "1.2.840.113549.1.5.13";
 const OID_PBKDF2 = "1.2.840.113549.1.5.12";
 const OID_SCRYPT = "1.3.6.1.4.1.11591.4.11";
 
-/** Ciphers a PBES2 key may use that OpenSSL 3's default provider decrypts. */
-const READABLE_CIPHERS = new Set([
-  "2.16.840.1.101.3.4.1.2", // AES-128-CBC
-  "2.16.840.1.101.3.4.1.22", // AES-192-CBC
-  "2.16.840.1.101.3.4.1.42", // AES-256-CBC
-  "1.2.840.113549.3.7", // DES-EDE3-CBC
-]);
+/** PBES2 encryption schemes we decrypt (RFC 8018 B.2), as node:crypto cipher names. */
+const CIPHER_NAMES: Record<string, string> = {
+  "2.16.840.1.101.3.4.1.2": "aes-128-cbc",
+  "2.16.840.1.101.3.4.1.22": "aes-192-cbc",
+  "2.16.840.1.101.3.4.1.42": "aes-256-cbc",
+  "1.2.840.113549.3.7": "des-ede3-cbc",
+};
+
+/** PBKDF2 PRFs (RFC 8018 B.1.2) as node:crypto digest names. */
+const PRF_DIGESTS: Record<string, string> = {
+  "1.2.840.113549.2.7": "sha1",
+  "1.2.840.113549.2.8": "sha224",
+  "1.2.840.113549.2.9": "sha256",
+  "1.2.840.113549.2.10": "sha384",
+  "1.2.840.113549.2.11": "sha512",
+};
+
+/** Older schemes decrypted by node-forge (RFC 7292 App. C PKCS#12 PBE with 3DES; RFC 8018 §6.1 PBES1 is not). */
+const FORGE_SCHEMES: Record<string, string> = {
+  "1.2.840.113549.1.12.1.3": "pbeWithSHAAnd3-KeyTripleDES-CBC",
+};
 
 /** Unsigned INTEGER contents as a number (Infinity beyond 2^53, which any cap refuses anyway). */
 function integerValue(content: Uint8Array): number {
@@ -223,13 +289,16 @@ function integerValue(content: Uint8Array): number {
  * @throws InvalidArgumentError INVALID_PRIVATE_KEY when PBKDF2 iterations exceed MAX_KEY_ITERATIONS, scrypt's work
  *   or memory exceeds MAX_SCRYPT_WORK / MAX_SCRYPT_MEMORY, or the cipher is one OpenSSL 3 cannot read (single DES, RC2, RC4), naming it.
  */
-function checkPkcs8Encryption(der: Buffer, field: string): string {
+function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recipe: DecryptRecipe } {
   let algorithm = "";
   let cipher = "";
   let iterations = 0;
   let scrypt: { n: number; r: number; p: number } | undefined;
+  let recipe: DecryptRecipe = { kind: "forge", der };
+  let prf = "1.2.840.113549.2.7"; // hmacWithSHA1, the PBKDF2 default (RFC 8018 A.2)
   try {
-    const [algId] = derChildren(der, readTlv(der, 0));
+    const [algId, encryptedData] = derChildren(der, readTlv(der, 0));
+    const bytes = (t: Tlv) => der.subarray(t.contentStart, t.end);
     const [oid, params] = derChildren(der, algId);
     algorithm = decodeOid(der.subarray(oid.contentStart, oid.end));
     if (algorithm === OID_PBES2 && params) {
@@ -237,14 +306,21 @@ function checkPkcs8Encryption(der: Buffer, field: string): string {
       const [kdfOid, kdfParams] = derChildren(der, kdf);
       const kdfName = decodeOid(der.subarray(kdfOid.contentStart, kdfOid.end));
       const kp = kdfParams ? derChildren(der, kdfParams) : [];
-      if (kdfName === OID_PBKDF2 && kp[1]?.tag === 0x02) iterations = integerValue(der.subarray(kp[1].contentStart, kp[1].end));
-      // scrypt-params (RFC 7914 §7.1): salt, costParameter N, blockSize r, parallelizationParameter p.
-      if (kdfName === OID_SCRYPT) {
-        const int = (i: number) => (kp[i]?.tag === 0x02 ? integerValue(der.subarray(kp[i].contentStart, kp[i].end)) : Infinity);
+      const int = (i: number) => (kp[i]?.tag === 0x02 ? integerValue(bytes(kp[i])) : Infinity);
+      const [schemeOid, iv] = derChildren(der, scheme);
+      cipher = decodeOid(bytes(schemeOid));
+      if (kp[0]?.tag !== 0x04 || iv?.tag !== 0x04 || encryptedData?.tag !== 0x04) throw new Error("PBES2 parameters without salt, IV or data");
+      if (kdfName === OID_PBKDF2) {
+        // PBKDF2-params (RFC 8018 A.2): salt, iterationCount, keyLength OPTIONAL, prf DEFAULT hmacWithSHA1.
+        iterations = int(1);
+        const prfAlg = kp.find((t, i) => i >= 2 && t.tag === 0x30);
+        if (prfAlg) prf = decodeOid(bytes(derChildren(der, prfAlg)[0]));
+        recipe = { kind: "pbes2", kdf: { name: "pbkdf2", salt: bytes(kp[0]), iterations, prf: PRF_DIGESTS[prf] ?? "" }, cipher: CIPHER_NAMES[cipher] ?? "", iv: bytes(iv), data: bytes(encryptedData) };
+      } else if (kdfName === OID_SCRYPT) {
+        // scrypt-params (RFC 7914 §7.1): salt, costParameter N, blockSize r, parallelizationParameter p.
         scrypt = { n: int(1), r: int(2), p: int(3) };
+        recipe = { kind: "pbes2", kdf: { name: "scrypt", salt: bytes(kp[0]), ...scrypt }, cipher: CIPHER_NAMES[cipher] ?? "", iv: bytes(iv), data: bytes(encryptedData) };
       }
-      const [schemeOid] = derChildren(der, scheme);
-      cipher = decodeOid(der.subarray(schemeOid.contentStart, schemeOid.end));
     } else if (params) {
       // PBES1 and PKCS#12 PBE (RFC 8018 §6.1, RFC 7292 App. C): params are { salt, iterationCount }.
       const p = derChildren(der, params);
@@ -271,10 +347,23 @@ function checkPkcs8Encryption(der: Buffer, field: string): string {
       { metadata: { scryptN: String(scrypt.n), scryptR: String(scrypt.r), scryptP: String(scrypt.p) } },
     );
   }
-  const unreadable = algorithm === OID_PBES2 ? (cipher !== "" && !READABLE_CIPHERS.has(cipher) ? cipher : "") : algorithm === "1.2.840.113549.1.12.1.3" ? "" : algorithm;
+  const unreadable =
+    algorithm === OID_PBES2
+      ? !(cipher in CIPHER_NAMES)
+        ? cipher
+        : recipe.kind !== "pbes2"
+          ? "the key derivation function"
+          : recipe.kdf.name === "pbkdf2" && recipe.kdf.prf === ""
+            ? prf
+            : ""
+      : algorithm in FORGE_SCHEMES
+        ? ""
+        : algorithm;
   if (unreadable !== "") {
-    throw invalid(field, `the private key is encrypted with ${describeOid(unreadable)}, which can no longer be read; ${REENCRYPT_HINT}`);
+    const name = /^[0-9.]+$/.test(unreadable) ? describeOid(unreadable) : unreadable;
+    throw invalid(field, `the private key is encrypted with ${name}, which cannot be read; ${REENCRYPT_HINT}`);
   }
-  return algorithm === OID_PBES2 ? `PKCS#8, PBES2 with ${describeOid(cipher)}` : `PKCS#8, ${describeOid(algorithm)}`;
+  const what = algorithm === OID_PBES2 ? `PKCS#8, PBES2 with ${describeOid(cipher)}` : `PKCS#8, ${describeOid(algorithm)}`;
+  return { what, recipe };
 }
 

@@ -88,12 +88,14 @@ export async function readImport(input: ImportInput): Promise<ParsedImport> {
   // An encrypted key is decrypted off the event loop; everything else about it was checked by findEncryptedKey.
   const passphrase = input.passphrase ?? "";
   const keyDer = bytesOf(input.privateKeyDer);
+  // Wherever a key may be: its own fields, or a combined PEM in certificate (or PEM text sent as certificate_der).
+  const certificateDer = bytesOf(input.certificateDer);
   const encrypted =
     input.privateKey.trim() !== "" || keyDer.length > 0
       ? findEncryptedKey(input.privateKey, keyDer, keyDer.length > 0 && input.privateKey.trim() === "" ? "private_key_der" : "private_key")
-      : bytesOf(input.certificateDer).length === 0
+      : certificateDer.length === 0
         ? findEncryptedKey(input.certificate, Buffer.alloc(0), "certificate")
-        : undefined;
+        : findEncryptedKey("", certificateDer, "certificate_der");
   if (encrypted === undefined) return parseImport(input);
   if (encrypted.pem !== undefined && passphrase === "") throw missingPassphrase(encrypted.field, encrypted.what);
   return parseImport(input, { decryptedKey: { encrypted, der: await decryptIsolated(encrypted, passphrase) } });
@@ -233,7 +235,7 @@ function parseImportInto(input: ImportInput, prepared: PreparedImport, keyBuffer
   } else {
     privateKey =
       decryptedKey && decryptedKey.encrypted.field !== leafField
-        ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der)
+        ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der, passphrase)
         : parsePrivateKey(input.privateKey, bytesOf(input.privateKeyDer), passphrase);
     if (found.keyBlocks.length > 0) {
       if (privateKey !== undefined) {
@@ -246,7 +248,7 @@ function parseImportInto(input: ImportInput, prepared: PreparedImport, keyBuffer
       keyField = leafField;
       privateKey =
         decryptedKey?.encrypted.field === leafField
-          ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der)
+          ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der, passphrase)
           : parsePrivateKeyBlocks(found.keyBlocks, leafField, passphrase);
       repairs.push({ kind: "PRIVATE_KEY_MOVED", description: `${leafField}: it also held the private key (a combined PEM file); the key was used as the private key` });
     }

@@ -10,8 +10,8 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate, type JsonWebKey, type KeyObject } from "node:crypto";
 import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { decodeOid, derChildren, describeOid, readTlv } from "./der.js";
-import { decryptSync, legacyEncryptedKey, missingPassphrase, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
+import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
+import { decryptSync, legacyEncryptedKey, missingPassphrase, notAKeyAfterDecryption, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
 import { pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
 
@@ -71,6 +71,7 @@ function decodeKeyDer(
     return { key: decryptSync(pkcs8EncryptedKey(der, field), passphrase), format: "pkcs8", encrypted: true };
   }
   if (shape.format === "pkcs8") checkKeyAlgorithm(shape.algorithm, field);
+  checkEcPrivateKey(der, shape, field);
   try {
     return { key: createPrivateKey({ key: der, format: "der", type: shape.format }), format: shape.format, encrypted: false };
   } catch (err) {
@@ -107,6 +108,82 @@ function checkKeyAlgorithm(oid: string, field: string): void {
   );
 }
 
+/** Orders of the supported named curves (FIPS 186-5 / SEC 2 §2.4.2, §2.5.1, §2.6.1), by curve OID. */
+const CURVE_ORDERS: Record<string, bigint> = {
+  "1.2.840.10045.3.1.7": 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
+  "1.3.132.0.34": 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+  "1.3.132.0.35":
+    0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
+};
+
+const EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1";
+
+/**
+ * Checks an EC private key's DER before node:crypto sees it (Node 20 aborts the process when exporting a key
+ * whose scalar is out of range): the curve is a supported named curve or explicit parameters (whose order is
+ * then read from them, RFC 3279 §2.3.5), the private scalar d is 0 < d < n (SEC 1 §3.2.1), and an included
+ * public key is an encoded point (SEC 1 §2.3.3), never the point at infinity. Other keys pass untouched.
+ *
+ * @throws InvalidArgumentError UNSUPPORTED_KEY_ALGORITHM for another named curve; INVALID_PRIVATE_KEY otherwise.
+ */
+function checkEcPrivateKey(der: Buffer, shape: KeyShape, field: string): void {
+  if (shape.format === "pkcs1" || shape.format === "encrypted" || (shape.format === "pkcs8" && shape.algorithm !== EC_PUBLIC_KEY_OID)) return;
+  const damaged = (why: string) => invalid(field, `the EC private key is damaged: ${why}; export it again from its source`);
+  let ecPrivateKey: Buffer;
+  let params: { der: Buffer; tlv: Tlv } | undefined;
+  try {
+    const outer = readTlv(der, 0);
+    const kids = derChildren(der, outer);
+    if (shape.format === "pkcs8") {
+      const [, algId, octets] = kids;
+      const [, algParams] = derChildren(der, algId);
+      if (algParams) params = { der, tlv: algParams };
+      ecPrivateKey = der.subarray(octets.contentStart, octets.end);
+    } else {
+      ecPrivateKey = der;
+    }
+    const inner = derChildren(ecPrivateKey, readTlv(ecPrivateKey, 0));
+    const d = inner[1];
+    if (d?.tag !== 0x04) throw damaged("it holds no private scalar");
+    const scalar = BigInt(`0x${ecPrivateKey.subarray(d.contentStart, d.end).toString("hex") || "0"}`);
+    for (const opt of inner.slice(2)) {
+      const [content] = derChildren(ecPrivateKey, opt);
+      if (opt.tag === 0xa0 && !params) params = { der: ecPrivateKey, tlv: content };
+      if (opt.tag === 0xa1) {
+        // BIT STRING: unused-bits octet, then the point.
+        const point = ecPrivateKey.subarray(content.contentStart + 1, content.end);
+        const ok = (point[0] === 0x04 && point.length >= 3) || ((point[0] === 0x02 || point[0] === 0x03) && point.length >= 2);
+        if (!ok) throw damaged("its public key is not an encoded curve point");
+      }
+    }
+    if (!params) throw damaged("it names no curve");
+    let order: bigint | undefined;
+    if (params.tlv.tag === 0x06) {
+      const oid = decodeOid(params.der.subarray(params.tlv.contentStart, params.tlv.end));
+      order = CURVE_ORDERS[oid];
+      if (order === undefined) {
+        throw new InvalidArgumentError(
+          X509Reason.UNSUPPORTED_KEY_ALGORITHM,
+          field,
+          `${field}: the private key is on the EC curve ${describeOid(oid)}, which is not supported; supported curves are P-256, P-384 and P-521`,
+          { metadata: { keyAlgorithm: `EC curve ${oid}` } },
+        );
+      }
+    } else if (params.tlv.tag === 0x30) {
+      // ECParameters: version, fieldID, curve, base, order, cofactor.
+      const orderTlv = derChildren(params.der, params.tlv)[4];
+      if (orderTlv?.tag !== 0x02) throw damaged("its explicit curve parameters have no order");
+      order = BigInt(`0x${params.der.subarray(orderTlv.contentStart, orderTlv.end).toString("hex") || "0"}`);
+    } else {
+      throw damaged("its curve parameters are neither a named curve nor explicit parameters");
+    }
+    if (scalar <= 0n || scalar >= order) throw damaged("its private scalar is zero or not below the curve order");
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err;
+    throw damaged("its structure is not valid DER");
+  }
+}
+
 /** The structure of a private key's DER and, for PKCS#8, its algorithm OID. */
 type KeyShape = { format: "pkcs8"; algorithm: string } | { format: "pkcs1" | "sec1" | "encrypted" };
 
@@ -130,7 +207,8 @@ export function sniffKeyShape(der: Buffer): KeyShape | undefined {
       if (oid?.tag !== 0x06) return undefined;
       return { format: "pkcs8", algorithm: decodeOid(der.subarray(oid.contentStart, oid.end)) };
     }
-    if (kids.length >= 9 && tags.every((t) => t === 0x02)) return { format: "pkcs1" };
+    // RSAPrivateKey: version and eight INTEGERs, then (version 1, multi-prime) an otherPrimeInfos SEQUENCE.
+    if (kids.length >= 9 && tags.slice(0, 9).every((t) => t === 0x02) && kids.length <= 10) return { format: "pkcs1" };
     if (tags[1] === 0x04) return { format: "sec1" };
     return undefined;
   } catch {
@@ -347,7 +425,10 @@ export function keyPairWorks(privateKey: KeyObject, publicKey: KeyObject): boole
     if (privateKey.asymmetricKeyType === "rsa") {
       const j = privateKey.export({ format: "jwk" });
       const [n, d, p, q, dp, dq, qi] = [j.n, j.d, j.p, j.q, j.dp, j.dq, j.qi].map(jwkInt);
-      if (p * q !== n || d % (p - 1n) !== dp || d % (q - 1n) !== dq || (qi * q) % p !== 1n) return false;
+      // Two-prime keys: n = p·q. Multi-prime keys (RFC 8017 §3.2 version 1) export only their first two primes
+      // to JWK; for them p and q must at least divide n.
+      const primesFit = p * q === n || (p > 1n && q > 1n && n % p === 0n && n % q === 0n && p * q < n);
+      if (!primesFit || d % (p - 1n) !== dp || d % (q - 1n) !== dq || (qi * q) % p !== 1n) return false;
     }
     const eddsa = privateKey.asymmetricKeyType === "ed25519" || privateKey.asymmetricKeyType === "ed448";
     const data = randomBytes(32);
@@ -381,6 +462,7 @@ export function parseContainedPrivateKey(der: Buffer, field: string): ParsedPriv
       throw new InvalidArgumentError(X509Reason.INVALID_PKCS12, field, `${field}: its private key is not a PKCS#8 PrivateKeyInfo; export the file again`);
     }
     checkKeyAlgorithm(shape.algorithm, field);
+    checkEcPrivateKey(der, shape, field);
     const key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
     return toCanonicalKey(key, "pkcs8", false, [], field);
   } catch (err) {
@@ -418,23 +500,25 @@ export function findEncryptedKey(text: string, der: Buffer, field: string): Encr
 }
 
 /**
- * A key decrypted by decryptIsolated, as stored: algorithm checked, EC keys on their named curve.
+ * A key decrypted by decryptIsolated, as stored: its structure and algorithm read from the DER before
+ * node:crypto decodes it (as for an unencrypted key), EC keys on their named curve.
  *
  * @param encrypted - what was decrypted (its field names errors and repairs).
- * @param plainPkcs8 - the decrypted PKCS#8 DER; zeroed here.
- * @throws InvalidArgumentError UNSUPPORTED_KEY_ALGORITHM or INVALID_PRIVATE_KEY.
+ * @param plain - the decrypted key DER (PKCS#8, or PKCS#1 / SEC1 from a legacy PEM block); zeroed here.
+ * @param passphrase - to tell a wrong passphrase (garbage that passed the padding check) from a missing one.
+ * @throws InvalidArgumentError UNSUPPORTED_KEY_ALGORITHM, INVALID_PRIVATE_KEY, WRONG_PASSPHRASE or
+ *   ENCRYPTED_PRIVATE_KEY.
  */
-export function parseDecryptedKey(encrypted: EncryptedKey, plainPkcs8: Buffer): ParsedPrivateKey {
+export function parseDecryptedKey(encrypted: EncryptedKey, plain: Buffer, passphrase: string): ParsedPrivateKey {
   try {
-    const shape = sniffKeyShape(plainPkcs8);
-    if (shape?.format !== "pkcs8") throw invalid(encrypted.field, "the decrypted key is not a PKCS#8 PrivateKeyInfo; export the key again");
-    checkKeyAlgorithm(shape.algorithm, encrypted.field);
-    const key = createPrivateKey({ key: plainPkcs8, format: "der", type: "pkcs8" });
+    const shape = sniffKeyShape(plain);
+    if (shape === undefined || shape.format === "encrypted") throw notAKeyAfterDecryption(encrypted, passphrase);
+    const { key, format } = decodeKeyDer(plain, encrypted.field, "");
     const repairs: ImportRepair[] = [
       { kind: "PRIVATE_KEY_DECRYPTED", description: `${encrypted.field}: the key (${encrypted.what}) was decrypted with the passphrase` },
     ];
-    return toCanonicalKey(key, encrypted.format, true, repairs, encrypted.field);
+    return toCanonicalKey(key, format, true, repairs, encrypted.field);
   } finally {
-    plainPkcs8.fill(0);
+    plain.fill(0);
   }
 }

@@ -162,6 +162,19 @@ describe.each(await databases())("certificate formats on %s", (db) => {
         const wrong = await refused({ certificate: leaf.certPem, privateKey: encrypted, passphrase: "password" });
         expect([wrong.reason, wrong.fieldViolations[0].field]).toEqual(["WRONG_PASSPHRASE", "passphrase"]);
       }
+      // The other kinds users meet: PKCS#12 PBE 3DES (`-v1`), PBES2 with a SHA-512 PRF, legacy 3DES, scrypt.
+      const variants = [
+        openssl(["pkcs8", "-topk8", "-v1", "PBE-SHA1-3DES", "-passout", "pass:pässwörd"], { input: leaf.keyPem }),
+        openssl(["pkcs8", "-topk8", "-v2", "aes-128-cbc", "-v2prf", "hmacWithSHA512", "-passout", "pass:pässwörd"], { input: leaf.keyPem }),
+        openssl(["rsa", "-traditional", "-des3", "-passout", "pass:pässwörd"], { input: leaf.key.legacyPem }),
+        openssl(["pkcs8", "-topk8", "-scrypt", "-passout", "pass:pässwörd"], { input: leaf.keyPem }),
+      ];
+      for (const encrypted of variants) {
+        const r = await importFresh({ certificate: leaf.certPem, privateKey: encrypted, passphrase: "pässwörd" });
+        expect(spki(r.material.privateKey)).toBe(spki(leaf.certPem));
+        const wrong = await refused({ certificate: leaf.certPem, privateKey: encrypted, passphrase: "pässwort" });
+        expect(wrong.reason).toBe("WRONG_PASSPHRASE");
+      }
       // Single DES cannot be read by OpenSSL 3 without its legacy provider: said so, naming the cipher.
       const legacyDes = openssl(["rsa", "-provider", "legacy", "-provider", "default", "-traditional", "-des", "-passout", "pass:pw"], { input: leaf.key.legacyPem });
       expect(legacyDes).toMatch(/DEK-Info: DES-CBC,/);
@@ -306,6 +319,51 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       expect(g.message).toContain("encrypted with AES-128-GCM, which cannot be read; re-encrypt it with AES-256-CBC");
       const script = legacy.replace(/DEK-Info: [A-Z0-9-]+,/, "DEK-Info: <script>x</script>,");
       expect((await refused({ certificate: leaf.certPem, privateKey: script, passphrase: "pw" })).message).not.toContain("<SCRIPT>");
+    });
+
+    it("refuses a certificate whose EC key is the point at infinity, and EC private scalars out of range (they crashed Node)", async () => {
+      const tlv = (tag: number, ...parts: Buffer[]) => {
+        const body = Buffer.concat(parts);
+        const len = body.length < 128 ? Buffer.from([body.length]) : Buffer.from([0x81, body.length]);
+        return Buffer.concat([Buffer.from([tag]), len, body]);
+      };
+      const oid = (hex: string) => tlv(0x06, Buffer.from(hex, "hex"));
+      const name = tlv(0x30, tlv(0x31, tlv(0x30, oid("550403"), tlv(0x0c, Buffer.from("inf.example")))));
+      const ecdsa = tlv(0x30, oid("2a8648ce3d040302"));
+      const spki = tlv(0x30, tlv(0x30, oid("2a8648ce3d0201"), oid("2a8648ce3d030107")), tlv(0x03, Buffer.from([0, 0])));
+      const validity = tlv(0x30, tlv(0x17, Buffer.from("250101000000Z")), tlv(0x17, Buffer.from("300101000000Z")));
+      const tbs = tlv(0x30, tlv(0xa0, tlv(0x02, Buffer.from([2]))), tlv(0x02, Buffer.from([1])), ecdsa, name, validity, name, spki);
+      const infinity = tlv(0x30, tbs, ecdsa, tlv(0x03, Buffer.alloc(9)));
+      const e = await refused({ certificateDer: infinity });
+      expect([e.reason, e.message.includes("not an encoded curve point")]).toEqual(["INVALID_CERTIFICATE", true]);
+      const leaf = makeLeaf({ cn: `scalar-${db}.example.test` });
+      for (const scalar of [Buffer.alloc(32, 0xff), Buffer.alloc(32, 0)]) {
+        const sec1 = tlv(0x30, tlv(0x02, Buffer.from([1])), tlv(0x04, scalar), tlv(0xa0, oid("2a8648ce3d030107")));
+        const k = await refused({ certificate: leaf.certPem, privateKeyDer: sec1 });
+        expect([k.reason, k.message]).toEqual(["INVALID_PRIVATE_KEY", "private_key_der: the EC private key is damaged: its private scalar is zero or not below the curve order; export it again from its source"]);
+      }
+    });
+
+    it("accepts multi-prime RSA keys, and never verifies with DSA issuers", async () => {
+      const pkcs8Pem = openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_primes:3"]);
+      expect(openssl(["pkey", "-noout", "-text"], { input: pkcs8Pem })).toContain("prime3:");
+      const key = { type: "rsa2048" as const, pkcs8Pem, legacyPem: openssl(["pkey", "-traditional"], { input: pkcs8Pem }), publicPem: openssl(["pkey", "-pubout"], { input: pkcs8Pem }) };
+      const leaf = makeLeaf({ cn: `3primes-${db}.example.test`, key });
+      for (const privateKey of [key.pkcs8Pem, key.legacyPem]) {
+        expect((await importFresh({ certificate: leaf.certPem, privateKey })).certificate.hasPrivateKey).toBe(true);
+      }
+      const dsaCa = makeCa({ subject: `/CN=DSA CA ${db}`, keyType: "dsa", keySlot: "dsa-ca" });
+      const dsaLeaf = makeLeaf({ cn: `dsa-issued-${db}.example.test`, issuer: dsaCa });
+      expect((await refused({ certificate: dsaLeaf.certPem, intermediates: dsaCa.certPem })).reason).toBe("INTERMEDIATE_NOT_IN_CHAIN");
+    });
+
+    it("decrypts a key found in PEM text sent as certificate_der in the isolated worker too", async () => {
+      const leaf = makeLeaf({ cn: `certder-enc-${db}.example.test` });
+      const dsa = encryptKey(makeKey("dsa", "hostile"), { password: "pw" });
+      const e = await refused({ certificateDer: Buffer.from(leaf.certPem + dsa), passphrase: "pw" });
+      expect([e.reason, e.fieldViolations[0].field, e.metadata.keyAlgorithm]).toEqual(["UNSUPPORTED_KEY_ALGORITHM", "certificate_der", "DSA"]);
+      const ok = await importFresh({ certificateDer: Buffer.from(leaf.certPem + encryptKey(leaf.key, { password: "pw" })), passphrase: "pw" });
+      expect(kinds(ok.repairs)).toEqual(["KIND_PRIVATE_KEY_MOVED", "KIND_PRIVATE_KEY_DECRYPTED"]);
     });
 
     it("does not verify signatures with RSA issuer keys no CA uses (public exponent above 2^32)", async () => {
