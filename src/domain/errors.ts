@@ -14,6 +14,7 @@ export type ErrorKind =
   | "PERMISSION_DENIED"
   | "UNAVAILABLE"
   | "RESOURCE_EXHAUSTED"
+  | "CANCELLED"
   | "INTERNAL";
 
 /** A bad request field (google.rpc.BadRequest.FieldViolation): `field` is the proto field path. */
@@ -134,5 +135,12 @@ export class UniqueConstraintError extends Error {
   constructor(readonly constraint: string, cause?: unknown) {
     super(`unique constraint ${constraint} violated`, { cause });
     this.name = "UniqueConstraintError";
+  }
+}
+
+/** The client cancelled the call (or its deadline passed) before costly work on it started or finished. */
+export class CancelledError extends DomainError {
+  constructor() {
+    super("CANCELLED", "CANCELLED", "the call was cancelled by the client before the work was done");
   }
 }

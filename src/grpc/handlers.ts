@@ -30,11 +30,14 @@ import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } fro
  * Each call gets a `call_id` in the log; an unexpected error carries it in ErrorInfo.metadata so an operator
  * can find the stack trace.
  */
-function unary<Req, Res>(log: Logger, method: string, fn: (req: Req) => Promise<Res>) {
+function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, signal: AbortSignal) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     const started = process.hrtime.bigint();
     const callId = randomUUID();
-    fn(call.request).then(
+    // Costly work (PKCS#12 files, encrypted keys) stops waiting or running when the client goes away.
+    const cancelled = new AbortController();
+    call.on("cancelled", () => cancelled.abort());
+    fn(call.request, cancelled.signal).then(
       (res) => {
         log.debug({ method, call_id: callId, code: 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "call");
         callback(null, res);
@@ -148,14 +151,14 @@ function materialOf(req: ImportCertificateRequest | ReimportCertificateRequest):
 export function certificateHandlers(log: Logger, certificates: CertificateService, exporter: ExportService): CertificateServiceServer {
   // Validity (expired, not yet valid) is derived from the service's clock at answer time.
   const toProto = (c: CertificateRecord) => toCertificate(c, certificates.now());
-  const importOne = async (req: ImportCertificateRequest) => {
+  const importOne = async (req: ImportCertificateRequest, signal?: AbortSignal) => {
     const instanceId = parseInstanceName(req.parent, "parent");
     const fields = checkUserFields("", req);
-    return certificates.import(instanceId, materialOf(req), fields, checkRequestId(req.requestId));
+    return certificates.import(instanceId, materialOf(req), fields, checkRequestId(req.requestId), signal);
   };
   return {
-    importCertificate: unary(log, "ImportCertificate", async (req) => {
-      const { certificate, repairs } = await importOne(req);
+    importCertificate: unary(log, "ImportCertificate", async (req, signal) => {
+      const { certificate, repairs } = await importOne(req, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
     exportCertificates: (call) => {
@@ -213,6 +216,8 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
       const callId = randomUUID();
       let index = 0;
       let failed = 0;
+      const cancelled = new AbortController();
+      call.on("cancelled", () => cancelled.abort());
       (async () => {
         // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which
         // would drop the responses still being written.
@@ -224,7 +229,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
           let response: ImportCertificatesResponse;
           try {
             if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
-            const { certificate, repairs } = await importOne(item);
+            const { certificate, repairs } = await importOne(item, cancelled.signal);
             response = { index, requestId: item.requestId, certificate: toProto(certificate), error: undefined, repairs: toRepairs(repairs) };
           } catch (err) {
             const { status, expected } = toStatus(err, callId);
@@ -249,9 +254,9 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
         call.emit("error", error);
       });
     },
-    reimportCertificate: unary(log, "ReimportCertificate", async (req) => {
+    reimportCertificate: unary(log, "ReimportCertificate", async (req, signal) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
-      const { certificate, repairs } = await certificates.reimport(instanceId, certificateId, materialOf(req), req.etag);
+      const { certificate, repairs } = await certificates.reimport(instanceId, certificateId, materialOf(req), req.etag, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
     getCertificate: unary(log, "GetCertificate", async (req) => {

@@ -62,8 +62,8 @@ export class CertificateService {
   ) {}
 
   /** Reads and checks the submitted material; the root policy defaults to the service's. */
-  private parse(input: MaterialInput): Promise<ParsedImport> {
-    return readImport({ ...input, rootCertificate: input.rootCertificate ?? this.defaultRootCertificate });
+  private parse(input: MaterialInput, signal?: AbortSignal): Promise<ParsedImport> {
+    return readImport({ ...input, rootCertificate: input.rootCertificate ?? this.defaultRootCertificate }, signal);
   }
 
   /** The service's current time (validity states are derived from it). */
@@ -76,10 +76,10 @@ export class CertificateService {
    * @throws InvalidArgumentError (x509 reasons, REQUEST_ID_REUSED), NotFoundError INSTANCE_NOT_FOUND,
    *         AlreadyExistsError CERTIFICATE_ALREADY_EXISTS, RootKeyError.
    */
-  async import(instanceId: string, input: MaterialInput, fields: CertificateFields, requestId: string): Promise<ImportResult> {
+  async import(instanceId: string, input: MaterialInput, fields: CertificateFields, requestId: string, signal?: AbortSignal): Promise<ImportResult> {
     const instance = await this.instance(instanceId);
     // Parse first: it validates every field before any work on keys or the database.
-    const parsed = await this.parse(input);
+    const parsed = await this.parse(input, signal);
     return { certificate: await this.importParsed(instance, instanceId, parsed, fields, requestId), repairs: parsed.repairs };
   }
 
@@ -148,10 +148,10 @@ export class CertificateService {
    * Adds a new version of a certificate's material and makes it current; earlier versions stay readable.
    * @throws as `import`, plus EtagMismatchError and NotFoundError CERTIFICATE_NOT_FOUND.
    */
-  async reimport(instanceId: string, certificateId: string, input: MaterialInput, etag: string): Promise<ImportResult> {
+  async reimport(instanceId: string, certificateId: string, input: MaterialInput, etag: string, signal?: AbortSignal): Promise<ImportResult> {
     // Cheap checks first: a missing certificate is reported before any parsing work.
     await this.get(instanceId, certificateId);
-    const parsed = await this.parse(input);
+    const parsed = await this.parse(input, signal);
     const certificate = await retryUnconditional(etag, () => this.reimportParsed(instanceId, certificateId, parsed, etag));
     return { certificate, repairs: parsed.repairs };
   }

@@ -176,12 +176,13 @@ let forgePath: string | undefined;
  *   (field `passphrase`), INVALID_PRIVATE_KEY when decryption takes longer than the limit. DomainError
  *   RESOURCE_EXHAUSTED SERVER_BUSY when the worker queue is full.
  */
-export async function decryptIsolated(key: EncryptedKey, passphrase: string): Promise<Buffer> {
+export async function decryptIsolated(key: EncryptedKey, passphrase: string, signal?: AbortSignal): Promise<Buffer> {
   forgePath ??= createRequire(import.meta.url).resolve("node-forge");
   const outcome = await runIsolated<DecryptOutcome>({
     source: DECRYPT_SOURCE,
     workerData: { recipe: key.recipe, passphrase, forgePath },
     timeoutMs: KEY_DECRYPT_TIMEOUT_MS,
+    signal,
     heapMb: 64,
     onTimeout: () =>
       invalid(key.field, `decrypting the key took more than ${KEY_DECRYPT_TIMEOUT_MS / 1000} s (its parameters are far larger than any real key's); export the key again`),

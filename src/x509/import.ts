@@ -81,10 +81,10 @@ const bytesOf = (b: Buffer | undefined) => b ?? Buffer.alloc(0);
  * thread, see pkcs12.ts). Rules as in {@link parseImport}, plus PKCS#12 errors: PASSPHRASE_REQUIRED,
  * WRONG_PASSPHRASE, INVALID_PKCS12.
  */
-export async function readImport(input: ImportInput): Promise<ParsedImport> {
+export async function readImport(input: ImportInput, signal?: AbortSignal): Promise<ParsedImport> {
   checkSizesAndConflicts(input);
   const pkcs12 = bytesOf(input.pkcs12);
-  if (pkcs12.length > 0) return parseImport(input, { pkcs12: await readPkcs12(pkcs12, input.passphrase ?? "") });
+  if (pkcs12.length > 0) return parseImport(input, { pkcs12: await readPkcs12(pkcs12, input.passphrase ?? "", { signal }) });
   // An encrypted key is decrypted off the event loop; everything else about it was checked by findEncryptedKey.
   const passphrase = input.passphrase ?? "";
   const keyDer = bytesOf(input.privateKeyDer);
@@ -98,7 +98,7 @@ export async function readImport(input: ImportInput): Promise<ParsedImport> {
         : findEncryptedKey("", certificateDer, "certificate_der");
   if (encrypted === undefined) return parseImport(input);
   if (encrypted.pem !== undefined && passphrase === "") throw missingPassphrase(encrypted.field, encrypted.what);
-  return parseImport(input, { decryptedKey: { encrypted, der: await decryptIsolated(encrypted, passphrase) } });
+  return parseImport(input, { decryptedKey: { encrypted, der: await decryptIsolated(encrypted, passphrase, signal) } });
 }
 
 /** Work done before parseImport, off the event loop (see readImport). */

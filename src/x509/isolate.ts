@@ -7,7 +7,7 @@
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { DomainError } from "../domain/errors.js";
+import { CancelledError, DomainError } from "../domain/errors.js";
 
 /** Tasks run at the same time (at most one per core, so they do not starve each other). */
 export const MAX_ISOLATED_TASKS = Math.max(1, Math.min(4, availableParallelism()));
@@ -29,6 +29,8 @@ export interface IsolatedTask {
   onTimeout: () => Error;
   /** The error to reject with when the worker runs out of heap. */
   onOutOfMemory: (cause: Error) => Error;
+  /** Aborted when the caller's RPC is cancelled: the task leaves the queue, or its worker is terminated. */
+  signal?: AbortSignal;
 }
 
 let active = 0;
@@ -44,10 +46,12 @@ export function isolatedTaskStats(): { active: number; waiting: number } {
  * stopped (so a slot is never handed on while a terminated worker still runs).
  *
  * @returns the worker's single message.
- * @throws DomainError RESOURCE_EXHAUSTED SERVER_BUSY when MAX_WAITING_TASKS callers already wait; the task's
+ * @throws CancelledError when `task.signal` aborts first. DomainError RESOURCE_EXHAUSTED SERVER_BUSY when
+ *   MAX_WAITING_TASKS callers already wait; the task's
  *   onTimeout / onOutOfMemory errors; a plain Error when the worker fails otherwise (a bug, not the input).
  */
 export async function runIsolated<T>(task: IsolatedTask): Promise<T> {
+  if (task.signal?.aborted) throw new CancelledError();
   if (active < MAX_ISOLATED_TASKS) {
     active += 1;
   } else {
@@ -59,7 +63,20 @@ export async function runIsolated<T>(task: IsolatedTask): Promise<T> {
         { metadata: { limit: String(MAX_WAITING_TASKS) } },
       );
     }
-    await new Promise<void>((resolve) => waiting.push(resolve));
+    // A cancelled caller leaves the queue at once instead of running for nobody.
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        const i = waiting.indexOf(wake);
+        if (i >= 0) waiting.splice(i, 1);
+        reject(new CancelledError());
+      };
+      const wake = () => {
+        task.signal?.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      task.signal?.addEventListener("abort", onAbort, { once: true });
+      waiting.push(wake);
+    });
   }
   try {
     return await runWorker<T>(task);
@@ -87,6 +104,7 @@ function runWorker<T>(task: IsolatedTask): Promise<T> {
       worker.terminate().then(settle, settle);
     };
     const timer = setTimeout(() => finish(() => reject(task.onTimeout())), task.timeoutMs);
+    task.signal?.addEventListener("abort", () => finish(() => reject(new CancelledError())), { once: true });
     worker.once("message", (message: T) => finish(() => resolve(message)));
     worker.once("error", (err: Error & { code?: string }) =>
       finish(() => reject(err.code === "ERR_WORKER_OUT_OF_MEMORY" ? task.onOutOfMemory(err) : new Error("an isolated worker failed", { cause: err }))),

@@ -44,6 +44,8 @@ export interface Pkcs12Contents {
 export interface Pkcs12ReadOptions {
   /** Worker time limit in milliseconds (default {@link PKCS12_TIMEOUT_MS}); lowered by tests. */
   timeoutMs?: number;
+  /** The caller's cancellation (see isolate.ts). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -99,7 +101,7 @@ export async function readPkcs12(der: Buffer, passphrase: string, options: Pkcs1
   if (notPfx !== undefined) {
     throw invalid(`${notPfx}; send the .pfx/.p12 file itself, e.g. one made with \`openssl pkcs12 -export -in cert.pem -inkey key.pem -out bundle.p12\``);
   }
-  const outcome = await runWorker(der, passphrase, options.timeoutMs ?? PKCS12_TIMEOUT_MS);
+  const outcome = await runWorker(der, passphrase, options.timeoutMs ?? PKCS12_TIMEOUT_MS, options.signal);
   if (outcome.ok) {
     return {
       certificates: outcome.certificates.map((ab) => Buffer.from(ab)),
@@ -337,7 +339,7 @@ let forgePath: string | undefined;
 /**
  * Reads `der` in an isolated worker (isolate.ts). Rejects with INVALID_PKCS12 on time-out or heap exhaustion.
  */
-function runWorker(der: Buffer, passphrase: string, timeoutMs: number): Promise<Outcome> {
+function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: AbortSignal): Promise<Outcome> {
   // Resolved here, in the main thread, so that it works from the TS sources (vitest) and from dist/ alike.
   forgePath ??= createRequire(import.meta.url).resolve("node-forge");
   // A copy of exactly these bytes (a pooled Buffer's ArrayBuffer may hold other data), moved to the worker.
@@ -347,6 +349,7 @@ function runWorker(der: Buffer, passphrase: string, timeoutMs: number): Promise<
     workerData: { forgePath, der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS },
     transferList: [input.buffer],
     timeoutMs,
+    signal,
     heapMb: WORKER_HEAP_MB,
     onTimeout: () =>
       invalid(`reading the file took too long (more than ${timeoutMs / 1000} s; its key derivation is too costly); ${REEXPORT_HINT}`, {

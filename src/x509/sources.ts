@@ -108,7 +108,13 @@ export function certificatesFromText(text: string, field: string, allowKeys: boo
       });
     } else if (PKCS7_LABELS.has(block.label)) {
       const certs = pkcs7Certificates(block.der);
-      if (!certs || certs.length === 0) {
+      if (!certs) {
+        throw invalid(
+          field,
+          `PEM block ${position} ("${block.label}") could not be read as a PKCS#7 certificate bundle (damaged, or far more certificates than a chain has); export only the chain again, or paste its certificates as CERTIFICATE blocks`,
+        );
+      }
+      if (certs.length === 0) {
         throw invalid(field, `PEM block ${position} ("${block.label}") holds no certificates; export the bundle again, or paste its certificates as CERTIFICATE blocks`);
       }
       certs.forEach(add);

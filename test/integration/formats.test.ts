@@ -309,6 +309,16 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       }
     });
 
+    it("reads a legacy-encrypted block by its decrypted content even when its label lies", async () => {
+      const leaf = makeLeaf({ cn: `legacy-label-${db}.example.test`, keyType: "rsa2048", keySlot: "enc" });
+      const legacy = encryptKey(leaf.key, { legacy: true, password: "pw" });
+      expect(legacy).toMatch(/BEGIN RSA PRIVATE KEY/);
+      const relabelled = legacy.replace(/RSA PRIVATE KEY/g, "EC PRIVATE KEY");
+      const r = await importFresh({ certificate: leaf.certPem, privateKey: relabelled, passphrase: "pw" });
+      expect(spki(r.material.privateKey)).toBe(spki(leaf.certPem));
+      expect(kinds(r.repairs)).toEqual(["KIND_PRIVATE_KEY_DECRYPTED", "KIND_PRIVATE_KEY_CONVERTED"]);
+    });
+
     it("names a missing or unreadable DEK-Info header instead of blaming the passphrase", async () => {
       const leaf = makeLeaf({ cn: `dekinfo-${db}.example.test`, keyType: "rsa2048", keySlot: "enc" });
       const legacy = encryptKey(leaf.key, { legacy: true, password: "pw" });

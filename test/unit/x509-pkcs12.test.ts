@@ -525,6 +525,23 @@ describe("readPkcs12: the worker", () => {
     for (const r of await Promise.all(reads)) expect(r.certificates).toEqual([certDer(leaf.certPem)]);
   });
 
+  it("drops a cancelled caller from the queue at once, and stops a cancelled read that is running", async () => {
+    const leaf = leafOf("ec256");
+    const slow = exportP12({ cert: leaf, password: "pw-slow", args: ["-iter", "300000"] });
+    const running = Array.from({ length: MAX_PKCS12_WORKERS }, () => new AbortController());
+    const reads = running.map((c) => readPkcs12(slow, "pw-slow", { signal: c.signal }).then(() => "read", (e: DomainError) => e.reason));
+    const queued = new AbortController();
+    const waiting = readPkcs12(slow, "pw-slow", { signal: queued.signal }).then(() => "read", (e: DomainError) => e.reason);
+    expect(pkcs12WorkerStats()).toEqual({ active: MAX_PKCS12_WORKERS, waiting: 1 });
+    queued.abort();
+    expect(await waiting).toBe("CANCELLED");
+    expect(pkcs12WorkerStats().waiting).toBe(0);
+    running[0].abort();
+    expect(await reads[0]).toBe("CANCELLED");
+    expect((await Promise.all(reads.slice(1))).every((r) => r === "read")).toBe(true);
+    expect(pkcs12WorkerStats()).toEqual({ active: 0, waiting: 0 });
+  });
+
   it("terminates a worker that takes too long and frees its slot", async () => {
     const leaf = leafOf("ec256");
     const p12 = exportP12({ cert: leaf, password: "pw-slow", args: ["-iter", "300000"] });

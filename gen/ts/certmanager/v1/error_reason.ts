@@ -191,6 +191,11 @@ export enum ErrorReason {
    * allows at once; retry with exponential backoff. Metadata: `limit`.
    */
   ERROR_REASON_SERVER_BUSY = 43,
+  /**
+   * ERROR_REASON_CANCELLED - CANCELLED: the client cancelled the call (or its deadline passed) while it waited for, or ran, costly work
+   * such as reading a PKCS#12 file; nothing was written.
+   */
+  ERROR_REASON_CANCELLED = 44,
   UNRECOGNIZED = -1,
 }
 
@@ -328,6 +333,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 43:
     case "ERROR_REASON_SERVER_BUSY":
       return ErrorReason.ERROR_REASON_SERVER_BUSY;
+    case 44:
+    case "ERROR_REASON_CANCELLED":
+      return ErrorReason.ERROR_REASON_CANCELLED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -425,6 +433,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_CONFLICTING_FIELDS";
     case ErrorReason.ERROR_REASON_SERVER_BUSY:
       return "ERROR_REASON_SERVER_BUSY";
+    case ErrorReason.ERROR_REASON_CANCELLED:
+      return "ERROR_REASON_CANCELLED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
