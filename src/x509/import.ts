@@ -46,14 +46,21 @@ import {
 import { X509Reason } from "./reasons.js";
 import { certificatesFromBytes, certificatesFromText, type CertificateItem, type FoundCertificates } from "./sources.js";
 
-/** What the user sent; "" / empty Buffer means absent. */
+/** What the user sent (the proto fields of ImportCertificateRequest); "" / empty Buffer means absent. */
 export interface ImportInput {
+  /** PEM text: the certificate, or a whole chain, optionally with the key (a combined PEM). */
   certificate: string;
+  /** PEM text of the private key (plain or encrypted). */
   privateKey: string;
+  /** PEM text of the CA certificates, any order. */
   intermediates: string;
+  /** Binary DER certificate or PKCS#7 bundle, instead of `certificate`. */
   certificateDer?: Buffer;
+  /** Binary DER private key, instead of `privateKey`; zeroed once read. */
   privateKeyDer?: Buffer;
+  /** A PKCS#12 file, instead of the certificate and key fields. */
   pkcs12?: Buffer;
+  /** Password of `pkcs12` or of an encrypted key. */
   passphrase?: string;
   /** What to do with a self-signed root among the intermediates; default "keep". */
   rootCertificate?: RootCertificatePolicy;
