@@ -277,6 +277,8 @@ const FORGE_SCHEMES: Record<string, string> = {
 
 /** Unsigned INTEGER contents as a number (Infinity beyond 2^53, which any cap refuses anyway). */
 function integerValue(content: Uint8Array): number {
+  // A negative INTEGER (top bit set) is no count: Infinity makes every cap refuse it.
+  if (content.length === 0 || content[0] >= 0x80) return Infinity;
   let n = 0;
   for (const b of content) n = n * 256 + b;
   return Number.isSafeInteger(n) ? n : Infinity;
@@ -332,6 +334,9 @@ function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recip
     // derivation whose cost we could not check: refuse what we cannot read.
     throw invalid(field, "the encrypted key's encryption parameters are not valid DER, so their cost cannot be checked; re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc` or send it decrypted", err);
   }
+  if (recipe.kind === "pbes2" && recipe.kdf.name === "pbkdf2" && iterations < 1) {
+    throw invalid(field, "the encrypted key's PBKDF2 iteration count is zero (RFC 8018 §5.2 requires a positive count); export the key again");
+  }
   if (iterations > MAX_KEY_ITERATIONS) {
     throw new InvalidArgumentError(
       X509Reason.INVALID_PRIVATE_KEY,
@@ -340,11 +345,15 @@ function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recip
       { metadata: { iterations: String(iterations), limit: String(MAX_KEY_ITERATIONS) } },
     );
   }
-  if (scrypt && (scrypt.n * scrypt.r * scrypt.p > MAX_SCRYPT_WORK || 128 * scrypt.n * scrypt.r > MAX_SCRYPT_MEMORY)) {
+  // Each parameter in its range (RFC 7914 §2: N a power of two above 1, r and p at least 1), then their cost:
+  // a zero would pass a product cap and make node fall back to its own defaults.
+  const scryptValid = (x: { n: number; r: number; p: number }) =>
+    x.n >= 2 && (x.n & (x.n - 1)) === 0 && x.r >= 1 && x.p >= 1 && x.n * x.r * x.p <= MAX_SCRYPT_WORK && 128 * x.n * x.r <= MAX_SCRYPT_MEMORY;
+  if (scrypt && !scryptValid(scrypt)) {
     throw new InvalidArgumentError(
       X509Reason.INVALID_PRIVATE_KEY,
       field,
-      `${field}: the encrypted key's scrypt parameters (N=${scrypt.n}, r=${scrypt.r}, p=${scrypt.p}) ask for more work than the limit (N·r·p at most ${MAX_SCRYPT_WORK}, 128·N·r at most ${MAX_SCRYPT_MEMORY} bytes); re-encrypt it with \`openssl pkcs8 -topk8 -v2 aes-256-cbc\` or send it decrypted`,
+      `${field}: the encrypted key's scrypt parameters (N=${scrypt.n}, r=${scrypt.r}, p=${scrypt.p}) are out of range or ask for more work than the limit (N a power of two from 2, r and p from 1; N·r·p at most ${MAX_SCRYPT_WORK}, 128·N·r at most ${MAX_SCRYPT_MEMORY} bytes); re-encrypt it with \`openssl pkcs8 -topk8 -v2 aes-256-cbc\` or send it decrypted`,
       { metadata: { scryptN: String(scrypt.n), scryptR: String(scrypt.r), scryptP: String(scrypt.p) } },
     );
   }

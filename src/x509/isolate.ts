@@ -97,14 +97,17 @@ function runWorker<T>(task: IsolatedTask): Promise<T> {
       execArgv: [],
     });
     let settled = false;
+    const onAbort = () => finish(() => reject(new CancelledError()));
     const finish = (settle: () => void): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      // A stream's one signal serves many tasks: leave no listener behind.
+      task.signal?.removeEventListener("abort", onAbort);
       worker.terminate().then(settle, settle);
     };
     const timer = setTimeout(() => finish(() => reject(task.onTimeout())), task.timeoutMs);
-    task.signal?.addEventListener("abort", () => finish(() => reject(new CancelledError())), { once: true });
+    task.signal?.addEventListener("abort", onAbort, { once: true });
     worker.once("message", (message: T) => finish(() => resolve(message)));
     worker.once("error", (err: Error & { code?: string }) =>
       finish(() => reject(err.code === "ERR_WORKER_OUT_OF_MEMORY" ? task.onOutOfMemory(err) : new Error("an isolated worker failed", { cause: err }))),

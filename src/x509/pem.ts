@@ -58,6 +58,14 @@ export function pemEncode(label: string, der: Buffer): string {
 }
 
 /**
+ * True when bytes sent in a binary field are PEM text (optionally after whitespace and a UTF-8 byte-order mark),
+ * to be read as PEM. The one test every binary field uses, so no field can be read one way and checked another.
+ */
+export function looksLikePemText(bytes: Buffer): boolean {
+  return /^\s*(\xEF\xBB\xBF)?-----BEGIN /.test(bytes.toString("latin1"));
+}
+
+/**
  * Undoes two common copy-paste accidents before parsing: a UTF-8 byte-order mark at the start (Windows
  * editors), and line breaks written as the two characters backslash-n (PEM stored in JSON or environment
  * variables and pasted unescaped). Only applied when the text has no real line break, so a real PEM with a

@@ -12,7 +12,7 @@ import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
 import { decryptSync, legacyEncryptedKey, missingPassphrase, notAKeyAfterDecryption, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
-import { pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
+import { looksLikePemText, pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
 
 type KeyFormat = "pkcs8" | "pkcs1" | "sec1";
@@ -113,7 +113,7 @@ const CURVE_ORDERS: Record<string, bigint> = {
   "1.2.840.10045.3.1.7": 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
   "1.3.132.0.34": 0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
   "1.3.132.0.35":
-    0x01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
+    0x01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409n,
 };
 
 const EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1";
@@ -252,8 +252,7 @@ export function parsePrivateKey(text: string, der: Buffer, passphrase: string): 
   if (der.length === 0) return undefined;
   const field = "private_key_der";
   try {
-    const asText = der.toString("latin1");
-    if (/^\s*(\xEF\xBB\xBF)?-----BEGIN /.test(asText)) {
+    if (looksLikePemText(der)) {
       // PEM text sent in the bytes field: read it as PEM.
       const blocks = splitPemBlocks(der.toString("utf8"), { field, reason: X509Reason.INVALID_PRIVATE_KEY });
       return parsePrivateKeyBlocks(blocks, field, passphrase);
@@ -424,7 +423,10 @@ export function keyPairWorks(privateKey: KeyObject, publicKey: KeyObject): boole
   try {
     if (privateKey.asymmetricKeyType === "rsa") {
       const j = privateKey.export({ format: "jwk" });
-      const [n, d, p, q, dp, dq, qi] = [j.n, j.d, j.p, j.q, j.dp, j.dq, j.qi].map(jwkInt);
+      const [n, e, d, p, q, dp, dq, qi] = [j.n, j.e, j.d, j.p, j.q, j.dp, j.dq, j.qi].map(jwkInt);
+      // d below n and an inverse of e modulo p−1 and q−1 (RFC 8017 §3.2), before any signature: OpenSSL's fault
+      // fallback would otherwise exponentiate with a huge wrong d on this thread.
+      if (d <= 0n || d >= n || (d * e) % (p - 1n) !== 1n % (p - 1n) || (d * e) % (q - 1n) !== 1n % (q - 1n)) return false;
       // Two-prime keys: n = p·q. Multi-prime keys (RFC 8017 §3.2 version 1) export only their first two primes
       // to JWK; for them p and q must at least divide n.
       const primesFit = p * q === n || (p > 1n && q > 1n && n % p === 0n && n % q === 0n && p * q < n);
@@ -483,7 +485,7 @@ export function parseContainedPrivateKey(der: Buffer, field: string): ParsedPriv
  * @throws InvalidArgumentError INVALID_PRIVATE_KEY as legacyEncryptedKey / pkcs8EncryptedKey.
  */
 export function findEncryptedKey(text: string, der: Buffer, field: string): EncryptedKey | undefined {
-  if (text.trim() === "" && der.length > 0 && !/^\s*(\xEF\xBB\xBF)?-----BEGIN /.test(der.subarray(0, 64).toString("latin1"))) {
+  if (text.trim() === "" && der.length > 0 && !looksLikePemText(der)) {
     return sniffKeyShape(der)?.format === "encrypted" ? pkcs8EncryptedKey(der, field) : undefined;
   }
   const source = text.trim() !== "" ? text : der.toString("utf8");

@@ -10,7 +10,7 @@ import { X509Certificates } from "@peculiar/x509";
 import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { readTlv } from "./der.js";
-import { splitPemBlocks, type PemBlock } from "./pem.js";
+import { looksLikePemText, splitPemBlocks, type PemBlock } from "./pem.js";
 import { isPrivateKeyLabel } from "./private-key.js";
 import { X509Reason } from "./reasons.js";
 
@@ -139,7 +139,7 @@ export function certificatesFromText(text: string, field: string, allowKeys: boo
  *   like a PKCS#12 file).
  */
 export function certificatesFromBytes(bytes: Buffer, field: string): FoundCertificates {
-  if (/^\s*(\xEF\xBB\xBF)?-----BEGIN /.test(bytes.subarray(0, 64).toString("latin1"))) {
+  if (looksLikePemText(bytes)) {
     return certificatesFromText(bytes.toString("utf8"), field, true);
   }
   const whole = firstElement(bytes);

@@ -354,6 +354,48 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       }
     });
 
+    it("refuses keys that slipped past the first fixes (third adversarial pass)", async () => {
+      const leaf = makeLeaf({ cn: `third-${db}.example.test`, keyType: "rsa2048", keySlot: "third" });
+      // PEM text after more than 64 bytes of whitespace in private_key_der: still found, still decrypted in the worker.
+      const padded = Buffer.from(" ".repeat(70) + encryptKey(makeKey("dsa", "hostile"), { password: "pw" }));
+      const dsa = await refused({ certificate: leaf.certPem, privateKeyDer: padded, passphrase: "pw" });
+      expect([dsa.reason, dsa.fieldViolations[0].field, dsa.metadata.keyAlgorithm]).toEqual(["UNSUPPORTED_KEY_ALGORITHM", "private_key_der", "DSA"]);
+      // scrypt with N = 0 (node would fall back to its own defaults, in native code that cannot be stopped).
+      const der = Buffer.from(openssl(["pkcs8", "-topk8", "-scrypt", "-passout", "pass:pw"], { input: leaf.keyPem }).replace(/-----[^-]+-----|\s/g, ""), "base64");
+      // scrypt-params as openssl writes them: N = 16384, r = 8, p = 1.
+      const params = Buffer.from("02024000020108020101", "hex");
+      const at = der.indexOf(params);
+      expect(at).toBeGreaterThan(0);
+      Buffer.from("0202000002010802", "hex").copy(der, at);
+      const zero = await refused({ certificate: leaf.certPem, privateKeyDer: der, passphrase: "pw" });
+      expect([zero.reason, zero.metadata.scryptN]).toEqual(["INVALID_PRIVATE_KEY", "0"]);
+      // An RSA key with the right n, e, p, q but a huge d (OpenSSL's fault fallback would sign with it).
+      const j = createPrivateKey(leaf.keyPem).export({ format: "jwk" });
+      const big = (v: string) => BigInt(`0x${Buffer.from(v, "base64url").toString("hex")}`);
+      const [n, e, p, q, qi] = [j.n!, j.e!, j.p!, j.q!, j.qi!].map(big);
+      const d = big(j.d!) + (1n << 60_000n) * (p - 1n) * (q - 1n);
+      const int = (x: bigint) => {
+        let hex = x.toString(16);
+        if (hex.length % 2) hex = `0${hex}`;
+        if (parseInt(hex.slice(0, 2), 16) >= 0x80) hex = `00${hex}`;
+        return Buffer.from(hex, "hex");
+      };
+      const tlv = (tag: number, body: Buffer) => {
+        const long = Buffer.from(body.length.toString(16).padStart(body.length.toString(16).length + (body.length.toString(16).length % 2), "0"), "hex");
+        const len = body.length < 128 ? Buffer.from([body.length]) : Buffer.concat([Buffer.from([0x80 | long.length]), long]);
+        return Buffer.concat([Buffer.from([tag]), len, body]);
+      };
+      const pkcs1 = tlv(0x30, Buffer.concat([0n, n, e, d, p, q, d % (p - 1n), d % (q - 1n), qi].map((x) => tlv(0x02, int(x)))));
+      const hugeD = await refused({ certificate: leaf.certPem, privateKeyDer: pkcs1 });
+      expect([hugeD.reason, hugeD.fieldViolations[0].field]).toEqual(["PRIVATE_KEY_MISMATCH", "private_key_der"]);
+      // P-521: a scalar equal to the curve order.
+      const n521 = Buffer.from("01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409", "hex");
+      const sec1 = tlv(0x30, Buffer.concat([tlv(0x02, Buffer.from([1])), tlv(0x04, n521), tlv(0xa0, tlv(0x06, Buffer.from("2b81040023", "hex")))]));
+      const p521 = makeLeaf({ cn: `p521-${db}.example.test`, keyType: "ec521", keySlot: "p521" });
+      const order = await refused({ certificate: p521.certPem, privateKeyDer: sec1 });
+      expect([order.reason, order.message.includes("not below the curve order")]).toEqual(["INVALID_PRIVATE_KEY", true]);
+    });
+
     it("accepts multi-prime RSA keys, and never verifies with DSA issuers", async () => {
       const pkcs8Pem = openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_primes:3"]);
       expect(openssl(["pkey", "-noout", "-text"], { input: pkcs8Pem })).toContain("prime3:");
