@@ -9,14 +9,14 @@
 import { randomBytes } from "node:crypto";
 
 import { generateDek, newDekId } from "../src/crypto/dek.js";
-import { open, seal, type SecretContext } from "../src/crypto/envelope.js";
+import { open, seal, type SecretContext } from "../src/crypto/sealed-field.js";
 import { decryptDirFast, encryptDirFast } from "../src/crypto/fastjwe.js";
-import { decryptDir, encryptDir, unwrapA256KW, wrapA256KW } from "../src/crypto/jwe.js";
+import { decryptDir, encryptDir, unwrapA256KW, wrapA256KW } from "../test/helpers/jose-reference.js";
 
 const seconds = Number(process.argv[2] ?? 2);
 const payload = randomBytes(6 * 1024);
 const dek = { id: newDekId(), key: generateDek() };
-const ctx: SecretContext = { instance: "instances/bench", certificate: "instances/bench/certificates/c1", field: "private_key" };
+const ctx: SecretContext = { instance: "instances/0193e4a0-0000-7000-8000-00000000000a", certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/0193e4a0-0000-7000-8000-0000000000c1", field: "private_key" };
 const header = { kid: dek.id, cm_instance: ctx.instance, cm_certificate: ctx.certificate, cm_field: ctx.field };
 const kek = randomBytes(32);
 

@@ -19,8 +19,9 @@ import { credentials } from "@grpc/grpc-js";
 import knexFactory from "knex";
 import * as certificatePb from "../gen/ts/certmanager/v1/certificate.js";
 import * as instancePb from "../gen/ts/certmanager/v1/instance.js";
-import { seal } from "../src/crypto/envelope.js";
+import { seal } from "../src/crypto/sealed-field.js";
 import { LocalRootKeyBackend } from "../src/crypto/rootkeys/local.js";
+import { unwrapDek } from "../src/crypto/wrapped-dek.js";
 import { makeChain } from "../test/helpers/openssl.js";
 import { startServerProcess } from "../test/helpers/process.js";
 import { promisify } from "../test/helpers/service.js";
@@ -60,7 +61,7 @@ try {
   const versionRow = await db("certificate_versions").where({ certificate_id: certRow.id }).first();
   const dekRow = await db("deks").where({ instance_id: iid }).first();
   const keystore = await LocalRootKeyBackend.open(path.join(dataDir, "root-keys.json"), { createIfMissing: false, defaultKeyId: "default" });
-  const dek = { id: dekRow.id as string, key: await keystore.unwrap(dekRow.wrapped_key, { instance: inst.name }) };
+  const dek = { id: dekRow.id as string, key: await unwrapDek(keystore, dekRow.wrapped_key, { instance: inst.name }) };
   const fillStart = performance.now();
   for (let done = 1; done < N; ) {
     const n = Math.min(400, N - done);

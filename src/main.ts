@@ -16,7 +16,8 @@ import type { RootKeyBackend } from "./domain/rootkey.js";
 import { bind, buildServer, drain } from "./grpc/server.js";
 import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
-import { Keyring } from "./services/keyring.js";
+import { CertificateEnvelope } from "./crypto/envelope.js";
+import { Keyring } from "./crypto/keyring.js";
 import { ReclamationService } from "./services/reclamations.js";
 import { ExportService } from "./services/export.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
@@ -98,10 +99,8 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     closers.push(async () => keyring.clear());
     const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));
 
-    const rotation = new DekRotation(uow, keyring, log.child({ component: "dek-rotation" }), {
-      batchSize: config.reencryptBatchSize,
-      maxEncryptionsPerDek: config.dekMaxEncryptions,
-    });
+    const envelope = new CertificateEnvelope(keyring, config.dekMaxEncryptions);
+    const rotation = new DekRotation(uow, keyring, envelope, log.child({ component: "dek-rotation" }), { batchSize: config.reencryptBatchSize });
     const instances = new InstanceService(
       uow,
       keyring,
@@ -111,12 +110,12 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       config.reclamationRetentionMs,
       rotation,
     );
-    const certificates = new CertificateService(uow, keyring, clock, pageTokens, rotation, config.rootCertificate);
+    const certificates = new CertificateService(uow, envelope, clock, pageTokens, rotation, config.rootCertificate);
     const reclamations = new ReclamationService(uow, keyring, clock, pageTokens, log.child({ component: "reclamations" }), {
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,
     });
-    const exporter = new ExportService(uow, keyring, pageTokens, config.exportBatchSize);
+    const exporter = new ExportService(uow, envelope, pageTokens, config.exportBatchSize);
     const grpcServer = buildServer(log, { instances, certificates, reclamations, exporter }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
     const port = await bind(grpcServer.server, config.listenAddress);
 

@@ -1,130 +1,216 @@
 /**
- * Sealing secret certificate fields with a DEK (DESIGN.md "Envelope format"): each secret value is a JWE
- * compact serialization, `alg` dir, `enc` A256GCM (RFC 7518 §4.5, §5.3), with protected header
+ * Envelope encryption of certificate material, in one place (the shape of Tink's KMS envelope AEAD): services
+ * hand a certificate version's material in clear and get sealed fields back, and the reverse. They never see a
+ * field list, a JWE, a retry or a DEK lookup. See ARCHITECTURE.md, "Envelope format".
  *
- * ```json
- * {"alg":"dir","enc":"A256GCM","kid":"<dek id>","cm_instance":"instances/a",
- *  "cm_certificate":"instances/a/certificates/c","cm_field":"private_key"}
- * ```
- *
- * The protected header is the GCM AAD (RFC 7516 §5.1 step 14), so the names are authenticated: a value copied
- * to another certificate, instance or field fails to open even though the DEK is the same. (Names are public,
- * so they are compared with plain equality.)
- *
- * Implementation: the node:crypto fast path (fastjwe.ts). The interop tests prove node-jose (jwe.ts) opens what
- * it writes and it opens what node-jose writes, so either can read data written by the other.
+ * - Sealing uses the instance's ACTIVE DEK, locked for the caller's transaction (the caller has locked the
+ *   instance row first: one lock order for every sealing writer), and counts the encryptions against the DEK's
+ *   limit (NIST SP 800-38D §8.3); a DEK without room throws {@link NeedsRotation}.
+ * - Each field is its own JWE (./sealed-field.ts) bound to instance, certificate and field.
+ * - Opening resolves each DEK once per call through the keyring (cache, then root-key unwrap). A rotation may
+ *   re-encrypt a row and destroy its old DEK between reading the row and opening it, so a failed open re-reads
+ *   the rows once before calling the ciphertext broken.
  */
+import type { CertificateMaterial } from "../domain/certificate.js";
 import { DecryptionError } from "../domain/errors.js";
-import { ALG_DIR, ENC_A256GCM, assertAlgorithms, fail, parseProtectedHeader, splitCompact } from "./compact.js";
-import { encryptDirFast, openParts } from "./fastjwe.js";
+import { certificateName, instanceName } from "../domain/names.js";
+import type { CertificateVersionRecord, InstanceRecord, Repositories } from "../domain/ports.js";
+import type { Keyring } from "./keyring.js";
+import { open, seal, type SecretField } from "./sealed-field.js";
 
-/** Which secret part of a certificate a sealed value holds. */
-export type SecretField = "certificate" | "private_key" | "intermediates";
+/** The sealed fields of one certificate version, as stored; "" for an absent field. */
+export type SealedMaterial = Pick<CertificateVersionRecord, "dekId" | "certificateJwe" | "privateKeyJwe" | "intermediatesJwe">;
 
-const SECRET_FIELDS: ReadonlySet<string> = new Set<SecretField>(["certificate", "private_key", "intermediates"]);
-
-/** Where a sealed value belongs; bound into the JWE so it cannot be moved. */
-export interface SecretContext {
-  /** Resource name `instances/{instance}`. */
-  instance: string;
-  /** Resource name `instances/{instance}/certificates/{certificate}`, under `instance`. */
-  certificate: string;
-  field: SecretField;
+/** Opened material of one version: PEM text, and the private key as bytes the caller zeroes (only when asked). */
+export interface OpenedMaterial {
+  certificatePem: string;
+  intermediatesPem: string;
+  /** PKCS#8 PEM bytes; undefined when the version has none or it was not asked for. */
+  privateKey?: Buffer;
 }
 
-/** A plaintext DEK with its id (the JWE `kid`). */
-export interface Dek {
-  /** Opaque id, see `newDekId` in dek.ts. */
-  id: string;
-  /** 32 bytes. */
-  key: Buffer;
-}
-
-/** The exact set of header fields a sealed value has; anything more or less is refused on open. */
-const HEADER_FIELDS = ["alg", "enc", "kid", "cm_instance", "cm_certificate", "cm_field"] as const;
-
-// A name segment per AIP-122: no '/', non-empty. IDs are ours (UUIDv7/random), so keep it to URL-safe chars.
-const SEGMENT = "[A-Za-z0-9._~-]+";
-const INSTANCE_NAME = new RegExp(`^instances/${SEGMENT}$`);
-const CERTIFICATE_NAME = new RegExp(`^instances/${SEGMENT}/certificates/${SEGMENT}$`);
-
-/** Rejects contexts that are not well-formed names (a programming error, so TypeError, not DecryptionError). */
-function checkContext(ctx: SecretContext): void {
-  if (!ctx || typeof ctx.instance !== "string" || !INSTANCE_NAME.test(ctx.instance)) {
-    throw new TypeError("SecretContext.instance must be a resource name instances/{instance}");
+/** Thrown inside a sealing transaction when the active DEK has no room left: roll back, rotate, retry. */
+export class NeedsRotation extends Error {
+  /** Encryptions the failed call needed. */
+  constructor(readonly needed: number) {
+    super("the active data encryption key has no room for more encryptions");
   }
-  if (typeof ctx.certificate !== "string" || !CERTIFICATE_NAME.test(ctx.certificate) || !ctx.certificate.startsWith(`${ctx.instance}/certificates/`)) {
-    throw new TypeError("SecretContext.certificate must be instances/{instance}/certificates/{certificate} under SecretContext.instance");
+}
+
+/** Which stored column holds which secret field. */
+const FIELDS: readonly { field: SecretField; column: "certificateJwe" | "privateKeyJwe" | "intermediatesJwe"; plain: keyof CertificateMaterial }[] = [
+  { field: "certificate", column: "certificateJwe", plain: "certificatePem" },
+  { field: "private_key", column: "privateKeyJwe", plain: "privateKeyPem" },
+  { field: "intermediates", column: "intermediatesJwe", plain: "intermediatesPem" },
+];
+
+/** Most encryptions one certificate version needs. */
+export const MAX_FIELDS_PER_VERSION = FIELDS.length;
+
+/** Envelope encryption of certificate versions for every instance. */
+export class CertificateEnvelope {
+  /**
+   * @param maxEncryptionsPerDek encryptions after which a DEK takes no more (a share of 2^32, NIST SP 800-38D §8.3).
+   */
+  constructor(
+    private readonly keyring: Keyring,
+    private readonly maxEncryptionsPerDek: number,
+  ) {}
+
+  /** Whether a DEK that has made `encryptionCount` encryptions may make `needed` more. */
+  hasRoom(encryptionCount: number, needed = MAX_FIELDS_PER_VERSION): boolean {
+    return encryptionCount + needed <= this.maxEncryptionsPerDek;
   }
-  if (!SECRET_FIELDS.has(ctx.field)) throw new TypeError("SecretContext.field must be certificate, private_key or intermediates");
-}
 
-function headerFor(dekId: string, ctx: SecretContext): Record<string, string> {
-  return { kid: dekId, cm_instance: ctx.instance, cm_certificate: ctx.certificate, cm_field: ctx.field };
-}
-
-/**
- * Encrypts one secret field under a DEK (JWE compact, dir + A256GCM, names in the protected header).
- *
- * Each call uses a fresh random 96-bit IV; a DEK may seal at most 2^32 values (NIST SP 800-38D §8.3), so callers
- * count seals per DEK and rotate well before that.
- *
- * @param dek the instance's active DEK (`key` 32 bytes; not retained or zeroed).
- * @param plaintext the secret bytes (e.g. a PEM body).
- * @param ctx where the value is stored.
- * @returns the compact JWE (ASCII, ~1.34x plaintext + ~260 chars).
- * @throws TypeError on a malformed context or key.
- * @example
- * const jwe = await seal({ id: dekId, key: dek }, Buffer.from(pem), {
- *   instance: "instances/a", certificate: "instances/a/certificates/c", field: "private_key" });
- */
-export async function seal(dek: Dek, plaintext: Buffer, ctx: SecretContext): Promise<string> {
-  checkContext(ctx);
-  if (typeof dek?.id !== "string" || dek.id.length === 0) throw new TypeError("Dek.id must be a non-empty string");
-  return encryptDirFast(dek.key, plaintext, headerFor(dek.id, ctx));
-}
-
-/**
- * Decrypts one secret field sealed by {@link seal}, after checking that its protected header names exactly
- * `ctx` (and has no other fields). The header is authenticated by GCM, so the check cannot be forged.
- *
- * The DEK is looked up by the JWE's `kid` only after the header matches, so a misplaced value costs no unwrap.
- *
- * @param jwe the stored value.
- * @param resolveDek returns the 32-byte DEK for an id (e.g. `DekCache.getOrLoad`). `open` neither keeps nor
- *        zeroes the returned buffer; errors it throws (e.g. RootKeyError for a disabled root key) propagate as is.
- * @param ctx where the caller expects the value to belong.
- * @returns the plaintext; the caller owns (and may zero) it.
- * @throws DecryptionError when the JWE is malformed, tampered, of another algorithm, bound to another
- *         instance/certificate/field, or sealed under a different DEK (one message for all, RFC 7516 §11.5);
- *         TypeError on a malformed `ctx`.
- * @example
- * const pem = await open(jwe, (id) => dekCache.getOrLoad(id, loadDek), ctx);
- */
-export async function open(jwe: string, resolveDek: (dekId: string) => Promise<Buffer>, ctx: SecretContext): Promise<Buffer> {
-  checkContext(ctx);
-  const parts = splitCompact(jwe);
-  assertAlgorithms(parts, ALG_DIR);
-  const header = parts.header;
-  if (typeof header.kid !== "string" || header.kid.length === 0) fail("missing kid");
-  const expected: Record<string, string> = { alg: ALG_DIR, enc: ENC_A256GCM, ...headerFor(header.kid, ctx) };
-  if (Object.keys(header).length !== HEADER_FIELDS.length || HEADER_FIELDS.some((n) => header[n] !== expected[n])) {
-    fail("protected header does not match the secret context");
+  /**
+   * Seals one version's material with the instance's active DEK, inside the caller's transaction (which has
+   * locked the instance row), and counts the encryptions.
+   *
+   * @param material PEM text; "" fields stay "" (absent).
+   * @returns the sealed fields and the DEK id, to store with the version.
+   * @throws NeedsRotation when the DEK has no room; RootKeyError ROOT_KEY_UNAVAILABLE when the root key is off.
+   * @example
+   * const sealed = await envelope.seal(repos, instance, certificateId, parsed.material);
+   */
+  async seal(repos: Repositories, instance: InstanceRecord, certificateId: string, material: CertificateMaterial): Promise<SealedMaterial> {
+    const present = FIELDS.filter((f) => material[f.plain] !== "");
+    const dek = await this.keyring.activeDek(repos, instance);
+    try {
+      // Room for a whole version, whatever this one holds: rotation points do not depend on the material.
+      if (!this.hasRoom(dek.encryptionCount)) throw new NeedsRotation(MAX_FIELDS_PER_VERSION);
+      const out: SealedMaterial = { dekId: dek.id, certificateJwe: "", privateKeyJwe: "", intermediatesJwe: "" };
+      for (const f of present) {
+        const plain = Buffer.from(material[f.plain], "utf8");
+        try {
+          out[f.column] = await seal(dek, plain, contextOf(instance.id, certificateId, f.field));
+        } finally {
+          plain.fill(0);
+        }
+      }
+      await repos.deks.addEncryptions(dek.id, present.length);
+      return out;
+    } finally {
+      dek.release();
+    }
   }
-  const key = await resolveDek(header.kid);
-  // GCM authenticates exactly the header segment checked above (it is the AAD), so the check cannot be forged.
-  return openParts(key, parts);
+
+  /**
+   * Opens the versions `read` returns, re-reading once if one of them fails to open (a rotation moved it).
+   *
+   * @param read loads the rows; called again for the retry. May throw (e.g. NotFoundError), which propagates.
+   * @param versionOf the sealed version inside each row.
+   * @param opts `privateKeys`: open private keys too (else `privateKey` stays undefined); `signal`: stop early
+   *        when aborted (the rows not opened yet are left out).
+   * @returns the rows read last and their opened material, index for index.
+   * @throws DecryptionError when a value still does not open; RootKeyError when the root key is off.
+   */
+  async openAll<T>(
+    repos: Repositories,
+    instance: InstanceRecord,
+    read: () => Promise<T[]>,
+    versionOf: (row: T) => CertificateVersionRecord,
+    opts: { privateKeys: boolean; signal?: AbortSignal },
+  ): Promise<{ rows: T[]; opened: OpenedMaterial[] }> {
+    for (let attempt = 0; ; attempt++) {
+      const rows = await read();
+      try {
+        return { rows, opened: await this.#openRows(repos, instance, rows.map(versionOf), opts) };
+      } catch (err) {
+        if (!(err instanceof DecryptionError) || attempt >= 1) throw err;
+      }
+    }
+  }
+
+  /**
+   * Opens one version (AccessCertificate): {@link openAll} of the single row `read` returns.
+   * @returns the version's material as PEM text.
+   */
+  async open(repos: Repositories, instance: InstanceRecord, read: () => Promise<CertificateVersionRecord>): Promise<CertificateMaterial> {
+    const { opened } = await this.openAll(repos, instance, async () => [await read()], (v) => v, { privateKeys: true });
+    const m = opened[0]!;
+    const privateKeyPem = m.privateKey ? m.privateKey.toString("utf8") : "";
+    m.privateKey?.fill(0);
+    return { certificatePem: m.certificatePem, privateKeyPem, intermediatesPem: m.intermediatesPem };
+  }
+
+  /**
+   * Re-encrypts up to `limit` versions still sealed with any of `dekIds` under the active DEK, inside the
+   * caller's transaction (instance row locked first). Rows are locked; each is rewritten only if it is still
+   * sealed with the DEK it was read with.
+   *
+   * @returns how many versions were re-encrypted (0 when none is left).
+   * @throws NeedsRotation when the active DEK has no room for even one version.
+   */
+  async reseal(repos: Repositories, instance: InstanceRecord, dekIds: string[], limit: number): Promise<number> {
+    const dek = await this.keyring.activeDek(repos, instance);
+    const resolver = this.keyring.resolver(repos, instance);
+    try {
+      if (!this.hasRoom(dek.encryptionCount)) throw new NeedsRotation(MAX_FIELDS_PER_VERSION);
+      const fit = Math.max(1, Math.min(limit, Math.floor((this.maxEncryptionsPerDek - dek.encryptionCount) / MAX_FIELDS_PER_VERSION)));
+      const batch = await repos.certificates.versionsSealedWith(dekIds, fit, true);
+      let sealed = 0;
+      for (const v of batch) {
+        const next: CertificateVersionRecord = { ...v, dekId: dek.id };
+        for (const f of FIELDS) {
+          if (v[f.column] === "") continue;
+          const ctx = contextOf(instance.id, v.certificateId, f.field);
+          const plain = await open(v[f.column], resolver.resolve, ctx);
+          try {
+            next[f.column] = await seal(dek, plain, ctx);
+            sealed++;
+          } finally {
+            plain.fill(0);
+          }
+        }
+        await repos.certificates.reseal(next, v.dekId);
+      }
+      await repos.deks.addEncryptions(dek.id, sealed);
+      return batch.length;
+    } finally {
+      dek.release();
+      resolver.releaseAll();
+    }
+  }
+
+  /** Opens rows with one resolver (one DEK lookup per DEK id). */
+  async #openRows(
+    repos: Repositories,
+    instance: InstanceRecord,
+    versions: CertificateVersionRecord[],
+    opts: { privateKeys: boolean; signal?: AbortSignal },
+  ): Promise<OpenedMaterial[]> {
+    const resolver = this.keyring.resolver(repos, instance);
+    const out: OpenedMaterial[] = [];
+    try {
+      for (const v of versions) {
+        // A cancelled call stops work mid-batch, not only between batches.
+        if (opts.signal?.aborted) break;
+        const bytes = (f: (typeof FIELDS)[number]): Promise<Buffer> | undefined =>
+          v[f.column] === "" ? undefined : open(v[f.column], resolver.resolve, contextOf(instance.id, v.certificateId, f.field));
+        const text = async (f: (typeof FIELDS)[number]): Promise<string> => {
+          const b = await bytes(f);
+          if (!b) return "";
+          try {
+            return b.toString("utf8");
+          } finally {
+            b.fill(0);
+          }
+        };
+        const certificatePem = await text(FIELDS[0]!);
+        const intermediatesPem = await text(FIELDS[2]!);
+        out.push({ certificatePem, intermediatesPem, privateKey: opts.privateKeys ? await bytes(FIELDS[1]!) : undefined });
+      }
+    } catch (err) {
+      for (const m of out) m.privateKey?.fill(0);
+      throw err;
+    } finally {
+      resolver.releaseAll();
+    }
+    return out;
+  }
 }
 
-/**
- * Reads the DEK id (`kid`) of a sealed value without decrypting it, e.g. to find values still under an old
- * DEK for re-encryption. Not authenticated: use only for routing.
- *
- * @returns the `kid`, e.g. `"q3Vz8xYb0m0Wm6hUa1T4cA"`.
- * @throws DecryptionError when the JWE is malformed or has no string `kid`.
- */
-export function dekIdOf(jwe: string): string {
-  const { kid } = parseProtectedHeader(jwe);
-  if (typeof kid !== "string" || kid.length === 0) throw new DecryptionError(undefined, new Error("missing kid"));
-  return kid;
+/** The authenticated context of one sealed field: a ciphertext copied to any other place fails to open. */
+function contextOf(instanceId: string, certificateId: string, field: SecretField) {
+  return { instance: instanceName(instanceId), certificate: certificateName(instanceId, certificateId), field };
 }

@@ -53,3 +53,13 @@ export function parseCertificateName(name: string, field: string): { instanceId:
 export function parseReclamationName(name: string, field: string): string {
   return match(RECLAMATION, name, field, "a reclamation", "reclamations/{uuid}")[1];
 }
+
+/** Whether `name` is an instance name `instances/{uuid}` (for guards on names the service built itself). */
+export function isInstanceName(name: unknown): name is string {
+  return typeof name === "string" && INSTANCE.test(name);
+}
+
+/** Whether `name` is a certificate name `instances/{uuid}/certificates/{uuid}` under instance `instance`. */
+export function isCertificateNameUnder(instance: string, name: unknown): name is string {
+  return typeof name === "string" && CERTIFICATE.test(name) && name.startsWith(`${instance}/certificates/`);
+}

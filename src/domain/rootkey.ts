@@ -1,13 +1,34 @@
 /**
- * Root-key backend port (DESIGN.md "Root-key backends"). A root key (the KEK) never leaves its backend; the
- * backend wraps and unwraps 32-byte DEKs into JWE compact serializations (RFC 7516) with `alg` A256KW
- * (RFC 3394) and `enc` A256GCM, protected header `kid` = `<backend>/<root key id>/<version>` and the
- * instance name bound in the protected header as `cm_instance`, so a wrapped DEK moved to another instance
- * fails to unwrap.
+ * Root-key backend port (see ARCHITECTURE.md, "Envelope format"). A root key (the KEK) never leaves its backend;
+ * the backend only performs AES key wrap (RFC 3394) of 32-byte content keys under a version of a root key, and
+ * manages root keys. The wrapped-DEK JWE around that key wrap is framed in one place (src/crypto/wrapped-dek.ts),
+ * so a new backend (a cloud KMS, Vault Transit, another HSM) is one small file implementing this interface.
  */
 
-/** Lifecycle of one root key (mirrors Cloud KMS CryptoKeyVersionState, simplified). */
+/** Lifecycle of one root key version (mirrors Cloud KMS CryptoKeyVersionState, simplified). */
 export type RootKeyState = "ENABLED" | "DISABLED" | "DESTROYED";
+
+/** A root key's state as the service sees it: the backend's, or NOT_FOUND when the backend does not know it. */
+export type RootKeyView = RootKeyState | "NOT_FOUND";
+
+/** Root key ids: lowercase letter first, then lowercase letters, digits and '-', at most 63 characters. */
+export const ROOT_KEY_ID_PATTERN = "[a-z][a-z0-9-]{0,62}";
+const ROOT_KEY_ID = new RegExp(`^${ROOT_KEY_ID_PATTERN}$`);
+/** Backend names: lowercase letters and digits, e.g. `local`, `pkcs11`. */
+export const ROOT_KEY_BACKEND_PATTERN = "[a-z][a-z0-9]{0,31}";
+/** Root key version numbers: 1..999,999,999 in canonical decimal. */
+export const ROOT_KEY_VERSION_PATTERN = "[1-9][0-9]{0,8}";
+const ROOT_KEY_VERSION = new RegExp(`^${ROOT_KEY_VERSION_PATTERN}$`);
+
+/** Whether `id` is a well-formed root key id (the one grammar for the API, config, the CLI and every backend). */
+export function isRootKeyId(id: unknown): id is string {
+  return typeof id === "string" && ROOT_KEY_ID.test(id);
+}
+
+/** Whether `v` is a valid root key version number (an integer 1..999,999,999). */
+export function isRootKeyVersion(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && ROOT_KEY_VERSION.test(String(v));
+}
 
 /** What `describe` reports about a root key. */
 export interface RootKeyDescription {
@@ -15,44 +36,94 @@ export interface RootKeyDescription {
   backend: string;
   /** The key id inside the backend. */
   keyId: string;
+  /** The current version's state. */
   state: RootKeyState;
-  /** Version that `wrap` uses now (1-based). */
+  /** Version that `wrapKey` uses now (1-based). */
   currentVersion: number;
 }
 
-/** Authenticated context bound into every wrapped DEK. */
-export interface WrapContext {
-  /** Resource name of the owning instance, `instances/{instance}`. */
-  instance: string;
+/** One version of a root key, as the management calls report it (never key material). */
+export interface RootKeyVersionInfo {
+  /** `<backend>/<keyId>/<version>`, the `kid` of DEKs wrapped under it. */
+  kid: string;
+  version: number;
+  state: RootKeyState;
+  /** RFC 3339 times where the backend keeps them. */
+  createTime?: string;
+  updateTime?: string;
+  destroyTime?: string;
+  /** PKCS#11: the object's value could leave the token (CKA_EXTRACTABLE true or CKA_SENSITIVE false). */
+  extractable?: boolean;
+}
+
+/** A root key with its versions, as the management calls report it; `state` is the current version's. */
+export interface RootKeyInfo extends RootKeyDescription {
+  createTime?: string;
+  /** Versions, ascending (a backend without tombstones lists only those that still exist). */
+  versions: RootKeyVersionInfo[];
+}
+
+/** The result of wrapping a content key under the current version of a root key. */
+export interface KeyWrapResult {
+  /** The root key version that wrapped it. */
+  version: number;
+  /** RFC 3394 output: 40 bytes for a 32-byte key. */
+  wrapped: Buffer;
 }
 
 /** One root-key backend (local keystore, PKCS#11 HSM, ...). */
 export interface RootKeyBackend {
-  /** Backend name used as the first segment of `kid`, e.g. `local`. */
+  /** Backend name used as the first segment of `kid` and `root_key`, e.g. `local`. */
   readonly name: string;
   /**
-   * Wraps a 32-byte DEK under the current version of root key `keyId`.
-   * @returns JWE compact serialization (A256KW + A256GCM).
-   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_BACKEND_UNAVAILABLE
+   * AES key wrap (RFC 3394 §2.2.1, default IV) of a 32-byte key under the current version of root key `keyId`.
+   * @returns the version used and the 40 wrapped bytes.
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED | ROOT_KEY_DESTROYED | ROOT_KEY_ACCESS_DENIED |
+   *         ROOT_KEY_BACKEND_UNAVAILABLE; TypeError on a key that is not 32 bytes.
    */
-  wrap(dek: Buffer, keyId: string, context: WrapContext): Promise<string>;
+  wrapKey(keyId: string, key: Buffer): Promise<KeyWrapResult>;
   /**
-   * Unwraps a DEK made by `wrap`; the key id and version come from the JWE's `kid`.
-   * @returns the 32-byte DEK; the caller zeroes it when done.
-   * @throws DecryptionError when the JWE is malformed, tampered or bound to another instance;
-   *         RootKeyError when the root key is missing, disabled or destroyed.
+   * AES key unwrap (RFC 3394 §2.2.2) of 40 bytes under version `version` of root key `keyId`.
+   * @returns the 32-byte key; the caller zeroes it.
+   * @throws DecryptionError when the integrity check fails (wrapped under another key, tampered);
+   *         RootKeyError as `wrapKey` for the key version itself.
    */
-  unwrap(jwe: string, context: WrapContext): Promise<Buffer>;
+  unwrapKey(keyId: string, version: number, wrapped: Buffer): Promise<Buffer>;
   /** @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE */
   describe(keyId: string): Promise<RootKeyDescription>;
   /**
    * Makes a new version of root key `keyId` the current one (older versions keep unwrapping).
-   * @returns the description after rotation.
    * @throws RootKeyError as `describe`, and ROOT_KEY_DISABLED when the key is disabled.
    */
   rotate(keyId: string): Promise<RootKeyDescription>;
+  /** Every root key with its versions, sorted by key id. */
+  listKeys(): Promise<RootKeyInfo[]>;
+  /**
+   * Creates root key `keyId` with version 1 ENABLED; also the home of per-instance key material.
+   * @throws AlreadyExistsError ROOT_KEY_ALREADY_EXISTS; TypeError on a malformed id.
+   */
+  createKey(keyId: string): Promise<RootKeyInfo>;
+  /**
+   * Enables or disables one version, or with `version` undefined every version that still exists (so disabling
+   * the key also stops DEKs wrapped under older versions from unwrapping).
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DESTROYED (that version is destroyed).
+   */
+  setEnabled(keyId: string, enabled: boolean, version?: number): Promise<RootKeyInfo>;
+  /**
+   * Destroys one version for good: what it wrapped can never be unwrapped again (crypto-shredding).
+   * A backend that keeps tombstones (local) treats destroying a destroyed version as a no-op; one that cannot
+   * tell a destroyed version from a missing one (PKCS#11) reports ROOT_KEY_DESTROYED.
+   * @returns the key after the change, or undefined when the backend keeps nothing of it any more.
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DESTROYED.
+   */
+  destroyVersion(keyId: string, version: number): Promise<RootKeyInfo | undefined>;
+  /**
+   * Destroys every version of root key `keyId` (per-instance key material at reclamation). Idempotent: a key
+   * already destroyed, or never created, is not an error.
+   */
+  destroyKey(keyId: string): Promise<void>;
   /** Resolves when the backend can serve requests (for health checks); rejects otherwise. */
   check(): Promise<void>;
-  /** Releases resources (file handles, sessions). */
+  /** Releases resources (file handles, sessions, key material in memory). */
   close(): Promise<void>;
 }

@@ -9,7 +9,7 @@ import {
 } from "../../gen/ts/certmanager/v1/certificate.js";
 import { validityAt, type ImportRepair, type RepairKind, type RootCertificatePolicy, type ValidityState } from "../domain/certificate.js";
 import { Instance_KeyManagement, Instance_RootKeyState, Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
-import type { RootKeyView } from "../services/keyring.js";
+import type { RootKeyView } from "../domain/rootkey.js";
 import type { InstanceKeyView } from "../services/instances.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import { Reclamation_State, type Reclamation } from "../../gen/ts/certmanager/v1/reclamation.js";

@@ -4,16 +4,15 @@
  * request is one transaction, so bad input changes nothing.
  */
 import { v7 as uuidv7 } from "uuid";
-import { open, seal, type SecretContext, type SecretField } from "../crypto/envelope.js";
+import type { CertificateEnvelope, SealedMaterial } from "../crypto/envelope.js";
 import type { CertificateMaterial, ImportRepair, RootCertificatePolicy } from "../domain/certificate.js";
-import { AlreadyExistsError, DecryptionError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
-import { certificateName, instanceName } from "../domain/names.js";
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
+import { certificateName } from "../domain/names.js";
 import type {
   CertificateRecord,
   CertificateVersionRecord,
   Clock,
   InstanceRecord,
-  Repositories,
   UnitOfWork,
 } from "../domain/ports.js";
 import { readImport, type ImportInput, type ParsedImport } from "../x509/index.js";
@@ -21,7 +20,6 @@ import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { instanceNotFound, lockActiveInstance, requireActive } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
 import type { DekRotation } from "./dek-rotation.js";
-import type { Keyring, LentDek } from "./keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
 /** Raw material as the user sent it (PEM text, DER, PKCS#12); "" / empty means absent. */
@@ -48,13 +46,11 @@ export interface AccessedMaterial extends CertificateMaterial {
 /** Signals, inside a transaction, that a request_id was already claimed; the transaction rolls back. */
 class ReplayedRequest extends Error {}
 
-const FIELDS: readonly SecretField[] = ["certificate", "private_key", "intermediates"];
-
 /** Certificate use cases. */
 export class CertificateService {
   constructor(
     private readonly uow: UnitOfWork,
-    private readonly keyring: Keyring,
+    private readonly envelope: CertificateEnvelope,
     private readonly clock: Clock,
     private readonly pageTokens: PageTokenCodec,
     private readonly rotation: DekRotation,
@@ -116,18 +112,14 @@ export class CertificateService {
       updateTime: now,
     };
     try {
-      await this.rotation.withRoom(instance, 3, () =>
+      await this.rotation.withRoom(instance, () =>
         this.uow.transaction(async (repos) => {
-          const dek = await this.rotation.lockForSealing(repos, instance, 3);
-          try {
-            if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
-              throw new ReplayedRequest();
-            }
-            const version = await this.sealVersion(repos, dek, instance, record, 1, parsed, now);
-            await repos.certificates.insert(record, version);
-          } finally {
-            dek.release();
+          const current = await lockActiveInstance(repos, instanceId);
+          if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
+            throw new ReplayedRequest();
           }
+          const sealed = await this.envelope.seal(repos, current, id, parsed.material);
+          await repos.certificates.insert(record, versionRecord(record, 1, sealed, parsed, now));
         }),
       );
     } catch (err) {
@@ -177,15 +169,12 @@ export class CertificateService {
       updateTime: now,
     };
     try {
-      await this.rotation.withRoom(instance, 3, () =>
+      await this.rotation.withRoom(instance, () =>
         this.uow.transaction(async (repos) => {
-          const dek = await this.rotation.lockForSealing(repos, instance, 3);
-          try {
-            const version = await this.sealVersion(repos, dek, instance, updated, versionNo, parsed, now);
-            if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
-          } finally {
-            dek.release();
-          }
+          const locked = await lockActiveInstance(repos, instanceId);
+          const sealed = await this.envelope.seal(repos, locked, certificateId, parsed.material);
+          const version = versionRecord(updated, versionNo, sealed, parsed, now);
+          if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
         }),
       );
     } catch (err) {
@@ -216,42 +205,14 @@ export class CertificateService {
     const name = certificateName(instanceId, certificateId);
     if (version < 0) throw new InvalidArgumentError("INVALID_FIELD", "version", `version must be 0 (current) or a positive version number, got ${version}`);
     const wanted = version === 0 ? cert.currentVersion : version;
-    // A rotation may re-encrypt the row and destroy its old DEK between reading the row and opening it:
-    // read the row again and retry once before calling the ciphertext broken.
-    for (let attempt = 0; ; attempt++) {
+    const material = await this.envelope.open(this.uow.repos, instance, async () => {
       const row = await this.uow.repos.certificates.getVersion(certificateId, wanted);
       if (!row) {
         throw new NotFoundError("CERTIFICATE_VERSION_NOT_FOUND", `${name}`, `certificate ${name} has no version ${wanted}; its current version is ${cert.currentVersion}`);
       }
-      try {
-        return await this.openVersion(instance, row, wanted);
-      } catch (err) {
-        if (!(err instanceof DecryptionError) || attempt >= 1) throw err;
-      }
-    }
-  }
-
-  private async openVersion(instance: InstanceRecord, row: CertificateVersionRecord, version: number): Promise<AccessedMaterial> {
-    const resolver = this.keyring.resolver(this.uow.repos, instance);
-    try {
-      const openField = async (jwe: string, field: SecretField): Promise<string> => {
-        if (jwe === "") return "";
-        const plain = await open(jwe, resolver.resolve, secretContext(instance.id, row.certificateId, field));
-        try {
-          return plain.toString("utf8");
-        } finally {
-          plain.fill(0);
-        }
-      };
-      return {
-        version,
-        certificatePem: await openField(row.certificateJwe, "certificate"),
-        privateKeyPem: await openField(row.privateKeyJwe, "private_key"),
-        intermediatesPem: await openField(row.intermediatesJwe, "intermediates"),
-      };
-    } finally {
-      resolver.releaseAll();
-    }
+      return row;
+    });
+    return { version: wanted, ...material };
   }
 
   /**
@@ -333,45 +294,6 @@ export class CertificateService {
     return instance;
   }
 
-  /** Seals the three material fields with the (locked) active DEK and counts the encryptions. */
-  private async sealVersion(
-    repos: Repositories,
-    dek: LentDek,
-    instance: InstanceRecord,
-    cert: CertificateRecord,
-    version: number,
-    parsed: ParsedImport,
-    now: Date,
-  ): Promise<CertificateVersionRecord> {
-    {
-      const plain = [parsed.material.certificatePem, parsed.material.privateKeyPem, parsed.material.intermediatesPem];
-      const sealed: string[] = [];
-      for (let i = 0; i < FIELDS.length; i++) {
-        if (plain[i] === "") {
-          sealed.push("");
-          continue;
-        }
-        const buf = Buffer.from(plain[i], "utf8");
-        try {
-          sealed.push(await seal({ id: dek.id, key: dek.key }, buf, secretContext(instance.id, cert.id, FIELDS[i])));
-        } finally {
-          buf.fill(0);
-        }
-      }
-      await repos.deks.addEncryptions(dek.id, sealed.filter((s) => s !== "").length);
-      return {
-        certificateId: cert.id,
-        version,
-        dekId: dek.id,
-        certificateJwe: sealed[0],
-        privateKeyJwe: sealed[1],
-        intermediatesJwe: sealed[2],
-        sha256Fingerprint: parsed.metadata.sha256Fingerprint,
-        createTime: now,
-      };
-    }
-  }
-
   private async replay(instanceId: string, certificateId: string, earlierFingerprint: string, fingerprint: string): Promise<CertificateRecord> {
     if (earlierFingerprint !== fingerprint) {
       throw new InvalidArgumentError(
@@ -408,10 +330,7 @@ export class CertificateService {
   }
 }
 
-/**
- * The authenticated context of one sealed field: binding instance, certificate and field into the
- * JWE protected header means a ciphertext copied to any other place fails to open (DESIGN.md).
- */
-function secretContext(instanceId: string, certificateId: string, field: SecretField): SecretContext {
-  return { instance: instanceName(instanceId), certificate: certificateName(instanceId, certificateId), field };
+/** The stored version row of freshly sealed material. */
+function versionRecord(cert: CertificateRecord, version: number, sealed: SealedMaterial, parsed: ParsedImport, now: Date): CertificateVersionRecord {
+  return { certificateId: cert.id, version, ...sealed, sha256Fingerprint: parsed.metadata.sha256Fingerprint, createTime: now };
 }

@@ -11,59 +11,37 @@
  * first; a crash leaves RETIRING DEKs that the next RotateDataKey or the background job finishes.
  */
 import type { Logger } from "pino";
-import { open, seal, type SecretField } from "../crypto/envelope.js";
+import { NeedsRotation, type CertificateEnvelope } from "../crypto/envelope.js";
+import type { Keyring } from "../crypto/keyring.js";
 import { AbortedError } from "../domain/errors.js";
-import { certificateName, instanceName } from "../domain/names.js";
-import type { CertificateVersionRecord, DekRecord, InstanceRecord, Repositories, UnitOfWork } from "../domain/ports.js";
+import { instanceName } from "../domain/names.js";
+import type { DekRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { lockActiveInstance, requireActive } from "./instance-state.js";
-import type { Keyring, LentDek } from "./keyring.js";
 
 /** Rotation tuning. */
 export interface RotationOptions {
   /** Certificate versions re-encrypted per transaction. */
   batchSize: number;
-  /** Encryptions after which a DEK is rotated before sealing more (a share of 2^32). */
-  maxEncryptionsPerDek: number;
 }
-
-/** Thrown inside a sealing transaction when the active DEK has no room left: roll back, rotate, retry. */
-export class NeedsRotation extends Error {}
-
-const FIELDS: { field: SecretField; key: "certificateJwe" | "privateKeyJwe" | "intermediatesJwe" }[] = [
-  { field: "certificate", key: "certificateJwe" },
-  { field: "private_key", key: "privateKeyJwe" },
-  { field: "intermediates", key: "intermediatesJwe" },
-];
 
 /** DEK rotation use cases. */
 export class DekRotation {
   constructor(
     private readonly uow: UnitOfWork,
     private readonly keyring: Keyring,
+    private readonly envelope: CertificateEnvelope,
     private readonly log: Logger,
     private readonly opts: RotationOptions,
   ) {}
 
   /**
-   * Inside a sealing transaction: locks the instance (shared) and its active DEK (exclusive), checks the
-   * instance is ACTIVE and the DEK has room for `needed` more encryptions, and lends it.
-   * @throws NeedsRotation when the DEK is full; FailedPreconditionError / NotFoundError for the instance.
-   */
-  async lockForSealing(repos: Repositories, instance: InstanceRecord, needed: number): Promise<LentDek> {
-    const current = await lockActiveInstance(repos, instance.id);
-    const dek = await this.keyring.activeDek(repos, current);
-    if (dek.encryptionCount + needed > this.opts.maxEncryptionsPerDek) {
-      dek.release();
-      throw new NeedsRotation();
-    }
-    return dek;
-  }
-
-  /**
-   * Runs a sealing transaction, rotating the DEK first whenever it reports NeedsRotation (bounded).
+   * Runs a sealing transaction, rotating the DEK first whenever the envelope reports NeedsRotation (bounded).
+   * `fn` locks the instance and seals through the envelope, which checks the active DEK's room under its lock.
+   * @param full the state a full DEK takes: RETIRING (re-encrypted later) or INACTIVE (during re-encryption).
    * @returns what `fn` returns.
+   * @throws AbortedError CONCURRENT_CONFLICT when the DEK filled up again ten times in a row.
    */
-  async withRoom<T>(instance: InstanceRecord, needed: number, fn: () => Promise<T>, full: "RETIRING" | "INACTIVE" = "RETIRING"): Promise<T> {
+  async withRoom<T>(instance: InstanceRecord, fn: () => Promise<T>, full: "RETIRING" | "INACTIVE" = "RETIRING"): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await fn();
@@ -71,7 +49,7 @@ export class DekRotation {
         if (!(err instanceof NeedsRotation)) throw err;
         if (attempt >= 10) throw new AbortedError("CONCURRENT_CONFLICT", "the data key filled up repeatedly under concurrent writes; retry", {}, err);
         // Re-checked under the lock: when another writer rotated meanwhile, there is room again.
-        await this.begin(instance, (active) => active === undefined || active.encryptionCount + needed > this.opts.maxEncryptionsPerDek, full);
+        await this.begin(instance, (active) => active === undefined || !this.envelope.hasRoom(active.encryptionCount, err.needed), full);
       }
     }
   }
@@ -111,7 +89,7 @@ export class DekRotation {
     const ids = retiring.map((d) => d.id);
     let reencrypted = 0;
     while ((await this.uow.repos.certificates.versionsSealedWith(ids, 1)).length > 0) {
-      reencrypted += await this.withRoom(instance, 3, () => this.reencryptBatch(instance, ids), "INACTIVE");
+      reencrypted += await this.withRoom(instance, () => this.reencryptBatch(instance, ids), "INACTIVE");
     }
     return { reencrypted, retired: await this.destroy(instance, retiring) };
   }
@@ -142,45 +120,20 @@ export class DekRotation {
     return done;
   }
 
-  /** One transaction: locks, re-reads a batch of rows still sealed with the retiring DEKs, reseals them. */
+  /** One transaction: locks as the sealing writers do, then re-encrypts a batch still sealed with `retiringIds`. */
   private async reencryptBatch(instance: InstanceRecord, retiringIds: string[]): Promise<number> {
     return this.uow.transaction(async (repos) => {
-      // Lock order as the sealing writers: instance, active DEK, then the version rows.
-      const room = await this.lockForSealing(repos, instance, 3);
-      const resolver = this.keyring.resolver(repos, instance);
-      try {
-        const fit = Math.max(1, Math.min(this.opts.batchSize, Math.floor((this.opts.maxEncryptionsPerDek - room.encryptionCount) / 3)));
-        const batch = await repos.certificates.versionsSealedWith(retiringIds, fit, true);
-        let sealed = 0;
-        for (const v of batch) {
-          const ctx = (field: SecretField) => ({ instance: instanceName(instance.id), certificate: certificateName(instance.id, v.certificateId), field });
-          const next: CertificateVersionRecord = { ...v, dekId: room.id };
-          for (const { field, key } of FIELDS) {
-            if (v[key] === "") continue;
-            const plain = await open(v[key], resolver.resolve, ctx(field));
-            try {
-              next[key] = await seal({ id: room.id, key: room.key }, plain, ctx(field));
-              sealed++;
-            } finally {
-              plain.fill(0);
-            }
-          }
-          await repos.certificates.reseal(next, v.dekId);
-        }
-        await repos.deks.addEncryptions(room.id, sealed);
-        return batch.length;
-      } finally {
-        room.release();
-        resolver.releaseAll();
-      }
+      // Lock order as the sealing writers: instance, active DEK (in the envelope), then the version rows.
+      const current = await lockActiveInstance(repos, instance.id);
+      return this.envelope.reseal(repos, current, retiringIds, this.opts.batchSize);
     });
   }
 
   private async destroy(instance: InstanceRecord, retiring: DekRecord[]): Promise<number> {
     const ids = await this.uow.transaction(async (repos) => {
       // Same locks as the writers, then re-check: a version sealed with a retiring DEK keeps it alive.
-      const room = await this.lockForSealing(repos, instance, 0);
-      room.release();
+      await lockActiveInstance(repos, instance.id);
+      await repos.deks.getActive(instance.id, true);
       if ((await repos.certificates.versionsSealedWith(retiring.map((d) => d.id), 1, true)).length > 0) return [];
       for (const d of retiring) await repos.deks.deleteRetiring(d.id);
       return retiring.map((d) => d.id);

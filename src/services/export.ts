@@ -5,14 +5,11 @@
  * after that certificate, so rows imported or deleted meanwhile cause neither gaps nor duplicates.
  */
 import { encryptToRecipient, parseRecipientKey, type RecipientKey } from "../crypto/recipient.js";
-import { open, type SecretField } from "../crypto/envelope.js";
-import { certificateName, instanceName } from "../domain/names.js";
-import type { CertificateRecord, CertificateVersionRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
+import type { CertificateEnvelope, OpenedMaterial } from "../crypto/envelope.js";
+import type { CertificateRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { parseCertificateFilter } from "./filter.js";
 import { instanceNotFound, requireActive } from "./instance-state.js";
-import type { Keyring } from "./keyring.js";
 import { PageTokenCodec } from "./page-token.js";
-import { DecryptionError } from "../domain/errors.js";
 
 /** What to export. */
 export interface ExportRequest {
@@ -40,7 +37,7 @@ export interface ExportedCertificate {
 export class ExportService {
   constructor(
     private readonly uow: UnitOfWork,
-    private readonly keyring: Keyring,
+    private readonly envelope: CertificateEnvelope,
     private readonly pageTokens: PageTokenCodec,
     /** Certificates read and decrypted per batch. */
     private readonly batchSize = 250,
@@ -76,17 +73,15 @@ export class ExportService {
     let cursor = after;
     for (;;) {
       const page = { instanceId: instance.id, filter, orderBy: "create_time" as const, descending: false, limit: this.batchSize, after: cursor };
-      let batch = await this.uow.repos.certificates.listWithCurrentVersion(page);
+      const { rows: batch, opened } = await this.envelope.openAll(
+        this.uow.repos,
+        instance,
+        () => this.uow.repos.certificates.listWithCurrentVersion(page),
+        (row) => row.version,
+        { privateKeys: withKeys, signal },
+      );
       if (batch.length === 0) return;
-      // A rotation may move a row to a new DEK and destroy the old one between our reads: re-read once.
-      let out: ExportedCertificate[];
-      try {
-        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding, signal);
-      } catch (err) {
-        if (!(err instanceof DecryptionError)) throw err;
-        batch = await this.uow.repos.certificates.listWithCurrentVersion(page);
-        out = await this.decryptBatch(instance, batch, withKeys, recipient, binding, signal);
-      }
+      const out = await this.encodeBatch(batch, opened, recipient, binding);
       if (signal?.aborted) return;
       // Yield after the batch is decrypted: reads stop as soon as the consumer stops pulling.
       yield* out;
@@ -96,54 +91,35 @@ export class ExportService {
     }
   }
 
-  /** Decrypts a batch with one resolver (one DEK lookup per DEK). */
-  private async decryptBatch(
-    instance: InstanceRecord,
-    batch: { certificate: CertificateRecord; version: CertificateVersionRecord }[],
-    withKeys: boolean,
+  /** Builds the stream items of an opened batch: private keys in clear or encrypted to the recipient, then zeroed. */
+  private async encodeBatch(
+    batch: { certificate: CertificateRecord }[],
+    opened: OpenedMaterial[],
     recipient: RecipientKey | undefined,
     binding: string,
-    signal: AbortSignal | undefined,
   ): Promise<ExportedCertificate[]> {
-    const resolver = this.keyring.resolver(this.uow.repos, instance);
     const out: ExportedCertificate[] = [];
     try {
-      for (const { certificate: cert, version: v } of batch) {
-        // A cancelled call stops work mid-batch, not only between batches.
-        if (signal?.aborted) break;
-        const openField = async (jwe: string, field: SecretField): Promise<Buffer | undefined> =>
-          jwe === "" ? undefined : open(jwe, resolver.resolve, { instance: instanceName(instance.id), certificate: certificateName(instance.id, cert.id), field });
-        const text = async (jwe: string, field: SecretField) => {
-          const b = await openField(jwe, field);
-          if (!b) return "";
-          try {
-            return b.toString("utf8");
-          } finally {
-            b.fill(0);
-          }
-        };
+      for (let i = 0; i < opened.length; i++) {
+        const cert = batch[i]!.certificate;
+        const m = opened[i]!;
         let privateKeyPem = "";
         let privateKeyJwe = "";
-        if (withKeys && v.privateKeyJwe !== "") {
-          const key = (await openField(v.privateKeyJwe, "private_key"))!;
-          try {
-            if (recipient) privateKeyJwe = await encryptToRecipient(recipient, key);
-            else privateKeyPem = key.toString("utf8");
-          } finally {
-            key.fill(0);
-          }
+        if (m.privateKey) {
+          if (recipient) privateKeyJwe = await encryptToRecipient(recipient, m.privateKey);
+          else privateKeyPem = m.privateKey.toString("utf8");
         }
         out.push({
           certificate: cert,
-          certificatePem: await text(v.certificateJwe, "certificate"),
+          certificatePem: m.certificatePem,
           privateKeyPem,
           privateKeyJwe,
-          intermediatesPem: await text(v.intermediatesJwe, "intermediates"),
+          intermediatesPem: m.intermediatesPem,
           resumeToken: this.pageTokens.encode(binding, { value: cert.createTime.getTime(), id: cert.id }),
         });
       }
     } finally {
-      resolver.releaseAll();
+      for (const m of opened) m.privateKey?.fill(0);
     }
     return out;
   }

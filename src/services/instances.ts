@@ -8,7 +8,8 @@ import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../do
 import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
 import { instanceNotFound, requireActive } from "./instance-state.js";
 import type { DekRotation } from "./dek-rotation.js";
-import type { Keyring, RootKeyView } from "./keyring.js";
+import type { Keyring } from "../crypto/keyring.js";
+import type { RootKeyView } from "../domain/rootkey.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
 /** The root key choice of CreateInstance: the provider's key, or a customer-managed `<backend>/<key id>`. */

@@ -12,7 +12,7 @@ import { instanceName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
 import { parseReclamationFilter } from "./filter.js";
 import { reclamationName } from "./instance-state.js";
-import type { Keyring } from "./keyring.js";
+import type { Keyring } from "../crypto/keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
 
 /** Purge tuning. */

@@ -1,8 +1,10 @@
 /**
  * What a customer does to their root key in its backend, for tests: create, rotate, disable, enable, destroy.
- * One implementation per backend, so the same lifecycle tests run on `local` and `pkcs11`.
+ * One implementation over the root-key backend interface, so the same lifecycle tests run on `local` and
+ * `pkcs11` (the keys CLI drives the same interface).
  */
 import { LocalRootKeyBackend } from "../../src/crypto/rootkeys/local.js";
+import type { RootKeyBackend } from "../../src/domain/rootkey.js";
 
 /** Customer-side operations on root keys of one backend. */
 export interface KeyAdmin {
@@ -19,20 +21,21 @@ export interface KeyAdmin {
   close(): Promise<void>;
 }
 
+/** A KeyAdmin driving `backend`; `env` is what the service needs to reach the same keys. */
+export function keyAdmin(backend: RootKeyBackend, env: Record<string, string>): KeyAdmin {
+  return {
+    backend: backend.name,
+    env,
+    create: async (id) => void (await backend.createKey(id)),
+    rotate: async (id) => void (await backend.rotate(id)),
+    disable: async (id) => void (await backend.setEnabled(id, false)),
+    enable: async (id) => void (await backend.setEnabled(id, true)),
+    destroy: (id) => backend.destroyKey(id),
+    close: () => backend.close(),
+  };
+}
+
 /** Admin of the `local` keystore the service created at `keystorePath` (the service re-reads it on change). */
 export async function localKeyAdmin(keystorePath: string): Promise<KeyAdmin> {
-  const ks = await LocalRootKeyBackend.open(keystorePath, { createIfMissing: false, defaultKeyId: "default" });
-  return {
-    backend: "local",
-    env: {},
-    create: async (id) => void (await ks.createKey(id)),
-    rotate: async (id) => void (await ks.rotate(id)),
-    disable: async (id) => void (await ks.setState(id, undefined, "DISABLED")),
-    enable: async (id) => void (await ks.setState(id, undefined, "ENABLED")),
-    destroy: async (id) => {
-      const key = (await ks.listKeys()).find((k) => k.keyId === id)!;
-      for (const v of key.versions) if (v.state !== "DESTROYED") await ks.setState(id, v.version, "DESTROYED");
-    },
-    close: () => ks.close(),
-  };
+  return keyAdmin(await LocalRootKeyBackend.open(keystorePath, { createIfMissing: false, defaultKeyId: "default" }), {});
 }

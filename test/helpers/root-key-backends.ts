@@ -3,7 +3,7 @@
  * (CM_TEST_REQUIRE_SOFTHSM=1, set by .ci/run, makes its absence an error).
  */
 import { Pkcs11RootKeyBackend } from "../../src/crypto/rootkeys/pkcs11.js";
-import type { KeyAdmin } from "./key-admin.js";
+import { keyAdmin, type KeyAdmin } from "./key-admin.js";
 import { makeToken, softhsmAvailable, type TestToken } from "./softhsm.js";
 
 /** The backends to test. */
@@ -20,17 +20,5 @@ let token: TestToken | undefined;
 export async function pkcs11Admin(): Promise<KeyAdmin> {
   token ??= makeToken();
   const hsm = await Pkcs11RootKeyBackend.open({ modulePath: token.modulePath, tokenLabel: token.tokenLabel, pin: token.pin });
-  return {
-    backend: "pkcs11",
-    env: { ...token.env, CM_PKCS11_MODULE: token.modulePath, CM_PKCS11_TOKEN_LABEL: token.tokenLabel, CM_PKCS11_PIN: token.pin },
-    create: async (id) => void (await hsm.createKey(id)),
-    rotate: async (id) => void (await hsm.rotate(id)),
-    disable: async (id) => void (await hsm.setEnabled(id, false)),
-    enable: async (id) => void (await hsm.setEnabled(id, true)),
-    destroy: async (id) => {
-      const key = (await hsm.listKeys()).find((k) => k.keyId === id)!;
-      for (const v of key.versions) await hsm.destroyVersion(id, v.version);
-    },
-    close: () => hsm.close(),
-  };
+  return keyAdmin(hsm, { ...token.env, CM_PKCS11_MODULE: token.modulePath, CM_PKCS11_TOKEN_LABEL: token.tokenLabel, CM_PKCS11_PIN: token.pin });
 }

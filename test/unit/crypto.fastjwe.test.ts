@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 
 import { decryptDirFast, encryptDirFast, gcmOpen, gcmSeal } from "../../src/crypto/fastjwe.js";
-import { decryptDir, encryptDir } from "../../src/crypto/jwe.js";
+import { decryptDir, encryptDir } from "../helpers/jose-reference.js";
 import { craftJwe, expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
 
 // RFC 7516 Appendix A.1 (RSAES-OAEP + AES-256-GCM): the content-encryption part, A.1.4-A.1.6.

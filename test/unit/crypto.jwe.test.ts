@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 
 import { describe, expect, it } from "vitest";
 
-import { decryptDir, encryptDir, parseProtectedHeader, unwrapA256KW, wrapA256KW } from "../../src/crypto/jwe.js";
+import { decryptDir, encryptDir, parseProtectedHeader, unwrapA256KW, wrapA256KW } from "../helpers/jose-reference.js";
 import { gcmSeal } from "../../src/crypto/fastjwe.js";
 import { b64Header, craftJwe, expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
 

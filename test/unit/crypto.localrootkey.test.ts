@@ -3,15 +3,20 @@ import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
+import type { RootKeyBackend } from "../../src/domain/rootkey.js";
+import { unwrapDek, wrapDek, type WrapContext } from "../../src/crypto/wrapped-dek.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
-import { parseProtectedHeader } from "../../src/crypto/jwe.js";
+import { parseProtectedHeader } from "../../src/crypto/compact.js";
 import { LOCAL_KEYSTORE_FORMAT, LocalRootKeyBackend, type LocalKeystoreDocument } from "../../src/crypto/rootkeys/local.js";
 import { AlreadyExistsError, RootKeyError } from "../../src/domain/errors.js";
 import { expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
 
-const X = { instance: "instances/x" };
-const Y = { instance: "instances/y" };
+/** Wraps through the one wrapped-DEK framing, as the service does; returns the stored JWE. */
+const wrap = async (b: RootKeyBackend, dek: Buffer, keyId: string, ctx: WrapContext): Promise<string> => (await wrapDek(b, keyId, dek, ctx)).jwe;
+const unwrap = (b: RootKeyBackend, jwe: string, ctx: WrapContext): Promise<Buffer> => unwrapDek(b, jwe, ctx);
+const X = { instance: "instances/0193e4a0-0000-7000-8000-00000000000a" };
+const Y = { instance: "instances/0193e4a0-0000-7000-8000-00000000000b" };
 
 async function expectRootKeyError(p: Promise<unknown>, reason: string): Promise<RootKeyError> {
   const err = await p.then(
@@ -69,16 +74,16 @@ describe("crypto/rootkeys/local", () => {
 
   it("reopens an existing keystore with the same keys", async () => {
     const a = await openBackend();
-    const wrapped = await a.wrap(randomBytes(32), "default", X);
+    const wrapped = await wrap(a, randomBytes(32), "default", X);
     await a.close();
     const b = await openBackend();
-    expect(await b.unwrap(wrapped, X)).toHaveLength(32);
+    expect(await unwrap(b, wrapped, X)).toHaveLength(32);
   });
 
   it("two processes creating at once end up with one keystore (no clobbering)", async () => {
     const [a, b] = await Promise.all([openBackend(), openBackend()]);
     const dek = randomBytes(32);
-    expect((await b.unwrap(await a.wrap(dek, "default", X), X)).equals(dek)).toBe(true);
+    expect((await unwrap(b, await wrap(a, dek, "default", X), X)).equals(dek)).toBe(true);
   });
 
   it("fails when missing and createIfMissing is false", async () => {
@@ -107,7 +112,7 @@ describe("crypto/rootkeys/local", () => {
   it("stops serving when the keystore becomes group/world readable at runtime", async () => {
     const b = await openBackend();
     await fsp.chmod(file, 0o644);
-    const err = await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    const err = await expectRootKeyError(wrap(b, randomBytes(32), "default", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
     expect(err.message).toMatch(/chmod 600/);
     await expect(b.check()).rejects.toBeInstanceOf(RootKeyError);
   });
@@ -115,115 +120,115 @@ describe("crypto/rootkeys/local", () => {
   it("wraps with kid local/<key>/<version> and the instance in the protected header, and unwraps", async () => {
     const b = await openBackend();
     const dek = randomBytes(32);
-    const wrapped = await b.wrap(dek, "default", X);
-    expect(parseProtectedHeader(wrapped)).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: "instances/x" });
-    expect((await b.unwrap(wrapped, X)).equals(dek)).toBe(true);
+    const wrapped = await wrap(b, dek, "default", X);
+    expect(parseProtectedHeader(wrapped)).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: X.instance });
+    expect((await unwrap(b, wrapped, X)).equals(dek)).toBe(true);
   });
 
   it("a wrapped DEK of instance X does not unwrap for instance Y", async () => {
     const b = await openBackend();
-    const wrapped = await b.wrap(randomBytes(32), "default", X);
-    await expectDecryptionError(b.unwrap(wrapped, Y));
+    const wrapped = await wrap(b, randomBytes(32), "default", X);
+    await expectDecryptionError(unwrap(b, wrapped, Y));
   });
 
   it("a header rewritten to name instance Y fails authentication", async () => {
     const b = await openBackend();
-    const seg = (await b.wrap(randomBytes(32), "default", X)).split(".");
-    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: "instances/y" })).toString("base64url");
-    await expectDecryptionError(b.unwrap(seg.join("."), Y));
+    const seg = (await wrap(b, randomBytes(32), "default", X)).split(".");
+    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: Y.instance })).toString("base64url");
+    await expectDecryptionError(unwrap(b, seg.join("."), Y));
   });
 
   it.each([0, 1, 2, 3, 4])("rejects tampering with segment %i of a wrapped DEK", async (i) => {
     const b = await openBackend();
-    const wrapped = await b.wrap(randomBytes(32), "default", X);
-    await expectDecryptionError(b.unwrap(tamperSegment(wrapped, i), X));
+    const wrapped = await wrap(b, randomBytes(32), "default", X);
+    await expectDecryptionError(unwrap(b, tamperSegment(wrapped, i), X));
   });
 
   it("rejects a kid of another backend or a malformed kid as DecryptionError", async () => {
     const b = await openBackend();
-    const seg = (await b.wrap(randomBytes(32), "default", X)).split(".");
+    const seg = (await wrap(b, randomBytes(32), "default", X)).split(".");
     for (const kid of ["pkcs11/default/1", "local/default", "local/default/0", "local/default/1/2", "local/../1"]) {
-      seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid, cm_instance: "instances/x" })).toString("base64url");
-      await expectDecryptionError(b.unwrap(seg.join("."), X));
+      seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid, cm_instance: X.instance })).toString("base64url");
+      await expectDecryptionError(unwrap(b, seg.join("."), X));
     }
   });
 
   it("routes by kid: rotation makes a new current version and old versions keep unwrapping", async () => {
     const b = await openBackend();
     const dek1 = randomBytes(32);
-    const w1 = await b.wrap(dek1, "default", X);
+    const w1 = await wrap(b, dek1, "default", X);
     const info = await b.rotate("default");
     expect(info).toMatchObject({ keyId: "default", currentVersion: 2, state: "ENABLED" });
     expect(info.versions.map((v) => v.version)).toEqual([1, 2]);
     expect(JSON.stringify(info)).not.toMatch(/"k"/); // no key material in reports
     const dek2 = randomBytes(32);
-    const w2 = await b.wrap(dek2, "default", X);
+    const w2 = await wrap(b, dek2, "default", X);
     expect(parseProtectedHeader(w2).kid).toBe("local/default/2");
-    expect((await b.unwrap(w1, X)).equals(dek1)).toBe(true);
-    expect((await b.unwrap(w2, X)).equals(dek2)).toBe(true);
+    expect((await unwrap(b, w1, X)).equals(dek1)).toBe(true);
+    expect((await unwrap(b, w2, X)).equals(dek2)).toBe(true);
     expect(await b.describe("default")).toEqual({ backend: "local", keyId: "default", state: "ENABLED", currentVersion: 2 });
     // A v1 JWE relabelled as v2 is decrypted with v2's KEK and fails.
     const seg = w1.split(".");
-    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/2", cm_instance: "instances/x" })).toString("base64url");
-    await expectDecryptionError(b.unwrap(seg.join("."), X));
+    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/2", cm_instance: X.instance })).toString("base64url");
+    await expectDecryptionError(unwrap(b, seg.join("."), X));
   });
 
   it("unknown key or version -> ROOT_KEY_NOT_FOUND", async () => {
     const b = await openBackend();
-    await expectRootKeyError(b.wrap(randomBytes(32), "nope", X), "ROOT_KEY_NOT_FOUND");
+    await expectRootKeyError(wrap(b, randomBytes(32), "nope", X), "ROOT_KEY_NOT_FOUND");
     await expectRootKeyError(b.describe("nope"), "ROOT_KEY_NOT_FOUND");
     await expectRootKeyError(b.rotate("nope"), "ROOT_KEY_NOT_FOUND");
-    await expectRootKeyError(b.setState("default", 9, "DISABLED"), "ROOT_KEY_NOT_FOUND");
-    const seg = (await b.wrap(randomBytes(32), "default", X)).split(".");
-    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/7", cm_instance: "instances/x" })).toString("base64url");
-    await expectRootKeyError(b.unwrap(seg.join("."), X), "ROOT_KEY_NOT_FOUND");
+    await expectRootKeyError(b.setEnabled("default", false, 9), "ROOT_KEY_NOT_FOUND");
+    const seg = (await wrap(b, randomBytes(32), "default", X)).split(".");
+    seg[0] = Buffer.from(JSON.stringify({ alg: "A256KW", enc: "A256GCM", kid: "local/default/7", cm_instance: X.instance })).toString("base64url");
+    await expectRootKeyError(unwrap(b, seg.join("."), X), "ROOT_KEY_NOT_FOUND");
   });
 
   it("disabled -> ROOT_KEY_DISABLED for wrap and unwrap; enabling restores both", async () => {
     const b = await openBackend();
     const dek = randomBytes(32);
-    const wrapped = await b.wrap(dek, "default", X);
-    const info = await b.setState("default", 1, "DISABLED");
+    const wrapped = await wrap(b, dek, "default", X);
+    const info = await b.setEnabled("default", false, 1);
     expect(info.state).toBe("DISABLED");
     expect((await b.describe("default")).state).toBe("DISABLED");
-    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_DISABLED");
-    await expectRootKeyError(b.unwrap(wrapped, X), "ROOT_KEY_DISABLED");
-    await b.setState("default", 1, "ENABLED");
-    expect((await b.unwrap(wrapped, X)).equals(dek)).toBe(true);
+    await expectRootKeyError(wrap(b, randomBytes(32), "default", X), "ROOT_KEY_DISABLED");
+    await expectRootKeyError(unwrap(b, wrapped, X), "ROOT_KEY_DISABLED");
+    await b.setEnabled("default", true, 1);
+    expect((await unwrap(b, wrapped, X)).equals(dek)).toBe(true);
   });
 
   it("disabling a key without a version disables every version", async () => {
     const b = await openBackend();
-    const w1 = await b.wrap(randomBytes(32), "default", X);
+    const w1 = await wrap(b, randomBytes(32), "default", X);
     await b.rotate("default");
-    const w2 = await b.wrap(randomBytes(32), "default", X);
-    const info = await b.setState("default", undefined, "DISABLED");
+    const w2 = await wrap(b, randomBytes(32), "default", X);
+    const info = await b.setEnabled("default", false, undefined);
     expect(info.versions.map((v) => v.state)).toEqual(["DISABLED", "DISABLED"]);
-    await expectRootKeyError(b.unwrap(w1, X), "ROOT_KEY_DISABLED");
-    await expectRootKeyError(b.unwrap(w2, X), "ROOT_KEY_DISABLED");
-    await b.setState("default", undefined, "ENABLED");
-    expect(await b.unwrap(w1, X)).toHaveLength(32);
+    await expectRootKeyError(unwrap(b, w1, X), "ROOT_KEY_DISABLED");
+    await expectRootKeyError(unwrap(b, w2, X), "ROOT_KEY_DISABLED");
+    await b.setEnabled("default", true, undefined);
+    expect(await unwrap(b, w1, X)).toHaveLength(32);
   });
 
   it("destroyed -> ROOT_KEY_DESTROYED; k is erased from the file; destroy is terminal", async () => {
     const b = await openBackend();
-    const wrapped = await b.wrap(randomBytes(32), "default", X);
+    const wrapped = await wrap(b, randomBytes(32), "default", X);
     const k = (await readDoc()).keys[0]!.versions[0]!.k!;
-    await expect(b.setState("default", undefined, "DESTROYED")).rejects.toThrow(TypeError); // needs a version
-    const info = await b.setState("default", 1, "DESTROYED");
+    await expect(b.destroyVersion("default", undefined as unknown as number)).rejects.toThrow(TypeError); // needs a version
+    const info = await b.destroyVersion("default", 1);
     expect(info.versions[0]).toMatchObject({ state: "DESTROYED" });
     expect(info.versions[0]!.destroyTime).toBeTypeOf("string");
-    await expectRootKeyError(b.unwrap(wrapped, X), "ROOT_KEY_DESTROYED");
-    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_DESTROYED");
+    await expectRootKeyError(unwrap(b, wrapped, X), "ROOT_KEY_DESTROYED");
+    await expectRootKeyError(wrap(b, randomBytes(32), "default", X), "ROOT_KEY_DESTROYED");
     expect((await b.describe("default")).state).toBe("DESTROYED");
     const text = await fsp.readFile(file, "utf8");
     expect(text).not.toContain(k);
     expect(JSON.parse(text).keys[0].versions[0]).not.toHaveProperty("k");
-    await expectRootKeyError(b.setState("default", 1, "ENABLED"), "ROOT_KEY_DESTROYED");
-    await b.setState("default", 1, "DESTROYED"); // idempotent
+    await expectRootKeyError(b.setEnabled("default", true, 1), "ROOT_KEY_DESTROYED");
+    await b.destroyVersion("default", 1); // idempotent
     // A new version brings the key back for new wraps.
     await b.rotate("default");
-    expect(await b.unwrap(await b.wrap(randomBytes(32), "default", X), X)).toHaveLength(32);
+    expect(await unwrap(b, await wrap(b, randomBytes(32), "default", X), X)).toHaveLength(32);
   });
 
   it("createKey / listKeys; duplicate ids and malformed ids are refused", async () => {
@@ -237,18 +242,18 @@ describe("crypto/rootkeys/local", () => {
     expect(list.map((k) => k.keyId)).toEqual(["byok-1", "default"]);
     expect(JSON.stringify(list)).not.toMatch(/"k"/);
     const dek = randomBytes(32);
-    const w = await b.wrap(dek, "byok-1", X);
+    const w = await wrap(b, dek, "byok-1", X);
     expect(parseProtectedHeader(w).kid).toBe("local/byok-1/1");
-    expect((await b.unwrap(w, X)).equals(dek)).toBe(true);
+    expect((await unwrap(b, w, X)).equals(dek)).toBe(true);
   });
 
   it("sees changes made by another process (e.g. the keys CLI) without a restart", async () => {
     const service = await openBackend();
     const cli = await openBackend();
-    const wrapped = await service.wrap(randomBytes(32), "default", X);
-    await cli.setState("default", 1, "DISABLED");
-    await expectRootKeyError(service.unwrap(wrapped, X), "ROOT_KEY_DISABLED");
-    await cli.setState("default", 1, "ENABLED");
+    const wrapped = await wrap(service, randomBytes(32), "default", X);
+    await cli.setEnabled("default", false, 1);
+    await expectRootKeyError(unwrap(service, wrapped, X), "ROOT_KEY_DISABLED");
+    await cli.setEnabled("default", true, 1);
     await cli.rotate("default");
     expect((await service.describe("default")).currentVersion).toBe(2);
   });
@@ -265,22 +270,22 @@ describe("crypto/rootkeys/local", () => {
   it("writes atomically: mode stays 0600 and no temp, old or lock files are left behind", async () => {
     const b = await openBackend();
     await b.rotate("default");
-    await b.setState("default", 1, "DESTROYED");
+    await b.destroyVersion("default", 1);
     expect((await fsp.stat(file)).mode & 0o777).toBe(0o600);
     expect(await fsp.readdir(dir)).toEqual(["keystore.json"]);
   });
 
   it("rejects bad inputs as programming errors", async () => {
     const b = await openBackend();
-    await expect(b.wrap(randomBytes(16), "default", X)).rejects.toThrow(TypeError);
-    await expect(b.wrap(randomBytes(32), "default", { instance: "x" })).rejects.toThrow(TypeError);
-    await expect(b.unwrap("a.b.c.d.e", { instance: "" })).rejects.toThrow(TypeError);
+    await expect(wrap(b, randomBytes(16), "default", X)).rejects.toThrow(TypeError);
+    await expect(wrap(b, randomBytes(32), "default", { instance: "x" })).rejects.toThrow(TypeError);
+    await expect(unwrap(b, "a.b.c.d.e", { instance: "" })).rejects.toThrow(TypeError);
   });
 
   it("after close, calls fail with ROOT_KEY_BACKEND_UNAVAILABLE", async () => {
     const b = await openBackend();
     await b.close();
-    await expectRootKeyError(b.wrap(randomBytes(32), "default", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    await expectRootKeyError(wrap(b, randomBytes(32), "default", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
     await expectRootKeyError(b.check(), "ROOT_KEY_BACKEND_UNAVAILABLE");
   });
 

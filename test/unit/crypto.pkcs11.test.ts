@@ -8,9 +8,12 @@ import path from "node:path";
 
 import pkcs11js from "pkcs11js";
 import type { Handle } from "pkcs11js";
+import type { RootKeyBackend } from "../../src/domain/rootkey.js";
+import { unwrapDek, wrapDek, type WrapContext } from "../../src/crypto/wrapped-dek.js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
-import { parseProtectedHeader, unwrapA256KW, wrapA256KW } from "../../src/crypto/jwe.js";
+import { parseProtectedHeader } from "../../src/crypto/compact.js";
+import { unwrapA256KW, wrapA256KW } from "../helpers/jose-reference.js";
 import { LocalRootKeyBackend } from "../../src/crypto/rootkeys/local.js";
 import { Pkcs11RootKeyBackend, type Pkcs11OpenOptions } from "../../src/crypto/rootkeys/pkcs11.js";
 import { acquireModule, releaseModule } from "../../src/crypto/rootkeys/pkcs11/module.js";
@@ -18,8 +21,11 @@ import { AlreadyExistsError, RootKeyError } from "../../src/domain/errors.js";
 import { makeToken, openRawSession, softhsmAvailable, type RawSession, type TestToken } from "../helpers/softhsm.js";
 import { b64Header, craftJwe, expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
 
-const X = { instance: "instances/x" };
-const Y = { instance: "instances/y" };
+/** Wraps through the one wrapped-DEK framing, as the service does; returns the stored JWE. */
+const wrap = async (b: RootKeyBackend, dek: Buffer, keyId: string, ctx: WrapContext): Promise<string> => (await wrapDek(b, keyId, dek, ctx)).jwe;
+const unwrap = (b: RootKeyBackend, jwe: string, ctx: WrapContext): Promise<Buffer> => unwrapDek(b, jwe, ctx);
+const X = { instance: "instances/0193e4a0-0000-7000-8000-00000000000a" };
+const Y = { instance: "instances/0193e4a0-0000-7000-8000-00000000000b" };
 const ck = pkcs11js;
 const WRONG_PIN = `wrong-${randomBytes(6).toString("hex")}`;
 const REPO = path.resolve(import.meta.dirname, "../..");
@@ -129,16 +135,16 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
 
   it("wraps and unwraps a DEK; the JWE has local's exact header shape and A256KW/A256GCM sizes", async () => {
     const d = dek();
-    const jwe = await hsm.wrap(d, "alpha", X);
-    expect(await hsm.unwrap(jwe, X)).toEqual(d);
-    expect(await hsm.wrap(d, "alpha", X)).not.toBe(jwe); // fresh CEK and IV every time
+    const jwe = await wrap(hsm, d, "alpha", X);
+    expect(await unwrap(hsm, jwe, X)).toEqual(d);
+    expect(await wrap(hsm, d, "alpha", X)).not.toBe(jwe); // fresh CEK and IV every time
 
     const header = parseProtectedHeader(jwe);
-    expect(header).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: "instances/x" });
+    expect(header).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: X.instance });
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "cm-pkcs11-local-"));
     try {
       const local = await LocalRootKeyBackend.open(path.join(dir, "keystore.json"), { createIfMissing: true, defaultKeyId: "default" });
-      const localJwe = await local.wrap(d, "default", X);
+      const localJwe = await wrap(local, d, "default", X);
       await local.close();
       // Same fields in the same order (node-jose writes local's), so the two are indistinguishable but for kid.
       expect(Object.keys(header)).toEqual(Object.keys(parseProtectedHeader(localJwe)));
@@ -196,18 +202,18 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
       const hsmX = await open(token, { allowExtractableRootKeys: true });
       // HSM wraps (RFC 3394 in SoftHSM) -> node-jose opens.
       const d1 = dek();
-      const jwe = await hsmX.wrap(d1, "interop-test", X);
+      const jwe = await wrap(hsmX, d1, "interop-test", X);
       const opened1 = await unwrapA256KW(kek, jwe);
       expect(opened1.plaintext).toEqual(d1);
-      expect(opened1.header).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/interop-test/1", cm_instance: "instances/x" });
+      expect(opened1.header).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/interop-test/1", cm_instance: X.instance });
       // node-jose wraps -> HSM opens.
       const d2 = dek();
-      const joseJwe = await wrapA256KW(kek, d2, { kid: "pkcs11/interop-test/1", cm_instance: "instances/x" });
-      expect(await hsmX.unwrap(joseJwe, X)).toEqual(d2);
+      const joseJwe = await wrapA256KW(kek, d2, { kid: "pkcs11/interop-test/1", cm_instance: X.instance });
+      expect(await unwrap(hsmX, joseJwe, X)).toEqual(d2);
 
       // The default backend refuses a root key whose value could leave the HSM.
-      await expectRootKeyError(hsm.wrap(d1, "interop-test", X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/interop-test", version: "1" });
-      await expectRootKeyError(hsm.unwrap(jwe, X), "ROOT_KEY_DISABLED");
+      await expectRootKeyError(wrap(hsm, d1, "interop-test", X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/interop-test", version: "1" });
+      await expectRootKeyError(unwrap(hsm, jwe, X), "ROOT_KEY_DISABLED");
       expect((await hsm.describe("interop-test")).state).toBe("DISABLED");
       expect((await hsm.listKeys()).find((k) => k.keyId === "interop-test")!.versions[0]!.extractable).toBe(true);
     } finally {
@@ -217,55 +223,55 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
   });
 
   it("binds the wrapped DEK to its instance", async () => {
-    const jwe = await hsm.wrap(dek(), "alpha", X);
-    await expectDecryptionError(hsm.unwrap(jwe, Y));
+    const jwe = await wrap(hsm, dek(), "alpha", X);
+    await expectDecryptionError(unwrap(hsm, jwe, Y));
     // Re-labelling the header for Y changes the GCM AAD: still refused even when the caller claims Y.
     const seg = jwe.split(".");
-    seg[0] = b64Header({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: "instances/y" });
-    await expectDecryptionError(hsm.unwrap(seg.join("."), Y));
+    seg[0] = b64Header({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: Y.instance });
+    await expectDecryptionError(unwrap(hsm, seg.join("."), Y));
   });
 
   it("refuses every tampered segment, malformed input and foreign JWEs with the one DecryptionError", async () => {
-    const jwe = await hsm.wrap(dek(), "alpha", X);
-    for (let i = 0; i < 5; i++) await expectDecryptionError(hsm.unwrap(tamperSegment(jwe, i), X));
+    const jwe = await wrap(hsm, dek(), "alpha", X);
+    for (let i = 0; i < 5; i++) await expectDecryptionError(unwrap(hsm, tamperSegment(jwe, i), X));
     // Every byte of the encrypted key matters (RFC 3394 integrity check inside the HSM).
     const seg = jwe.split(".");
     const ek = Buffer.from(seg[1]!, "base64url");
     for (const at of [0, 7, 8, 39]) {
       const bad = Buffer.from(ek);
       bad[at]! ^= 0x01;
-      await expectDecryptionError(hsm.unwrap([seg[0], bad.toString("base64url"), ...seg.slice(2)].join("."), X));
+      await expectDecryptionError(unwrap(hsm, [seg[0], bad.toString("base64url"), ...seg.slice(2)].join("."), X));
     }
-    for (const bogus of ["", "a.b.c", `${jwe}.x`, jwe.replace(/\./g, "..")]) await expectDecryptionError(hsm.unwrap(bogus, X));
+    for (const bogus of ["", "a.b.c", `${jwe}.x`, jwe.replace(/\./g, "..")]) await expectDecryptionError(unwrap(hsm, bogus, X));
     // Extra header fields, other algorithms, kids of other backends.
     const cek = randomBytes(32);
     const ek40 = randomBytes(40);
     for (const header of [
-      { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: "instances/x", extra: "1" },
-      { alg: "dir", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: "instances/x" },
-      { alg: "A256KW", enc: "A128GCM", kid: "pkcs11/alpha/1", cm_instance: "instances/x" },
-      { alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: "instances/x" },
-      { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/0", cm_instance: "instances/x" },
-      { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/Alpha/1", cm_instance: "instances/x" },
+      { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: X.instance, extra: "1" },
+      { alg: "dir", enc: "A256GCM", kid: "pkcs11/alpha/1", cm_instance: X.instance },
+      { alg: "A256KW", enc: "A128GCM", kid: "pkcs11/alpha/1", cm_instance: X.instance },
+      { alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: X.instance },
+      { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/alpha/0", cm_instance: X.instance },
+      { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/Alpha/1", cm_instance: X.instance },
     ]) {
-      await expectDecryptionError(hsm.unwrap(craftJwe(cek, header, dek(), { encryptedKey: header.alg === "dir" ? Buffer.alloc(0) : ek40 }), X));
+      await expectDecryptionError(unwrap(hsm, craftJwe(cek, header, dek(), { encryptedKey: header.alg === "dir" ? Buffer.alloc(0) : ek40 }), X));
     }
   });
 
   it("rotates: new wraps use version 2, version 1 keeps unwrapping, a kid pointing at the wrong version fails", async () => {
     await hsm.createKey("rot");
     const d1 = dek();
-    const jwe1 = await hsm.wrap(d1, "rot", X);
+    const jwe1 = await wrap(hsm, d1, "rot", X);
     expect(await hsm.rotate("rot")).toEqual({ backend: "pkcs11", keyId: "rot", state: "ENABLED", currentVersion: 2 });
     expect(await hsm.describe("rot")).toEqual({ backend: "pkcs11", keyId: "rot", state: "ENABLED", currentVersion: 2 });
     const d2 = dek();
-    const jwe2 = await hsm.wrap(d2, "rot", X);
+    const jwe2 = await wrap(hsm, d2, "rot", X);
     expect(parseProtectedHeader(jwe2).kid).toBe("pkcs11/rot/2");
-    expect(await hsm.unwrap(jwe1, X)).toEqual(d1);
-    expect(await hsm.unwrap(jwe2, X)).toEqual(d2);
+    expect(await unwrap(hsm, jwe1, X)).toEqual(d1);
+    expect(await unwrap(hsm, jwe2, X)).toEqual(d2);
     const seg = jwe1.split(".");
-    seg[0] = b64Header({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/rot/2", cm_instance: "instances/x" });
-    await expectDecryptionError(hsm.unwrap(seg.join("."), X));
+    seg[0] = b64Header({ alg: "A256KW", enc: "A256GCM", kid: "pkcs11/rot/2", cm_instance: X.instance });
+    await expectDecryptionError(unwrap(hsm, seg.join("."), X));
     const info = (await hsm.listKeys()).find((k) => k.keyId === "rot")!;
     expect(info.versions.map((v) => v.kid)).toEqual(["pkcs11/rot/1", "pkcs11/rot/2"]);
   });
@@ -273,12 +279,12 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
   it("disabled -> ROOT_KEY_DISABLED on wrap, unwrap and rotate (enforced by the token itself); enabling restores", async () => {
     await hsm.createKey("dis");
     const d = dek();
-    const jwe = await hsm.wrap(d, "dis", X);
+    const jwe = await wrap(hsm, d, "dis", X);
     const off = await hsm.setEnabled("dis", false);
     expect(off.state).toBe("DISABLED");
     expect(off.versions.every((v) => v.state === "DISABLED")).toBe(true);
-    await expectRootKeyError(hsm.wrap(dek(), "dis", X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis", version: "1" });
-    await expectRootKeyError(hsm.unwrap(jwe, X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis", version: "1" });
+    await expectRootKeyError(wrap(hsm, dek(), "dis", X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis", version: "1" });
+    await expectRootKeyError(unwrap(hsm, jwe, X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis", version: "1" });
     await expectRootKeyError(hsm.rotate("dis"), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis" });
     expect(await hsm.describe("dis")).toEqual({ backend: "pkcs11", keyId: "dis", state: "DISABLED", currentVersion: 1 });
 
@@ -297,22 +303,22 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
     r.pkcs11.C_DestroyObject(r.session, sessionKey);
 
     expect((await hsm.setEnabled("dis", true)).state).toBe("ENABLED");
-    expect(await hsm.unwrap(jwe, X)).toEqual(d);
-    expect(await hsm.unwrap(await hsm.wrap(d, "dis", X), X)).toEqual(d);
+    expect(await unwrap(hsm, jwe, X)).toEqual(d);
+    expect(await unwrap(hsm, await wrap(hsm, d, "dis", X), X)).toEqual(d);
 
     // One version only: v1 disabled, v2 (current) still wraps.
     await hsm.rotate("dis");
     const perVersion = await hsm.setEnabled("dis", false, 1);
     expect(perVersion.versions.map((v) => v.state)).toEqual(["DISABLED", "ENABLED"]);
     expect(perVersion.state).toBe("ENABLED");
-    await expectRootKeyError(hsm.unwrap(jwe, X), "ROOT_KEY_DISABLED", { version: "1" });
-    expect(parseProtectedHeader(await hsm.wrap(d, "dis", X)).kid).toBe("pkcs11/dis/2");
+    await expectRootKeyError(unwrap(hsm, jwe, X), "ROOT_KEY_DISABLED", { version: "1" });
+    expect(parseProtectedHeader(await wrap(hsm, d, "dis", X)).kid).toBe("pkcs11/dis/2");
   });
 
   it("sees a disable made by another process (an operator tool) on the next call", async () => {
     await hsm.createKey("ext");
     const d = dek();
-    const jwe = await hsm.wrap(d, "ext", X);
+    const jwe = await wrap(hsm, d, "ext", X);
     const setFromOtherProcess = (enabled: boolean): void => {
       const script = `
         const pk = require("pkcs11js");
@@ -330,39 +336,39 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
       });
     };
     setFromOtherProcess(false);
-    await expectRootKeyError(hsm.unwrap(jwe, X), "ROOT_KEY_DISABLED");
-    await expectRootKeyError(hsm.wrap(d, "ext", X), "ROOT_KEY_DISABLED");
+    await expectRootKeyError(unwrap(hsm, jwe, X), "ROOT_KEY_DISABLED");
+    await expectRootKeyError(wrap(hsm, d, "ext", X), "ROOT_KEY_DISABLED");
     setFromOtherProcess(true);
-    expect(await hsm.unwrap(jwe, X)).toEqual(d);
+    expect(await unwrap(hsm, jwe, X)).toEqual(d);
   });
 
   it("destroyed version -> ROOT_KEY_DESTROYED; with no version left the key is ROOT_KEY_NOT_FOUND", async () => {
     await hsm.createKey("shred");
-    const jwe1 = await hsm.wrap(dek(), "shred", X);
+    const jwe1 = await wrap(hsm, dek(), "shred", X);
     await hsm.rotate("shred");
     const d2 = dek();
-    const jwe2 = await hsm.wrap(d2, "shred", X);
+    const jwe2 = await wrap(hsm, d2, "shred", X);
     const after = await hsm.destroyVersion("shred", 1);
     expect(after!.versions.map((v) => v.version)).toEqual([2]);
     expect(findObjects(raw(), "shred", "1")).toEqual([]); // really gone from the token
-    await expectRootKeyError(hsm.unwrap(jwe1, X), "ROOT_KEY_DESTROYED", { root_key: "pkcs11/shred", version: "1" });
-    expect(await hsm.unwrap(jwe2, X)).toEqual(d2);
+    await expectRootKeyError(unwrap(hsm, jwe1, X), "ROOT_KEY_DESTROYED", { root_key: "pkcs11/shred", version: "1" });
+    expect(await unwrap(hsm, jwe2, X)).toEqual(d2);
     await expectRootKeyError(hsm.destroyVersion("shred", 1), "ROOT_KEY_DESTROYED");
     await expectRootKeyError(hsm.setEnabled("shred", false, 1), "ROOT_KEY_DESTROYED");
     expect(await hsm.destroyVersion("shred", 2)).toBeUndefined();
-    await expectRootKeyError(hsm.unwrap(jwe2, X), "ROOT_KEY_NOT_FOUND", { root_key: "pkcs11/shred" });
+    await expectRootKeyError(unwrap(hsm, jwe2, X), "ROOT_KEY_NOT_FOUND", { root_key: "pkcs11/shred" });
     await expectRootKeyError(hsm.describe("shred"), "ROOT_KEY_NOT_FOUND");
   });
 
   it("unknown or malformed key ids -> ROOT_KEY_NOT_FOUND", async () => {
-    await expectRootKeyError(hsm.wrap(dek(), "nokey", X), "ROOT_KEY_NOT_FOUND", { root_key: "pkcs11/nokey", backend: "pkcs11" });
+    await expectRootKeyError(wrap(hsm, dek(), "nokey", X), "ROOT_KEY_NOT_FOUND", { root_key: "pkcs11/nokey", backend: "pkcs11" });
     await expectRootKeyError(hsm.describe("nokey"), "ROOT_KEY_NOT_FOUND");
     await expectRootKeyError(hsm.rotate("nokey"), "ROOT_KEY_NOT_FOUND");
     await expectRootKeyError(hsm.setEnabled("nokey", false), "ROOT_KEY_NOT_FOUND");
     await expectRootKeyError(hsm.destroyVersion("nokey", 1), "ROOT_KEY_NOT_FOUND");
-    await expectRootKeyError(hsm.wrap(dek(), "Bad_Id", X), "ROOT_KEY_NOT_FOUND");
-    const forged = craftJwe(randomBytes(32), { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/nokey/1", cm_instance: "instances/x" }, dek(), { encryptedKey: randomBytes(40) });
-    await expectRootKeyError(hsm.unwrap(forged, X), "ROOT_KEY_NOT_FOUND", { root_key: "pkcs11/nokey", version: "1" });
+    await expectRootKeyError(wrap(hsm, dek(), "Bad_Id", X), "ROOT_KEY_NOT_FOUND");
+    const forged = craftJwe(randomBytes(32), { alg: "A256KW", enc: "A256GCM", kid: "pkcs11/nokey/1", cm_instance: X.instance }, dek(), { encryptedKey: randomBytes(40) });
+    await expectRootKeyError(unwrap(hsm, forged, X), "ROOT_KEY_NOT_FOUND", { root_key: "pkcs11/nokey", version: "1" });
   });
 
   it("open: wrong PIN -> ROOT_KEY_ACCESS_DENIED; unknown token or module -> ROOT_KEY_BACKEND_UNAVAILABLE", async () => {
@@ -389,61 +395,61 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
 
   it("survives the sessions being closed behind its back (C_CloseAllSessions from another handle)", async () => {
     const d = dek();
-    const jwe = await hsm.wrap(d, "alpha", X);
+    const jwe = await wrap(hsm, d, "alpha", X);
     const r = raw();
     const warnings = logs.length;
     r.pkcs11.C_CloseAllSessions(r.slot);
-    expect(await hsm.unwrap(jwe, X)).toEqual(d);
-    expect(await hsm.unwrap(await hsm.wrap(d, "alpha", X), X)).toEqual(d);
+    expect(await unwrap(hsm, jwe, X)).toEqual(d);
+    expect(await unwrap(hsm, await wrap(hsm, d, "alpha", X), X)).toEqual(d);
     await hsm.check();
     expect(logs.length).toBeGreaterThan(warnings); // the reconnect was logged
   });
 
   it("survives the library being finalised (C_Finalize), and finalised + re-initialised, behind its back", async () => {
     const d = dek();
-    const jwe = await hsm.wrap(d, "alpha", X);
+    const jwe = await wrap(hsm, d, "alpha", X);
     const r = raw();
     r.pkcs11.C_Finalize();
-    expect(await hsm.unwrap(jwe, X)).toEqual(d); // CKR_CRYPTOKI_NOT_INITIALIZED -> C_Initialize, new slot lookup, login
+    expect(await unwrap(hsm, jwe, X)).toEqual(d); // CKR_CRYPTOKI_NOT_INITIALIZED -> C_Initialize, new slot lookup, login
     const r2 = raw();
     r2.pkcs11.C_Finalize();
     r2.pkcs11.C_Initialize({ flags: ck.CKF_OS_LOCKING_OK });
     expect(await hsm.describe("alpha")).toMatchObject({ currentVersion: 1 }); // CKR_SESSION_HANDLE_INVALID -> reconnect
-    expect(await hsm.unwrap(jwe, X)).toEqual(d);
+    expect(await unwrap(hsm, jwe, X)).toEqual(d);
   });
 
   it("reconnects under load: 50 concurrent calls on a pool of 2 right after all its sessions were closed", async () => {
     const b = await open(token, { sessionPoolSize: 2 });
     const deks = Array.from({ length: 50 }, dek);
-    const wrapped = await Promise.all(deks.map((d) => b.wrap(d, "alpha", X)));
+    const wrapped = await Promise.all(deks.map((d) => wrap(b, d, "alpha", X)));
     // Closed while idle, not mid-call: freeing a session while another thread is inside a call on it is a race
     // in the token library itself, not something a client can survive reliably.
     const r = raw();
     const warnings = logs.length;
     r.pkcs11.C_CloseAllSessions(r.slot);
     // Every caller (the ones holding dead sessions and the queued ones) retries at most once, and all succeed.
-    expect(await Promise.all(wrapped.map((w) => b.unwrap(w, X)))).toEqual(deks);
+    expect(await Promise.all(wrapped.map((w) => unwrap(b, w, X)))).toEqual(deks);
     expect(logs.length).toBeGreaterThan(warnings);
   });
 
   it("does 50 parallel wrap+unwrap round trips with a pool of 2 sessions", async () => {
     const b = await open(token, { sessionPoolSize: 2 });
     const deks = Array.from({ length: 50 }, dek);
-    const out = await Promise.all(deks.map(async (d, i) => b.unwrap(await b.wrap(d, i % 2 ? "alpha" : "beta", X), X)));
+    const out = await Promise.all(deks.map(async (d, i) => unwrap(b, await wrap(b, d, i % 2 ? "alpha" : "beta", X), X)));
     expect(out).toEqual(deks);
-    const wrapped = await Promise.all(deks.map((d) => b.wrap(d, "alpha", Y)));
+    const wrapped = await Promise.all(deks.map((d) => wrap(b, d, "alpha", Y)));
     expect(new Set(wrapped.map((w) => w.split(".")[1])).size).toBe(50);
-    expect(await Promise.all(wrapped.map((w) => b.unwrap(w, Y)))).toEqual(deks);
+    expect(await Promise.all(wrapped.map((w) => unwrap(b, w, Y)))).toEqual(deks);
   });
 
   it("a token that stays gone after a reconnect -> ROOT_KEY_BACKEND_UNAVAILABLE (one retry), others carry on", async () => {
     const b = await open(doomed);
     await b.createKey("k");
-    const jwe = await b.wrap(dek(), "k", X);
+    const jwe = await wrap(b, dek(), "k", X);
     const r = raw();
     r.pkcs11.C_Finalize(); // so the next C_Initialize rescans the token directory...
     doomed.cleanup(); // ...which no longer holds this token
-    const err = await expectRootKeyError(b.unwrap(jwe, X), "ROOT_KEY_BACKEND_UNAVAILABLE", { root_key: "pkcs11/k", token: doomed.tokenLabel });
+    const err = await expectRootKeyError(unwrap(b, jwe, X), "ROOT_KEY_BACKEND_UNAVAILABLE", { root_key: "pkcs11/k", token: doomed.tokenLabel });
     expect(err.kind).toBe("UNAVAILABLE");
     await expectRootKeyError(b.check(), "ROOT_KEY_BACKEND_UNAVAILABLE");
     expect((await hsm.describe("alpha")).state).toBe("ENABLED");
@@ -464,7 +470,7 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
     });
     try {
       const t0 = Date.now();
-      const slow = await expectRootKeyError(b.wrap(dek(), "alpha", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
+      const slow = await expectRootKeyError(wrap(b, dek(), "alpha", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
       expect(Date.now() - t0).toBeLessThan(550);
       expect(slow.message).toMatch(/did not answer wrap within 200 ms/);
       // The only session is still inside the hung call: waiting for it is bounded as well.
@@ -473,7 +479,7 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
       spy.mockRestore();
       await vi.waitFor(() => expect(finished).toBe(true), { timeout: 2000 });
       const d = dek();
-      expect(await b.unwrap(await b.wrap(d, "alpha", X), X)).toEqual(d);
+      expect(await unwrap(b, await wrap(b, d, "alpha", X), X)).toEqual(d);
     } finally {
       spy.mockRestore();
       releaseModule(entry);
@@ -484,9 +490,9 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
     const b = await open(token);
     await b.close();
     await b.close();
-    await expectRootKeyError(b.wrap(dek(), "alpha", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    await expectRootKeyError(wrap(b, dek(), "alpha", X), "ROOT_KEY_BACKEND_UNAVAILABLE");
     await expectRootKeyError(b.check(), "ROOT_KEY_BACKEND_UNAVAILABLE");
-    expect(await hsm.unwrap(await hsm.wrap(Buffer.alloc(32, 1), "alpha", X), X)).toEqual(Buffer.alloc(32, 1));
+    expect(await unwrap(hsm, await wrap(hsm, Buffer.alloc(32, 1), "alpha", X), X)).toEqual(Buffer.alloc(32, 1));
   });
 
   it("never puts a PIN in an error (message, stack, metadata, causes) or a log record", () => {

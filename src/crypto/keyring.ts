@@ -7,13 +7,13 @@
  * root key disabled in its backend stops every secret-touching call within that TTL; as soon as any call sees
  * the key disabled or destroyed, every cached DEK under that root key is dropped at once.
  */
-import { DekCache } from "../crypto/dekcache.js";
-import { parseProtectedHeader } from "../crypto/compact.js";
-import { generateDek, newDekId, zero } from "../crypto/dek.js";
 import { DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";
-import type { RootKeyBackend, RootKeyState } from "../domain/rootkey.js";
+import type { RootKeyBackend, RootKeyView } from "../domain/rootkey.js";
+import { generateDek, newDekId, zero } from "./dek.js";
+import { DekCache } from "./dekcache.js";
+import { unwrapDek, wrapDek } from "./wrapped-dek.js";
 
 /** A plaintext DEK lent to one operation; call `release()` when done so the copy is zeroed. */
 export interface LentDek {
@@ -24,8 +24,6 @@ export interface LentDek {
   release(): void;
 }
 
-/** A root key's state as the service sees it: the backend's, or NOT_FOUND when the backend does not know it. */
-export type RootKeyView = RootKeyState | "NOT_FOUND";
 
 /** What GetInstance shows about an instance's root key. */
 export interface RootKeyStatus {
@@ -78,15 +76,15 @@ export class Keyring {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
-      const wrap = () => backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) });
+      const wrap = () => wrapDek(backend, instance.rootKeyId, dek, { instance: instanceName(instance.id) });
       // For an existing instance a refused key is "your key is off" (ROOT_KEY_UNAVAILABLE); for a new one the
       // backend's own reason tells the operator what to fix.
-      const wrappedKey = existing ? await this.translate(instance, wrap) : await withRetries(wrap);
+      const wrapped = existing ? await this.translate(instance, wrap) : await withRetries(wrap);
       return {
         id: newDekId(),
         instanceId: instance.id,
-        wrappedKey,
-        rootKeyVersion: versionOf(wrappedKey),
+        wrappedKey: wrapped.jwe,
+        rootKeyVersion: wrapped.version,
         state: "ACTIVE",
         encryptionCount: 0,
         createTime: this.clock.now(),
@@ -105,8 +103,9 @@ export class Keyring {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
-      const wrapped = await withRetries(() => backend.wrap(dek, instance.rootKeyId, { instance: instanceName(instance.id) }));
-      const back = await withRetries(() => backend.unwrap(wrapped, { instance: instanceName(instance.id) }));
+      const context = { instance: instanceName(instance.id) };
+      const wrapped = await withRetries(() => wrapDek(backend, instance.rootKeyId, dek, context));
+      const back = await withRetries(() => unwrapDek(backend, wrapped.jwe, context));
       const same = back.equals(dek);
       zero(back);
       if (!same) throw new DecryptionError("the root key did not unwrap what it wrapped");
@@ -167,10 +166,10 @@ export class Keyring {
     const current = await this.translate(instance, () => backend.describe(instance.rootKeyId));
     if (record.rootKeyVersion >= current.currentVersion) return false;
     const context = { instance: instanceName(instance.id) };
-    const dek = await this.translate(instance, () => backend.unwrap(record.wrappedKey, context));
+    const dek = await this.translate(instance, () => unwrapDek(backend, record.wrappedKey, context));
     try {
-      const wrapped = await this.translate(instance, () => backend.wrap(dek, instance.rootKeyId, context));
-      return await repos.deks.rewrap(record.id, record.wrappedKey, wrapped, versionOf(wrapped));
+      const wrapped = await this.translate(instance, () => wrapDek(backend, instance.rootKeyId, dek, context));
+      return await repos.deks.rewrap(record.id, record.wrappedKey, wrapped.jwe, wrapped.version);
     } finally {
       zero(dek);
     }
@@ -206,7 +205,7 @@ export class Keyring {
     const key = await this.translate(instance, () =>
       this.cache.getOrLoad(record.id, () => {
         this.unwrapCount++;
-        return backend.unwrap(record.wrappedKey, { instance: instanceName(instance.id) });
+        return unwrapDek(backend, record.wrappedKey, { instance: instanceName(instance.id) });
       }),
     );
     let ids = this.cachedByRootKey.get(ref);
@@ -289,9 +288,4 @@ function withTimeout<T>(p: Promise<T>): Promise<T> {
     timer = setTimeout(() => reject(new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `the root-key backend did not answer within ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** The root key version a wrapped DEK names in its `kid` (`<backend>/<key id>/<version>`). */
-function versionOf(wrappedKey: string): number {
-  return Number(String(parseProtectedHeader(wrappedKey).kid).split("/").pop());
 }

@@ -1,6 +1,8 @@
 /**
- * Thin functions over node-jose for the two JWE shapes we use (DESIGN.md "Envelope format"). This is the ONLY
- * module that imports node-jose, so a swap to another JOSE library touches one file.
+ * The reference implementation the tests hold our JWE formats against: thin functions over node-jose for the two
+ * shapes we use (see ARCHITECTURE.md, "Envelope format"). The service writes and reads both formats with
+ * node:crypto (src/crypto/fastjwe.ts, src/crypto/wrapped-dek.ts); tests prove node-jose reads what the service
+ * writes and the service reads what node-jose writes.
  *
  * - `dir` + `A256GCM`: secret material sealed directly with a DEK (RFC 7518 §4.5, §5.3).
  * - `A256KW` + `A256GCM`: a DEK wrapped by a root key (RFC 7518 §4.4 = RFC 3394 key wrap of a random CEK;
@@ -22,9 +24,9 @@ import {
   checkHeaderInput,
   fail,
   splitCompact,
-} from "./compact.js";
+} from "../../src/crypto/compact.js";
 
-export { parseProtectedHeader } from "./compact.js";
+export { parseProtectedHeader } from "../../src/crypto/compact.js";
 
 /** A decrypted JWE: the plaintext and its (authenticated) protected header. */
 export interface DecryptedJwe {
@@ -38,7 +40,7 @@ const KEY_BYTES = 32;
 
 /**
  * Imports a raw 256-bit key as an oct JWK (RFC 7517 §6.4). Created WITHOUT `alg`: node-jose refuses an oct key
- * carrying `alg: "dir"` for dir + A256GCM (TOOLCHAIN.md pitfall 7).
+ * carrying `alg: "dir"` for dir + A256GCM.
  */
 async function octKey(key: Buffer): Promise<jose.JWK.Key> {
   if (!Buffer.isBuffer(key) || key.length !== KEY_BYTES) throw new TypeError(`key must be a ${KEY_BYTES}-byte Buffer`);

@@ -3,12 +3,13 @@ import { randomBytes } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
 
 import { generateDek, newDekId } from "../../src/crypto/dek.js";
-import { dekIdOf, open, seal, type SecretContext } from "../../src/crypto/envelope.js";
-import { decryptDir, encryptDir } from "../../src/crypto/jwe.js";
+import { parseProtectedHeader } from "../../src/crypto/compact.js";
+import { open, seal, type SecretContext } from "../../src/crypto/sealed-field.js";
+import { decryptDir, encryptDir } from "../helpers/jose-reference.js";
 import { RootKeyError } from "../../src/domain/errors.js";
 import { craftJwe, expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
 
-const CTX: SecretContext = { instance: "instances/x", certificate: "instances/x/certificates/a", field: "private_key" };
+const CTX: SecretContext = { instance: "instances/0193e4a0-0000-7000-8000-00000000000a", certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/0193e4a0-0000-7000-8000-0000000000c1", field: "private_key" };
 
 describe("crypto/envelope", () => {
   const dek = { id: newDekId(), key: generateDek() };
@@ -24,12 +25,12 @@ describe("crypto/envelope", () => {
       alg: "dir",
       enc: "A256GCM",
       kid: dek.id,
-      cm_instance: "instances/x",
-      cm_certificate: "instances/x/certificates/a",
+      cm_instance: "instances/0193e4a0-0000-7000-8000-00000000000a",
+      cm_certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/0193e4a0-0000-7000-8000-0000000000c1",
       cm_field: "private_key",
     });
     expect((await open(jwe, resolve, CTX)).equals(pt)).toBe(true);
-    expect(dekIdOf(jwe)).toBe(dek.id);
+    expect(parseProtectedHeader(jwe).kid).toBe(dek.id);
   });
 
   it("is readable by node-jose, and opens what node-jose wrote with the same header (both paths interoperate)", async () => {
@@ -41,8 +42,8 @@ describe("crypto/envelope", () => {
   });
 
   it.each([
-    ["another certificate", { ...CTX, certificate: "instances/x/certificates/b" }],
-    ["another instance", { instance: "instances/y", certificate: "instances/y/certificates/a", field: "private_key" }],
+    ["another certificate", { ...CTX, certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/0193e4a0-0000-7000-8000-0000000000c2" }],
+    ["another instance", { instance: "instances/0193e4a0-0000-7000-8000-00000000000b", certificate: "instances/0193e4a0-0000-7000-8000-00000000000b/certificates/0193e4a0-0000-7000-8000-0000000000c1", field: "private_key" }],
     ["another field", { ...CTX, field: "certificate" }],
   ] as [string, SecretContext][])("refuses a value opened as %s, without resolving the DEK", async (_name, other) => {
     const jwe = await seal(dek, Buffer.from("secret"), CTX);
@@ -55,7 +56,7 @@ describe("crypto/envelope", () => {
     // Re-encode the header for certificate B but keep A's IV/ciphertext/tag.
     const jwe = await seal(dek, Buffer.from("secret"), CTX);
     const seg = jwe.split(".");
-    const moved = { ...CTX, certificate: "instances/x/certificates/b" };
+    const moved = { ...CTX, certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/0193e4a0-0000-7000-8000-0000000000c2" };
     seg[0] = Buffer.from(
       JSON.stringify({ alg: "dir", enc: "A256GCM", kid: dek.id, cm_instance: moved.instance, cm_certificate: moved.certificate, cm_field: moved.field }),
     ).toString("base64url");
@@ -95,8 +96,8 @@ describe("crypto/envelope", () => {
   it("rejects malformed contexts as programming errors", async () => {
     const bad: SecretContext[] = [
       { ...CTX, instance: "x" },
-      { ...CTX, certificate: "instances/y/certificates/a" }, // not under the instance
-      { ...CTX, certificate: "instances/x/certificates/" },
+      { ...CTX, certificate: "instances/0193e4a0-0000-7000-8000-00000000000b/certificates/0193e4a0-0000-7000-8000-0000000000c1" }, // not under the instance
+      { ...CTX, certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/" },
       { ...CTX, field: "password" as SecretContext["field"] },
     ];
     for (const ctx of bad) {
@@ -104,10 +105,5 @@ describe("crypto/envelope", () => {
       await expect(open("a.b.c.d.e", resolve, ctx)).rejects.toThrow(TypeError);
     }
     await expect(seal({ id: "", key: dek.key }, Buffer.from("x"), CTX)).rejects.toThrow(TypeError);
-  });
-
-  it("dekIdOf rejects malformed input and a missing kid", async () => {
-    await expectDecryptionError(() => dekIdOf("not-a-jwe"));
-    await expectDecryptionError(() => dekIdOf(craftJwe(dek.key, { alg: "dir", enc: "A256GCM" }, Buffer.from("x"))));
   });
 });

@@ -1,0 +1,214 @@
+/**
+ * Files of the `local` keystore: atomic create and replace (temp file, fsync, link or rename, fsync of the
+ * directory), scrubbing of the replaced file, permission checks, consistent reads, and the cross-process lock.
+ *
+ * - Created with `link(2)` from a fully written temp file: the same no-clobber semantics as
+ *   `open(path, 'wx', 0o600)` but never a half-written keystore.
+ * - Refused if group or other have any permission bit (`mode & 0o077`), or if it is a symbolic link.
+ * - The replaced file's bytes are overwritten with zeros (best effort: SSDs and copy-on-write filesystems may
+ *   keep old blocks, so a destroyed key is only as gone as the storage allows).
+ */
+import { randomBytes } from "node:crypto";
+import { constants as fsConstants, promises as fsp } from "node:fs";
+import type { BigIntStats } from "node:fs";
+import path from "node:path";
+
+import { RootKeyError } from "../../../domain/errors.js";
+import { KeystoreFileError, LOCAL_BACKEND, LOCAL_KEYSTORE_FORMAT, newKeyRecord, parseDocument, serialize, type LocalKeystoreDocument } from "./keystore.js";
+
+const LOCK_WAIT_MS = 5_000;
+const LOCK_STALE_MS = 30_000;
+
+/** The file's text and the identity it had when read (to notice later changes with one stat). */
+export interface FileSnapshot {
+  text: string;
+  fingerprint: string;
+}
+
+/** Device, inode, size and times: changes whenever the keystore is replaced or written. */
+export function fingerprintOf(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+/**
+ * stat + the checks every use repeats: a regular file, not a symbolic link, with no group/other permission bits.
+ * @throws KeystoreFileError naming the fix; the fs error when it cannot be stat'ed.
+ */
+export async function statChecked(file: string): Promise<BigIntStats> {
+  // lstat: the keystore is replaced by rename, which would replace a symlink rather than follow it.
+  const st = await fsp.lstat(file, { bigint: true });
+  if (st.isSymbolicLink()) throw new KeystoreFileError(`keystore ${file} is a symbolic link; configure the path of the real file`);
+  checkStat(file, st);
+  return st;
+}
+
+function checkStat(file: string, st: BigIntStats): void {
+  if (!st.isFile()) throw new KeystoreFileError(`keystore ${file} is not a regular file`);
+  const mode = Number(st.mode) & 0o777;
+  if ((mode & 0o077) !== 0) {
+    throw new KeystoreFileError(
+      `keystore ${file} has mode 0${mode.toString(8)} but holds root keys and must be accessible by its owner only; run: chmod 600 ${file}`,
+    );
+  }
+}
+
+/**
+ * Reads the file through one descriptor and re-stats it after reading: if a writer scrubbed the inode meanwhile
+ * (see writeAtomic) the fingerprints differ and we read again from the path, which by then names the new file.
+ */
+export async function readSnapshot(file: string): Promise<FileSnapshot> {
+  for (let attempt = 0; ; attempt++) {
+    const fh = await fsp.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    try {
+      const before = await fh.stat({ bigint: true });
+      checkStat(file, before);
+      const text = await fh.readFile({ encoding: "utf8" });
+      const after = await fh.stat({ bigint: true });
+      if (fingerprintOf(before) !== fingerprintOf(after) && attempt < 5) continue;
+      return { text, fingerprint: fingerprintOf(after) };
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+/**
+ * Writes `data` to `target` atomically: temp file in the same directory (mode 0600, O_EXCL), fsync, then
+ * `link` (mode "create": fails with EEXIST if the target exists, never clobbers) or `rename` (mode "replace"),
+ * then fsync of the directory so the new name survives a crash. On replace the old inode is zero-filled.
+ */
+export async function writeAtomic(target: string, data: string, mode: "create" | "replace"): Promise<void> {
+  const dir = path.dirname(target);
+  const base = path.basename(target);
+  const tag = `${process.pid}.${randomBytes(6).toString("hex")}`;
+  const tmp = path.join(dir, `.${base}.${tag}.tmp`);
+  const fh = await fsp.open(tmp, "wx", 0o600);
+  try {
+    await fh.chmod(0o600); // the umask may have removed bits, never added: make it exact anyway
+    await fh.writeFile(data, "utf8");
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    if (mode === "create") {
+      await fsp.link(tmp, target);
+      await fsp.unlink(tmp);
+    } else {
+      const old = path.join(dir, `.${base}.${tag}.old`);
+      let haveOld = false;
+      try {
+        await fsp.link(target, old);
+        haveOld = true;
+      } catch {
+        // No hard links here: skip the scrub, the rename alone is still atomic.
+      }
+      try {
+        await fsp.rename(tmp, target);
+      } catch (err) {
+        if (haveOld) await fsp.unlink(old).catch(() => undefined); // still the live file: just drop the extra name
+        throw err;
+      }
+      if (haveOld) await scrub(old);
+    }
+    await fsyncDir(dir);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Overwrites a replaced keystore's bytes with zeros, then unlinks it (best effort; see the module comment). */
+async function scrub(file: string): Promise<void> {
+  try {
+    const fh = await fsp.open(file, "r+");
+    try {
+      const { size } = await fh.stat();
+      if (size > 0) await fh.write(Buffer.alloc(size), 0, size, 0);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } finally {
+    await fsp.rm(file, { force: true });
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Cross-process exclusive lock: `<keystore>.lock` created with O_EXCL, holding the owner's pid. A lock older than
+ * 30 s is taken as left by a crashed process and removed.
+ *
+ * @returns a function that releases the lock.
+ */
+export async function acquireLock(lockPath: string): Promise<() => Promise<void>> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      const fh = await fsp.open(lockPath, "wx", 0o600);
+      try {
+        await fh.writeFile(`${process.pid}\n`);
+      } finally {
+        await fh.close();
+      }
+      return () => fsp.rm(lockPath, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const st = await fsp.stat(lockPath).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) {
+      await fsp.rm(lockPath, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new KeystoreFileError(`keystore lock ${lockPath} is held by another process; retry, or remove the file if no keys CLI or service is changing keys`);
+    }
+    await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 25)));
+  }
+}
+
+/** Reads and validates the keystore, with the file identity it had. */
+export async function loadKeystore(file: string): Promise<{ doc: LocalKeystoreDocument; fingerprint: string }> {
+  const { text, fingerprint } = await readSnapshot(file);
+  return { doc: parseDocument(file, text), fingerprint };
+}
+
+/** Any failure to use the keystore file as the port reports it: ROOT_KEY_BACKEND_UNAVAILABLE with the fix, if known. */
+export function keystoreUnavailable(file: string, err: unknown): RootKeyError {
+  if (err instanceof RootKeyError) return err;
+  const detail = err instanceof KeystoreFileError ? err.message : `keystore ${file} cannot be read or written (${(err as NodeJS.ErrnoException)?.code ?? "error"})`;
+  return new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `local root-key backend unavailable: ${detail}`, { backend: LOCAL_BACKEND }, err);
+}
+
+/**
+ * Makes sure the keystore exists: creates it (directory mode 0700, file 0600) with root key `defaultKeyId`
+ * version 1 when it is missing and `createIfMissing`; another process creating it first wins ('wx' semantics).
+ * @throws Error naming the fix when it is missing and may not be created; the fs error otherwise.
+ */
+export async function ensureKeystore(file: string, createIfMissing: boolean, defaultKeyId: string): Promise<void> {
+  try {
+    await fsp.lstat(file);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  if (!createIfMissing) {
+    throw new Error(`keystore ${file} does not exist; fix the path, or create it (the service creates it on first start; the keys CLI with "init")`);
+  }
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const doc: LocalKeystoreDocument = { format: LOCAL_KEYSTORE_FORMAT, keys: [newKeyRecord(defaultKeyId, new Date().toISOString())] };
+  try {
+    await writeAtomic(file, serialize(doc), "create");
+  } catch (err) {
+    // Another process created it first: use theirs (the 'wx' semantics).
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+}

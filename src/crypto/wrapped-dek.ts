@@ -1,0 +1,141 @@
+/**
+ * The wrapped-DEK format, framed and opened here for every root-key backend: a backend only wraps and unwraps
+ * key bytes (RFC 3394), whatever it is (a keystore file, an HSM's C_WrapKey, a cloud KMS).
+ *
+ * JWE compact serialization (RFC 7516 §7.1), `alg` A256KW (RFC 7518 §4.4), `enc` A256GCM (RFC 7518 §5.3):
+ * ```
+ * protected header  {"alg":"A256KW","enc":"A256GCM","kid":"<backend>/<root key id>/<version>","cm_instance":"instances/<id>"}
+ * CEK               32 random bytes, drawn here
+ * encrypted key     RFC 3394 wrap of the CEK by root key version <version> (the backend's wrapKey): 40 bytes
+ * ciphertext, tag   AES-256-GCM of the DEK under the CEK, 96-bit random IV, AAD = ASCII(BASE64URL(header))
+ * ```
+ * The header is authenticated (it is the AAD), so a wrapped DEK moved to another instance fails to unwrap, and
+ * `kid` says which backend, key and version can unwrap it. node-jose reads what this writes and this reads what
+ * node-jose writes with the same key material (test/unit/crypto.wrapped-dek.test.ts).
+ */
+import { randomBytes, randomFillSync } from "node:crypto";
+
+import { isInstanceName } from "../domain/names.js";
+import {
+  ROOT_KEY_BACKEND_PATTERN,
+  ROOT_KEY_ID_PATTERN,
+  ROOT_KEY_VERSION_PATTERN,
+  type RootKeyBackend,
+} from "../domain/rootkey.js";
+import { ALG_A256KW, ENC_A256GCM, GCM_IV_BYTES, assertAlgorithms, fail, splitCompact } from "./compact.js";
+import { DEK_BYTES, zero } from "./dek.js";
+import { gcmOpen, gcmSeal } from "./fastjwe.js";
+
+/** Authenticated context bound into every wrapped DEK. */
+export interface WrapContext {
+  /** Resource name of the owning instance, `instances/{instance}`. */
+  instance: string;
+}
+
+/** Which root key version a wrapped DEK names in its `kid`. */
+export interface RootKeyVersionRef {
+  backend: string;
+  keyId: string;
+  version: number;
+}
+
+/** A DEK wrapped by {@link wrapDek}. */
+export interface WrappedDek {
+  /** The JWE compact serialization that is stored. */
+  jwe: string;
+  /** The root key version that wrapped it (also in `kid`). */
+  version: number;
+}
+
+const KID = new RegExp(`^(${ROOT_KEY_BACKEND_PATTERN})/(${ROOT_KEY_ID_PATTERN})/(${ROOT_KEY_VERSION_PATTERN})$`);
+/** The exact header field set of a wrapped DEK (sorted); anything more or less is refused. */
+const HEADER_FIELDS = "alg,cm_instance,enc,kid";
+
+/** `<backend>/<keyId>/<version>`: the `kid` of a wrapped DEK and the name of a root key version. */
+export function rootKeyKid(backend: string, keyId: string, version: number): string {
+  return `${backend}/${keyId}/${version}`;
+}
+
+function checkContext(context: WrapContext): void {
+  if (!context || !isInstanceName(context.instance)) throw new TypeError("WrapContext.instance must be a resource name instances/{uuid}");
+}
+
+/**
+ * Wraps a DEK under the current version of root key `keyId` of `backend`.
+ *
+ * @param dek 32 bytes; not retained or zeroed.
+ * @param context `instance` = `instances/{uuid}`, bound into the authenticated header.
+ * @returns the JWE and the root key version used.
+ * @throws whatever `backend.wrapKey` throws (RootKeyError); TypeError on a bad DEK size or context.
+ * @example
+ * const { jwe, version } = await wrapDek(backend, "default", dek, { instance: "instances/0193..." });
+ */
+export async function wrapDek(backend: RootKeyBackend, keyId: string, dek: Buffer, context: WrapContext): Promise<WrappedDek> {
+  if (!Buffer.isBuffer(dek) || dek.length !== DEK_BYTES) throw new TypeError(`dek must be a ${DEK_BYTES}-byte Buffer`);
+  checkContext(context);
+  const cek = randomFillSync(Buffer.alloc(DEK_BYTES));
+  try {
+    const { version, wrapped } = await backend.wrapKey(keyId, cek);
+    const header = { alg: ALG_A256KW, enc: ENC_A256GCM, kid: rootKeyKid(backend.name, keyId, version), cm_instance: context.instance };
+    const protectedB64 = Buffer.from(JSON.stringify(header), "utf8").toString("base64url");
+    const iv = randomBytes(GCM_IV_BYTES);
+    const { ciphertext, tag } = gcmSeal(cek, protectedB64, iv, dek);
+    const jwe = [protectedB64, wrapped.toString("base64url"), iv.toString("base64url"), ciphertext.toString("base64url"), tag.toString("base64url")].join(".");
+    return { jwe, version };
+  } finally {
+    zero(cek);
+  }
+}
+
+/**
+ * Unwraps a DEK made by {@link wrapDek} (or by any RFC 7516 library with the same key material): strict compact
+ * parsing, `alg`/`enc` allow-list, the exact header field set, a `kid` naming a version of a root key of this
+ * backend; the backend unwraps the CEK (its own errors first: a disabled key says so), then `cm_instance` must
+ * equal `context.instance`, then AES-256-GCM authenticates header and DEK.
+ *
+ * @returns the 32-byte DEK; the caller zeroes it.
+ * @throws DecryptionError when the JWE is malformed, names another backend, is tampered, bound to another
+ *         instance or wrapped under another key (one message for all, RFC 7516 §11.5); RootKeyError from the
+ *         backend for the key version itself; TypeError on a bad context.
+ * @example
+ * const dek = await unwrapDek(backend, record.wrappedKey, { instance: "instances/0193..." });
+ */
+export async function unwrapDek(backend: RootKeyBackend, jwe: string, context: WrapContext): Promise<Buffer> {
+  checkContext(context);
+  const parts = splitCompact(jwe);
+  assertAlgorithms(parts, ALG_A256KW);
+  const header = parts.header;
+  if (Object.keys(header).sort().join(",") !== HEADER_FIELDS) fail("unexpected wrapped DEK header");
+  const ref = kidRef(header.kid);
+  if (!ref || ref.backend !== backend.name) fail("kid does not name a root key of this backend");
+  const cek = await backend.unwrapKey(ref.keyId, ref.version, parts.encryptedKey);
+  try {
+    // Key state is reported first (above); the binding is checked before any decryption with the CEK.
+    if (header.cm_instance !== context.instance) fail("wrapped DEK belongs to another instance");
+    const dek = gcmOpen(cek, parts.protectedB64, parts.iv, parts.ciphertext, parts.tag);
+    if (dek.length !== DEK_BYTES) {
+      zero(dek);
+      fail("unexpected DEK size");
+    }
+    return dek;
+  } finally {
+    zero(cek);
+  }
+}
+
+/**
+ * The root key version a wrapped DEK names in its `kid`, for routing (which backend; is it the current
+ * version?). Not authenticated until the DEK unwraps.
+ *
+ * @throws DecryptionError when the JWE is malformed or its `kid` is not `<backend>/<key id>/<version>`.
+ */
+export function wrappedDekRef(jwe: string): RootKeyVersionRef {
+  const ref = kidRef(splitCompact(jwe).header.kid);
+  if (!ref) return fail("kid is not <backend>/<key id>/<version>");
+  return ref;
+}
+
+function kidRef(kid: unknown): RootKeyVersionRef | undefined {
+  const m = typeof kid === "string" ? KID.exec(kid) : null;
+  return m ? { backend: m[1]!, keyId: m[2]!, version: Number(m[3]) } : undefined;
+}
