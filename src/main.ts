@@ -94,7 +94,9 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       backends.set(hsm.name, hsm);
     }
 
-    const cache = new DekCache({ max: config.dekCacheMax, ttlMs: config.dekCacheTtlMs });
+    // An injected clock (tests) also ages cached DEKs; otherwise lru-cache's monotonic performance.now, which
+    // a wall-clock step back cannot stretch.
+    const cache = new DekCache({ max: config.dekCacheMax, ttlMs: config.dekCacheTtlMs, now: opts.clock && (() => clock.now().getTime()) });
     const keyring = new Keyring(backends, cache, clock);
     closers.push(async () => keyring.clear());
     const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));

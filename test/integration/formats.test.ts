@@ -85,7 +85,7 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       const r = await importFresh({ pkcs12: p12, passphrase: "s3cret" });
       expect(r.material.certificate).toBe(pem(chain.leafPem));
       expect(r.material.intermediates).toBe(pem(int1) + pem(int2) + pem(chain.rootPem));
-      expect(r.material.privateKey.startsWith("-----BEGIN PRIVATE KEY-----\n")).toBe(true);
+      expect(r.material.privateKey).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
       expect(spki(r.material.privateKey)).toBe(spki(chain.leafPem));
       expect(r.certificate.intermediateCount).toBe(3);
       expect(kinds(r.repairs)[0]).toBe("KIND_PKCS12_UNPACKED");
@@ -212,7 +212,7 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       const csr = inDir({ "k.pem": leaf.keyPem }, (d) => openssl(["req", "-new", "-key", "k.pem", "-subj", "/CN=csr.example", "-out", "r.csr"], { cwd: d }), ["r.csr"])[0].toString();
       expect((await refused({ certificate: csr })).message).toContain("certificate signing request (CSR)");
       const pub = await refused({ certificate: leaf.certPem, privateKey: leaf.key.publicPem });
-      expect([pub.reason, pub.message.includes("public key")]).toEqual(["INVALID_PRIVATE_KEY", true]);
+      expect([pub.reason, pub.message]).toEqual(["INVALID_PRIVATE_KEY", expect.stringContaining("public key")]);
       const keyOnly = await refused({ certificate: leaf.keyPem });
       expect(keyOnly.message).toContain("only a private key");
       const certAsKey = await refused({ certificate: leaf.certPem, privateKeyDer: derOf(leaf.certPem) });
@@ -345,7 +345,7 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       const tbs = tlv(0x30, tlv(0xa0, tlv(0x02, Buffer.from([2]))), tlv(0x02, Buffer.from([1])), ecdsa, name, validity, name, spki);
       const infinity = tlv(0x30, tbs, ecdsa, tlv(0x03, Buffer.alloc(9)));
       const e = await refused({ certificateDer: infinity });
-      expect([e.reason, e.message.includes("not an encoded curve point")]).toEqual(["INVALID_CERTIFICATE", true]);
+      expect([e.reason, e.message]).toEqual(["INVALID_CERTIFICATE", expect.stringContaining("not an encoded curve point")]);
       const leaf = makeLeaf({ cn: `scalar-${db}.example.test` });
       for (const scalar of [Buffer.alloc(32, 0xff), Buffer.alloc(32, 0)]) {
         const sec1 = tlv(0x30, tlv(0x02, Buffer.from([1])), tlv(0x04, scalar), tlv(0xa0, oid("2a8648ce3d030107")));
@@ -393,7 +393,7 @@ describe.each(await databases())("certificate formats on %s", (db) => {
       const sec1 = tlv(0x30, Buffer.concat([tlv(0x02, Buffer.from([1])), tlv(0x04, n521), tlv(0xa0, tlv(0x06, Buffer.from("2b81040023", "hex")))]));
       const p521 = makeLeaf({ cn: `p521-${db}.example.test`, keyType: "ec521", keySlot: "p521" });
       const order = await refused({ certificate: p521.certPem, privateKeyDer: sec1 });
-      expect([order.reason, order.message.includes("not below the curve order")]).toEqual(["INVALID_PRIVATE_KEY", true]);
+      expect([order.reason, order.message]).toEqual(["INVALID_PRIVATE_KEY", expect.stringContaining("not below the curve order")]);
     });
 
     it("accepts multi-prime RSA keys, and never verifies with DSA issuers", async () => {

@@ -93,7 +93,7 @@ describe.skipIf(!haveRealFixtures).each(await databases())("real certificate cor
       // Each stored intermediate issued the certificate before it.
       const chain = [m.certificate, ...(m.intermediates.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [])].map((p) => new X509Certificate(p));
       expect(chain.length, site).toBe(1 + c.intermediateCount);
-      for (let i = 1; i < chain.length; i++) expect(chain[i - 1].checkIssued(chain[i]), `${site} link ${i}`).toBe(true);
+      for (let i = 1; i < chain.length; i++) expect(chain[i - 1].checkIssued(chain[i]), `${site} link ${i}: issuer ${chain[i - 1].issuer}, next subject ${chain[i].subject}`).toBe(true);
     }
   });
 });

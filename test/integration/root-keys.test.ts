@@ -18,12 +18,15 @@ describe.each(cases)("root keys on %s with the %s backend", (db, backend) => {
   let t: TestService;
   let admin: KeyAdmin;
   const clock = new TestClock();
+  // The DEK cache ages on `clock`. Its TTL is longer than the 10 s steps that outdate the cached key description
+  // (5 s), so those steps leave cached DEKs in place and only the TTL steps below expire them.
+  const DEK_CACHE_TTL_MS = 30_000;
   const CUSTOMER = Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER;
 
   beforeAll(async () => {
     const extra = backend === "pkcs11" ? await pkcs11Admin() : undefined;
     // A tiny DEK limit makes automatic rotation happen after two imports with keys.
-    t = await startTestService(db, { CM_DEK_MAX_ENCRYPTIONS: "7", CM_REENCRYPT_BATCH_SIZE: "2", CM_DEK_CACHE_TTL_SECONDS: "1", ...(extra?.env ?? {}) }, clock);
+    t = await startTestService(db, { CM_DEK_MAX_ENCRYPTIONS: "7", CM_REENCRYPT_BATCH_SIZE: "2", CM_DEK_CACHE_TTL_SECONDS: String(DEK_CACHE_TTL_MS / 1000), ...(extra?.env ?? {}) }, clock);
     admin = extra ?? (await localKeyAdmin(t.config.localKeystorePath));
   });
   afterAll(async () => {
@@ -199,8 +202,8 @@ describe.each(cases)("root keys on %s with the %s backend", (db, backend) => {
     const other = await withCerts(bystander.name, 1, `by-${id}`);
 
     await admin.disable(id);
-    // Within the DEK cache TTL (1 s here) the cached key expires; nothing else is needed for the refusal.
-    await new Promise((r) => setTimeout(r, 1_200));
+    // Within the DEK cache TTL the cached key expires; nothing else is needed for the refusal.
+    clock.advance(DEK_CACHE_TTL_MS + 1);
     const refused = await expectFailure(t.certificates.accessCertificate({ name: names[0] }));
     expect([refused.code, refused.reason, refused.metadata.root_key_state]).toEqual([status.FAILED_PRECONDITION, "ROOT_KEY_UNAVAILABLE", "DISABLED"]);
     const leaf = makeLeaf({ cn: `life-new-${id}.example.test` });
@@ -226,7 +229,7 @@ describe.each(cases)("root keys on %s with the %s backend", (db, backend) => {
 
     await admin.destroy(id);
     clock.advance(10_000);
-    await new Promise((r) => setTimeout(r, 1_200));
+    clock.advance(DEK_CACHE_TTL_MS + 1);
     // The local keystore remembers destroyed versions; a PKCS#11 token keeps no trace of destroyed objects, so
     // there the key is reported as not found (destroyed, or a wrong token).
     const lostState = backend === "local" ? "DESTROYED" : "NOT_FOUND";
