@@ -1,6 +1,6 @@
 /**
- * Strict parsing of JWE Compact Serialization (RFC 7516 §7.1) shared by the node-jose wrapper (jwe.ts) and the
- * node:crypto fast path (fastjwe.ts). Lives apart from jwe.ts so the fast path never loads node-jose.
+ * Strict parsing of JWE Compact Serialization (RFC 7516 §7.1), shared by the sealed fields (fastjwe.ts,
+ * sealed-field.ts), the wrapped DEKs (wrapped-dek.ts) and the tests' node-jose reference.
  *
  * Every failure throws the same {@link DecryptionError} (RFC 7516 §11.5: do not tell an attacker which check
  * failed); the internal cause is kept for logs only.

@@ -1,6 +1,6 @@
 /**
- * Data encryption keys (DEKs): the per-instance AES-256 keys that seal secret material (DESIGN.md "Envelope
- * format"). A DEK exists in plaintext only in memory; at rest it is stored wrapped by a root key.
+ * Data encryption keys (DEKs): the per-instance AES-256 keys that seal secret material (see ARCHITECTURE.md,
+ * "Envelope format"). A DEK exists in plaintext only in memory; at rest it is stored wrapped by a root key.
  */
 import { randomBytes, randomFillSync } from "node:crypto";
 

@@ -1,7 +1,7 @@
 /**
- * In-memory cache of plaintext DEKs (DESIGN.md "Envelope format": "a bounded DEK cache with TTL, emptied when a
- * root key is disabled"). Unwrapping costs a root-key backend round trip (an HSM call, or ~140 µs in node-jose),
- * so every read of a sealed value would otherwise pay it.
+ * In-memory cache of plaintext DEKs: bounded, with a TTL, emptied for a root key seen disabled (see
+ * ARCHITECTURE.md, "Envelope format"). Unwrapping costs a root-key backend round trip (an HSM call, or the local
+ * keystore's key unwrap), so every read of a sealed value would otherwise pay it.
  *
  * Ownership: the cache owns the buffer each loader returns and zeroes it when the entry is evicted (LRU), expires
  * (TTL, purged by timer), is deleted or the cache is cleared. Callers always get a FRESH COPY they own, so an

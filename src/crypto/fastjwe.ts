@@ -1,7 +1,8 @@
 /**
- * `dir` + `A256GCM` JWE compact serialization built and opened with node:crypto directly, the hot path that
- * DESIGN.md "Envelope format" allows: byte-for-byte the same format as jwe.ts (node-jose), proven by the
- * interop tests in test/unit/crypto.fastjwe.test.ts (node-jose opens what this writes and vice versa).
+ * `dir` + `A256GCM` JWE compact serialization built and opened with node:crypto directly (see ARCHITECTURE.md,
+ * "Envelope format"): byte-for-byte the format node-jose writes, proven by the interop tests in
+ * test/unit/crypto.fastjwe.test.ts (node-jose opens what this writes and vice versa). Also the AES-GCM of
+ * wrapped DEKs (./wrapped-dek.ts).
  *
  * Construction (RFC 7516 §5.1 with RFC 7518 §4.5 and §5.3): CEK = the DEK; encrypted key = empty;
  * IV = 96 random bits; AAD = ASCII(BASE64URL(UTF8(protected header))); AES-256-GCM with a 128-bit tag
@@ -74,7 +75,7 @@ export function gcmOpen(cek: Buffer, protectedB64: string, iv: Buffer, ciphertex
 
 /**
  * Encrypts with a 256-bit key directly: JWE compact, `alg` dir, `enc` A256GCM, same output format as
- * `encryptDir` in jwe.ts (node-jose), about 10x faster (see bench/envelope.ts). Synchronous.
+ * node-jose's, about 10x faster (see bench/envelope.ts). Synchronous.
  *
  * Header field order is `alg`, `enc`, then the caller's fields in insertion order. At most 2^32 encryptions per
  * key with random IVs (NIST SP 800-38D §8.3).
@@ -98,7 +99,7 @@ export function encryptDirFast(key: Buffer, plaintext: Buffer, protectedHeader: 
 
 /**
  * Decrypts a `dir` + `A256GCM` compact JWE (written by this module, by node-jose or any RFC 7516 library) with
- * the same strict checks as `decryptDir` in jwe.ts: 5 canonical base64url segments, exactly `alg` dir and
+ * the same strict checks as node-jose's reference wrapper in the tests: 5 canonical base64url segments, exactly `alg` dir and
  * `enc` A256GCM, no `zip`/`crit`, empty encrypted key, 96-bit IV, 128-bit tag. Synchronous.
  *
  * @param key 32-byte key. Not retained.

@@ -1,5 +1,5 @@
 /**
- * Per-instance DEK management over the root-key backends (DESIGN.md "Envelope format"): creating and wrapping
+ * Per-instance DEK management over the root-key backends (see ARCHITECTURE.md, "Envelope format"): creating and wrapping
  * DEKs, unwrapping them through the DEK cache to seal or open material, rewrapping them after a root key
  * rotation, and noticing disabled or destroyed root keys.
  *

@@ -1,6 +1,6 @@
 /**
  * The server as a separate process, as an operator runs it: reflection and health through `buf curl` (the
- * grpcurl stand-in, see TOOLCHAIN.md), config errors naming the variable, SIGTERM draining and exiting 0.
+ * grpcurl stand-in: it ships in the @bufbuild/buf npm package), config errors naming the variable, SIGTERM draining and exiting 0.
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, statSync } from "node:fs";

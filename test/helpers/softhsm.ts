@@ -1,5 +1,5 @@
 /**
- * SoftHSM2 tokens for tests (TOOLCHAIN.md section 6).
+ * SoftHSM2 tokens for tests (Debian package softhsm2; each test process gets its own token directory).
  *
  * SoftHSM reads SOFTHSM2_CONF from the process environment at C_Initialize, and scans its token directory only
  * then: a token created after this process initialised the module stays invisible until every handle on the
