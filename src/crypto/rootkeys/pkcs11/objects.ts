@@ -67,8 +67,11 @@ const NO_USAGE: Template = [
   { type: ck.CKA_DERIVE, value: false },
 ];
 
-/** C_UnwrapKey template: a session object we may read once (CKA_VALUE) and then destroy. */
-const UNWRAP_TEMPLATE: Template = [
+/**
+ * A transient CEK as a session object: created to be wrapped (C_WrapKey needs an extractable key, v2.40 base) or
+ * unwrapped into and read once (CKA_VALUE), then destroyed; nothing else may use it.
+ */
+const SESSION_KEY_TEMPLATE: Template = [
   { type: ck.CKA_CLASS, value: ck.CKO_SECRET_KEY },
   { type: ck.CKA_KEY_TYPE, value: ck.CKK_AES },
   { type: ck.CKA_TOKEN, value: false },
@@ -192,17 +195,7 @@ export async function generateKey(t: TokenSession, template: Template): Promise<
 export async function hsmWrap(t: TokenSession, kek: Handle, cek: Buffer): Promise<Buffer> {
   const p = t.entry.pkcs11;
   const s = t.session;
-  const obj = p.C_CreateObject(s, [
-    { type: ck.CKA_CLASS, value: ck.CKO_SECRET_KEY },
-    { type: ck.CKA_KEY_TYPE, value: ck.CKK_AES },
-    { type: ck.CKA_TOKEN, value: false },
-    { type: ck.CKA_PRIVATE, value: true },
-    { type: ck.CKA_VALUE, value: cek },
-    // C_WrapKey needs an extractable key (v2.40 base, C_WrapKey); nothing else may use this object.
-    { type: ck.CKA_EXTRACTABLE, value: true },
-    { type: ck.CKA_SENSITIVE, value: false },
-    ...NO_USAGE,
-  ]);
+  const obj = p.C_CreateObject(s, [...SESSION_KEY_TEMPLATE, { type: ck.CKA_VALUE, value: cek }]);
   try {
     const mech = { mechanism: ck.CKM_AES_KEY_WRAP };
     const buf = Buffer.alloc(WRAPPED_CEK_BYTES + 16);
@@ -221,7 +214,7 @@ export async function hsmUnwrap(t: TokenSession, kek: Handle, encryptedKey: Buff
   let obj: Handle;
   try {
     const mech = { mechanism: ck.CKM_AES_KEY_WRAP };
-    obj = t.threaded ? await p.C_UnwrapKeyAsync(s, mech, kek, encryptedKey, UNWRAP_TEMPLATE) : p.C_UnwrapKey(s, mech, kek, encryptedKey, UNWRAP_TEMPLATE);
+    obj = t.threaded ? await p.C_UnwrapKeyAsync(s, mech, kek, encryptedKey, SESSION_KEY_TEMPLATE) : p.C_UnwrapKey(s, mech, kek, encryptedKey, SESSION_KEY_TEMPLATE);
   } catch (err) {
     const code = ckrOf(err);
     if (code !== undefined && UNWRAP_INTEGRITY.has(code)) {
