@@ -86,6 +86,13 @@ export class AbortedError extends DomainError {
   }
 }
 
+/** Something the service depends on (the database) cannot be reached now; retrying with backoff may succeed. */
+export class UnavailableError extends DomainError {
+  constructor(reason: string, message: string, metadata: Record<string, string> = {}, cause?: unknown) {
+    super("UNAVAILABLE", reason, message, { metadata, cause });
+  }
+}
+
 /**
  * Stored ciphertext failed to decrypt or authenticate (tampered, moved to another instance or certificate, or
  * encrypted under a key we no longer hold). Every such failure looks the same to the caller (RFC 7516 §11.5).

@@ -11,7 +11,8 @@ import type {
   CertificateRepository,
   CertificateVersionRecord,
 } from "../../domain/ports.js";
-import { isMysql, isUniqueViolation, keysetAfter } from "../db.js";
+import { isMysql, keysetAfter } from "../db.js";
+import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "certificates";
 const VERSIONS = "certificate_versions";
@@ -225,7 +226,7 @@ export class KnexCertificateRepository implements CertificateRepository {
   private async writeDomains(cert: CertificateRecord): Promise<void> {
     await this.db(DOMAINS).where({ certificate_id: cert.id }).delete();
     const rows = domainsOf(cert.metadata).map((domain) => ({ certificate_id: cert.id, instance_id: cert.instanceId, domain }));
-    // SQLite caps a multi-row INSERT at 500 rows (TOOLCHAIN.md, pitfall 2).
+    // SQLite caps a multi-row INSERT at 500 rows (SQLITE_MAX_COMPOUND_SELECT).
     for (let i = 0; i < rows.length; i += 400) await this.db(DOMAINS).insert(rows.slice(i, i + 400));
   }
 

@@ -1,11 +1,12 @@
 /**
  * Reclamation repository: table `reclamations`. Every transition is one conditional UPDATE whose affected-row
- * count says who won, so races between replicas are decided by the database (DESIGN.md "State machines").
+ * count says who won, so races between replicas are decided by the database.
  */
 import type { Knex } from "knex";
 import { UniqueConstraintError } from "../../domain/errors.js";
 import type { KeysetCursor, ReclamationFilter, ReclamationRecord, ReclamationRepository } from "../../domain/ports.js";
-import { isUniqueViolation, keysetAfter } from "../db.js";
+import { keysetAfter } from "../db.js";
+import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "reclamations";
 const COLUMNS = ["id", "instance_id", "state", "expire_time", "create_time", "update_time", "lease_owner", "lease_until"] as const;
