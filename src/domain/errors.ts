@@ -86,6 +86,24 @@ export class AbortedError extends DomainError {
   }
 }
 
+/**
+ * The `etag` sent does not match the resource's current one, or (without an etag) concurrent writers kept
+ * winning the race; the caller reads the resource again and retries (AIP-154).
+ */
+export class EtagMismatchError extends DomainError {
+  /** @param etagSent false when the client sent no etag and only lost races to concurrent writers. */
+  constructor(name: string, etagSent = true) {
+    super(
+      "ABORTED",
+      "ETAG_MISMATCH",
+      etagSent
+        ? `the etag sent for ${name} does not match its current etag: it changed since you read it; read it again and retry`
+        : `${name} was changed by concurrent requests while this one ran; retry`,
+      { metadata: { resource: name } },
+    );
+  }
+}
+
 /** Something the service depends on (the database) cannot be reached now; retrying with backoff may succeed. */
 export class UnavailableError extends DomainError {
   constructor(reason: string, message: string, metadata: Record<string, string> = {}, cause?: unknown) {

@@ -15,7 +15,8 @@ import { open, seal, type SecretField } from "../crypto/envelope.js";
 import { AbortedError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type { CertificateVersionRecord, DekRecord, InstanceRecord, Repositories, UnitOfWork } from "../domain/ports.js";
-import { lockActiveInstance, requireActive } from "./instance-state.js";
+import { requireActive } from "../domain/instance.js";
+import { lockActiveInstance } from "./instance-state.js";
 import type { Keyring, LentDek } from "./keyring.js";
 
 /** Rotation tuning. */

@@ -9,7 +9,7 @@ import { open, type SecretField } from "../crypto/envelope.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type { CertificateRecord, CertificateVersionRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { parseCertificateFilter } from "./filter.js";
-import { instanceNotFound, requireActive } from "./instance-state.js";
+import { getActiveInstance } from "./instance-state.js";
 import type { Keyring } from "./keyring.js";
 import { PageTokenCodec } from "./page-token.js";
 import { DecryptionError } from "../domain/errors.js";
@@ -53,9 +53,7 @@ export class ExportService {
    *         INVALID_FILTER | INVALID_PAGE_TOKEN | INVALID_FIELD (recipient_public_key)
    */
   async start(req: ExportRequest, signal?: AbortSignal): Promise<AsyncGenerator<ExportedCertificate>> {
-    const instance = await this.uow.repos.instances.get(req.instanceId);
-    if (!instance) throw instanceNotFound(req.instanceId);
-    requireActive(instance);
+    const instance = await getActiveInstance(this.uow.repos, req.instanceId);
     const filter = parseCertificateFilter(req.filter);
     const recipient = req.recipientPublicKey ? parseRecipientKey(req.recipientPublicKey) : undefined;
     const withKeys = req.includePrivateKeys || recipient !== undefined;
