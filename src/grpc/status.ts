@@ -11,7 +11,7 @@ import { Status } from "../../gen/ts/google/rpc/status.js";
 import { DomainError, type ErrorKind } from "../domain/errors.js";
 
 /** ErrorInfo.domain of every error this service returns. */
-export const ERROR_DOMAIN = "certmanager";
+const ERROR_DOMAIN = "certmanager";
 
 const CODES: Record<ErrorKind, Code> = {
   INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
@@ -27,7 +27,7 @@ const CODES: Record<ErrorKind, Code> = {
 };
 
 /** True when `reason` is a value of the contract's ErrorReason enum (without its prefix). */
-export function isKnownReason(reason: string): boolean {
+function isKnownReason(reason: string): boolean {
   return errorReasonFromJSON(`ERROR_REASON_${reason}`) !== ErrorReason.UNRECOGNIZED;
 }
 

@@ -12,13 +12,13 @@ const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
 /** @throws InvalidArgumentError INVALID_FIELD when `value` is longer than `max` characters. */
-export function checkLength(field: string, value: string, max: number): string {
+function checkLength(field: string, value: string, max: number): string {
   if ([...value].length > max) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} must be at most ${max} characters, got ${[...value].length}`);
   return value;
 }
 
 /** Label rules as in Google Cloud: at most 64; keys `[a-z][a-z0-9_-]{0,62}`; values `[a-z0-9_-]{0,63}`. */
-export function checkLabels(field: string, labels: Record<string, string>): Record<string, string> {
+function checkLabels(field: string, labels: Record<string, string>): Record<string, string> {
   const entries = Object.entries(labels);
   if (entries.length > 64) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} may hold at most 64 labels, got ${entries.length}`);
   for (const [k, v] of entries) {

@@ -28,7 +28,7 @@ export interface RotationOptions {
 }
 
 /** Thrown inside a sealing transaction when the active DEK has no room left: roll back, rotate, retry. */
-export class NeedsRotation extends Error {}
+class NeedsRotation extends Error {}
 
 const FIELDS: { field: SecretField; key: "certificateJwe" | "privateKeyJwe" | "intermediatesJwe" }[] = [
   { field: "certificate", key: "certificateJwe" },

@@ -59,5 +59,5 @@ export class KnexUnitOfWork implements UnitOfWork {
   }
 }
 
-export { createKnex, isMysql } from "./db.js";
+export { createKnex } from "./db.js";
 export { migrateLatest } from "./migrations.js";

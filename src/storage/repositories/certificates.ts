@@ -127,7 +127,7 @@ function rowToCertificate(r: Row): CertificateRecord {
  * Reads the `sans` column. Its JSON object has one array per SubjectAltNames key; rows written before
  * `directoryName`, `registeredId` and `otherName` existed lack them, and get empty lists.
  */
-export function sansFromJson(text: string): SubjectAltNames {
+function sansFromJson(text: string): SubjectAltNames {
   const s = JSON.parse(text) as Partial<SubjectAltNames>;
   return {
     dns: s.dns ?? [],
@@ -199,7 +199,7 @@ function rowToVersion(r: VersionRow): CertificateVersionRecord {
  * The host names a certificate is valid for, lowercased: its DNS SANs or, when it has none, a common name
  * that looks like a host name (RFC 6125 §6.4.4 allows the CN only without DNS SANs).
  */
-export function domainsOf(m: CertificateMetadata): string[] {
+function domainsOf(m: CertificateMetadata): string[] {
   const names = m.sans.dns.length > 0 ? m.sans.dns : /^[*A-Za-z0-9._-]+$/.test(m.subjectCommonName) ? [m.subjectCommonName] : [];
   // Only host-name characters: the filter accepts nothing else, and MySQL's PAD SPACE collation would see
   // "a.test" and "a.test " as one key.
