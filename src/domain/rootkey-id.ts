@@ -11,11 +11,11 @@
  */
 export const ROOT_KEY_ID = "[a-z][a-z0-9-]{0,62}";
 
-/** Root-key backend name pattern source (`local`, `pkcs11`), unanchored. */
-export const ROOT_KEY_BACKEND = "[a-z0-9]+";
+/** Backend names (`local`, `pkcs11`). */
+const BACKEND = "[a-z0-9]+";
 
 const KEY_ID = new RegExp(`^${ROOT_KEY_ID}$`);
-const REF = new RegExp(`^(${ROOT_KEY_BACKEND})/(${ROOT_KEY_ID})$`);
+const REF = new RegExp(`^(${BACKEND})/(${ROOT_KEY_ID})$`);
 
 /** A root key named by its backend and its id inside that backend. */
 export interface RootKeyRef {

@@ -73,6 +73,12 @@ export function isMysql(db: Knex): boolean {
   return db.client.config.client === "mysql2";
 }
 
+/** The first row `query` returns, mapped by `map`; undefined when there is none. */
+export async function firstRow<Row, T>(query: Knex.QueryBuilder, map: (row: Row) => T): Promise<T | undefined> {
+  const row = (await query.first()) as Row | undefined;
+  return row && map(row);
+}
+
 /**
  * Keyset pagination predicate "(col, id) after (value, afterId)" in the order given, written as
  * `col >= v AND (col > v OR id > afterId)` (or the mirror for descending): the leading range lets SQLite and

@@ -11,7 +11,7 @@ import type {
   CertificateRepository,
   CertificateVersionRecord,
 } from "../../domain/ports.js";
-import { isMysql, keysetAfter } from "../db.js";
+import { firstRow, isMysql, keysetAfter } from "../db.js";
 import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "certificates";
@@ -231,24 +231,15 @@ export class KnexCertificateRepository implements CertificateRepository {
   }
 
   async get(instanceId: string, id: string): Promise<CertificateRecord | undefined> {
-    const row = (await this.db(TABLE).select(COLUMNS).where({ id, instance_id: instanceId }).first()) as Row | undefined;
-    return row && rowToCertificate(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ id, instance_id: instanceId }), rowToCertificate);
   }
 
   async findByFingerprint(instanceId: string, sha256Fingerprint: string): Promise<CertificateRecord | undefined> {
-    const row = (await this.db(TABLE)
-      .select(COLUMNS)
-      .where({ instance_id: instanceId, sha256_fingerprint: sha256Fingerprint })
-      .first()) as Row | undefined;
-    return row && rowToCertificate(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ instance_id: instanceId, sha256_fingerprint: sha256Fingerprint }), rowToCertificate);
   }
 
   async getVersion(certificateId: string, version: number): Promise<CertificateVersionRecord | undefined> {
-    const row = (await this.db(VERSIONS)
-      .select(VERSION_COLUMNS)
-      .where({ certificate_id: certificateId, version })
-      .first()) as VersionRow | undefined;
-    return row && rowToVersion(row);
+    return firstRow(this.db(VERSIONS).select(VERSION_COLUMNS).where({ certificate_id: certificateId, version }), rowToVersion);
   }
 
   async list(query: CertificateListQuery): Promise<CertificateRecord[]> {

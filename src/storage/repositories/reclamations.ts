@@ -5,7 +5,7 @@
 import type { Knex } from "knex";
 import { UniqueConstraintError } from "../../domain/errors.js";
 import type { KeysetCursor, ReclamationFilter, ReclamationRecord, ReclamationRepository } from "../../domain/ports.js";
-import { keysetAfter } from "../db.js";
+import { firstRow, keysetAfter } from "../db.js";
 import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "reclamations";
@@ -65,8 +65,7 @@ export class KnexReclamationRepository implements ReclamationRepository {
   }
 
   async get(id: string): Promise<ReclamationRecord | undefined> {
-    const row = (await this.db(TABLE).select(COLUMNS).where({ id }).first()) as Row | undefined;
-    return row && rowToReclamation(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ id }), rowToReclamation);
   }
 
   async list(filter: ReclamationFilter, limit: number, after?: KeysetCursor): Promise<ReclamationRecord[]> {
