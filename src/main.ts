@@ -128,7 +128,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
         for (const b of backends.values()) await b.check();
         grpcServer.setServing(true);
       } catch (err) {
-        log.warn({ err: (err as Error).message }, "health check failed");
+        log.warn({ err: (err as Error).message, cause: ((err as Error).cause as Error | undefined)?.message }, "health check failed");
         grpcServer.setServing(false);
       }
     };

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
+import { isRootKeyId, ROOT_KEY_ID } from "../domain/rootkey-id.js";
 import type { DatabaseConfig } from "../storage/db.js";
 
 export type { DatabaseConfig };
@@ -149,8 +150,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     throw new ConfigError("CM_LOG_LEVEL", `must be one of fatal, error, warn, info, debug, trace, silent`);
   }
   const defaultRootKeyId = str(env, "CM_DEFAULT_ROOT_KEY_ID", "default");
-  if (!/^[a-z][a-z0-9-]{0,62}$/.test(defaultRootKeyId)) {
-    throw new ConfigError("CM_DEFAULT_ROOT_KEY_ID", "must match [a-z][a-z0-9-]{0,62}");
+  if (!isRootKeyId(defaultRootKeyId)) {
+    throw new ConfigError("CM_DEFAULT_ROOT_KEY_ID", `must match ${ROOT_KEY_ID}`);
   }
 
   const rootCertificate = str(env, "CM_ROOT_CERTIFICATE", "keep");

@@ -16,12 +16,8 @@
 import { randomBytes, randomFillSync } from "node:crypto";
 
 import { isInstanceName } from "../domain/names.js";
-import {
-  ROOT_KEY_BACKEND_PATTERN,
-  ROOT_KEY_ID_PATTERN,
-  ROOT_KEY_VERSION_PATTERN,
-  type RootKeyBackend,
-} from "../domain/rootkey.js";
+import type { RootKeyBackend } from "../domain/rootkey.js";
+import { ROOT_KEY_BACKEND, ROOT_KEY_ID, ROOT_KEY_VERSION } from "../domain/rootkey-id.js";
 import { ALG_A256KW, ENC_A256GCM, GCM_IV_BYTES, assertAlgorithms, fail, splitCompact } from "./compact.js";
 import { DEK_BYTES, zero } from "./dek.js";
 import { gcmOpen, gcmSeal } from "./fastjwe.js";
@@ -47,7 +43,7 @@ export interface WrappedDek {
   version: number;
 }
 
-const KID = new RegExp(`^(${ROOT_KEY_BACKEND_PATTERN})/(${ROOT_KEY_ID_PATTERN})/(${ROOT_KEY_VERSION_PATTERN})$`);
+const KID = new RegExp(`^(${ROOT_KEY_BACKEND})/(${ROOT_KEY_ID})/(${ROOT_KEY_VERSION})$`);
 /** The exact header field set of a wrapped DEK (sorted); anything more or less is refused. */
 const HEADER_FIELDS = "alg,cm_instance,enc,kid";
 

@@ -1,6 +1,6 @@
 /**
- * Certificate entity and the metadata kept in the clear (DESIGN.md "Envelope format": metadata is stored
- * unencrypted so it can be listed and filtered; every PEM body is encrypted).
+ * Certificate entity and the metadata kept in the clear: metadata is stored unencrypted so it can be listed and
+ * filtered; every PEM body is encrypted.
  */
 
 /** Key algorithm family of the certificate's subject public key. */
@@ -84,9 +84,6 @@ export interface ImportRepair {
 
 /** What to do with a self-signed root among the intermediates: keep it last, or drop it (RFC 8446 §4.4.2). */
 export type RootCertificatePolicy = "keep" | "drop";
-
-/** Lifecycle state of a stored certificate, derived from the clock. */
-export type CertificateState = "ACTIVE";
 
 /** A stored certificate version's secret material in the clear (only ever in memory). */
 export interface CertificateMaterial {

@@ -87,6 +87,31 @@ export class AbortedError extends DomainError {
 }
 
 /**
+ * The `etag` sent does not match the resource's current one, or (without an etag) concurrent writers kept
+ * winning the race; the caller reads the resource again and retries (AIP-154).
+ */
+export class EtagMismatchError extends DomainError {
+  /** @param etagSent false when the client sent no etag and only lost races to concurrent writers. */
+  constructor(name: string, etagSent = true) {
+    super(
+      "ABORTED",
+      "ETAG_MISMATCH",
+      etagSent
+        ? `the etag sent for ${name} does not match its current etag: it changed since you read it; read it again and retry`
+        : `${name} was changed by concurrent requests while this one ran; retry`,
+      { metadata: { resource: name } },
+    );
+  }
+}
+
+/** Something the service depends on (the database) cannot be reached now; retrying with backoff may succeed. */
+export class UnavailableError extends DomainError {
+  constructor(reason: string, message: string, metadata: Record<string, string> = {}, cause?: unknown) {
+    super("UNAVAILABLE", reason, message, { metadata, cause });
+  }
+}
+
+/**
  * Stored ciphertext failed to decrypt or authenticate (tampered, moved to another instance or certificate, or
  * encrypted under a key we no longer hold). Every such failure looks the same to the caller (RFC 7516 §11.5).
  */

@@ -1,7 +1,7 @@
 /**
- * Resource names (AIP-122): `instances/{instance}`, `instances/{instance}/certificates/{certificate}` and
- * `reclamations/{reclamation}`. IDs are server-assigned UUIDs (lowercase, RFC 9562), so a name that is not of
- * that shape cannot exist.
+ * Resource names (AIP-122), the one grammar every layer checks them against: `instances/{instance}`,
+ * `instances/{instance}/certificates/{certificate}` and `reclamations/{reclamation}`. IDs are server-assigned
+ * lowercase UUIDs (RFC 9562), so a name of any other shape names nothing that can exist.
  */
 import { InvalidArgumentError } from "./errors.js";
 
@@ -17,6 +17,31 @@ export const instanceName = (id: string): string => `instances/${id}`;
 export const certificateName = (instanceId: string, certificateId: string): string =>
   `instances/${instanceId}/certificates/${certificateId}`;
 
+/** `reclamations/{id}` for a reclamation id. */
+export const reclamationName = (id: string): string => `reclamations/${id}`;
+
+/**
+ * The id in an instance name, or undefined when `name` is not one; for callers that report a bad name in
+ * their own words (a filter, a crypto context) rather than as a request field.
+ * @example instanceIdOf("instances/0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d") // "0190a3c4-…"
+ */
+export function instanceIdOf(name: string): string | undefined {
+  return INSTANCE.exec(name)?.[1];
+}
+
+/** True when `name` is an instance name `instances/{instance}`. */
+export function isInstanceName(name: unknown): name is string {
+  return typeof name === "string" && INSTANCE.test(name);
+}
+
+/**
+ * True when `name` is a certificate name whose parent is the instance name `instance`, so a context that binds
+ * both (the secret-field envelope) cannot pair a certificate with another instance.
+ */
+export function isCertificateNameUnder(instance: string, name: unknown): name is string {
+  return typeof name === "string" && isInstanceName(instance) && CERTIFICATE.test(name) && name.startsWith(`${instance}/certificates/`);
+}
+
 /** Matches `name` against `pattern`, or throws INVALID_FIELD naming the field and the expected form. */
 function match(pattern: RegExp, name: string, field: string, kind: string, form: string): RegExpExecArray {
   const m = pattern.exec(name);
@@ -31,6 +56,7 @@ function match(pattern: RegExp, name: string, field: string, kind: string, form:
 /**
  * Parses `instances/{instance}`.
  * @param field the request field the name came from, for the error's field violation.
+ * @returns the instance id.
  * @throws InvalidArgumentError INVALID_FIELD when the name is malformed.
  */
 export function parseInstanceName(name: string, field: string): string {
@@ -48,18 +74,9 @@ export function parseCertificateName(name: string, field: string): { instanceId:
 
 /**
  * Parses `reclamations/{reclamation}`.
+ * @returns the reclamation id.
  * @throws InvalidArgumentError INVALID_FIELD when the name is malformed.
  */
 export function parseReclamationName(name: string, field: string): string {
   return match(RECLAMATION, name, field, "a reclamation", "reclamations/{uuid}")[1];
-}
-
-/** Whether `name` is an instance name `instances/{uuid}` (for guards on names the service built itself). */
-export function isInstanceName(name: unknown): name is string {
-  return typeof name === "string" && INSTANCE.test(name);
-}
-
-/** Whether `name` is a certificate name `instances/{uuid}/certificates/{uuid}` under instance `instance`. */
-export function isCertificateNameUnder(instance: string, name: unknown): name is string {
-  return typeof name === "string" && CERTIFICATE.test(name) && name.startsWith(`${instance}/certificates/`);
 }

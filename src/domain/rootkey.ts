@@ -11,25 +11,6 @@ export type RootKeyState = "ENABLED" | "DISABLED" | "DESTROYED";
 /** A root key's state as the service sees it: the backend's, or NOT_FOUND when the backend does not know it. */
 export type RootKeyView = RootKeyState | "NOT_FOUND";
 
-/** Root key ids: lowercase letter first, then lowercase letters, digits and '-', at most 63 characters. */
-export const ROOT_KEY_ID_PATTERN = "[a-z][a-z0-9-]{0,62}";
-const ROOT_KEY_ID = new RegExp(`^${ROOT_KEY_ID_PATTERN}$`);
-/** Backend names: lowercase letters and digits, e.g. `local`, `pkcs11`. */
-export const ROOT_KEY_BACKEND_PATTERN = "[a-z][a-z0-9]{0,31}";
-/** Root key version numbers: 1..999,999,999 in canonical decimal. */
-export const ROOT_KEY_VERSION_PATTERN = "[1-9][0-9]{0,8}";
-const ROOT_KEY_VERSION = new RegExp(`^${ROOT_KEY_VERSION_PATTERN}$`);
-
-/** Whether `id` is a well-formed root key id (the one grammar for the API, config, the CLI and every backend). */
-export function isRootKeyId(id: unknown): id is string {
-  return typeof id === "string" && ROOT_KEY_ID.test(id);
-}
-
-/** Whether `v` is a valid root key version number (an integer 1..999,999,999). */
-export function isRootKeyVersion(v: unknown): v is number {
-  return typeof v === "number" && Number.isSafeInteger(v) && ROOT_KEY_VERSION.test(String(v));
-}
-
 /** What `describe` reports about a root key. */
 export interface RootKeyDescription {
   /** Backend name, e.g. `local`. */

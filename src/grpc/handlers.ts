@@ -1,9 +1,8 @@
 /**
  * gRPC handlers typed by the generated *Server interfaces. Each handler validates the request's shape,
- * calls one service use case and maps the result; errors go through `toServiceError` only.
+ * calls one service use case and maps the result; call ids, logging, cancellation and error mapping are the
+ * call wrappers' (calls.ts).
  */
-import { randomUUID } from "node:crypto";
-import type { sendUnaryData, ServerDuplexStream, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type {
   CertificateServiceServer,
@@ -21,43 +20,9 @@ import type { InstanceService } from "../services/instances.js";
 import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { ReclamationService } from "../services/reclamations.js";
 import { fromRootCertificate, toCertificate, toInstance, toReclamation, toRepairs } from "./mappers.js";
-import { toServiceError, toStatus } from "./status.js";
+import { bidiStream, serverStream, unary } from "./calls.js";
 import type { CertificateRecord, InstanceRecord } from "../domain/ports.js";
 import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
-
-/**
- * Wraps a unary use case: runs it, answers, maps any error in one place and logs the call (never payloads).
- * Each call gets a `call_id` in the log; an unexpected error carries it in ErrorInfo.metadata so an operator
- * can find the stack trace.
- */
-function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, signal: AbortSignal) => Promise<Res>) {
-  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
-    const started = process.hrtime.bigint();
-    const callId = randomUUID();
-    // Costly work (PKCS#12 files, encrypted keys) stops waiting or running when the client goes away.
-    const cancelled = new AbortController();
-    call.on("cancelled", () => cancelled.abort());
-    fn(call.request, cancelled.signal).then(
-      (res) => {
-        log.debug({ method, call_id: callId, code: 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }, "call");
-        callback(null, res);
-      },
-      (err: unknown) => {
-        const { error, expected } = toServiceError(err, callId);
-        const ms = Number(process.hrtime.bigint() - started) / 1e6;
-        if (expected) log.info({ method, call_id: callId, code: error.code, reason: (err as { reason?: string }).reason, ms }, "call failed");
-        else log.error({ method, call_id: callId, code: error.code, ms, err: loggableError(err) }, "call failed unexpectedly");
-        callback(error);
-      },
-    );
-  };
-}
-
-/** An error for the log: type, message cut to 2,000 characters (Knex puts whole statements in it), stack. */
-function loggableError(err: unknown): object {
-  const e = err as Error;
-  return { type: e?.name, code: (e as { code?: string })?.code, message: String(e?.message ?? err).slice(0, 2000), stack: e?.stack?.split("\n").slice(1, 12).join("\n") };
-}
 
 function required<T>(value: T | undefined, field: string): T {
   if (value === undefined) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} is required`);
@@ -119,20 +84,6 @@ export function reclamationHandlers(log: Logger, reclamations: ReclamationServic
   };
 }
 
-/** Resolves when the stream can take more data, or when the call is cancelled or its deadline passes. */
-function drained(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      call.off("drain", done);
-      call.off("cancelled", done);
-      resolve();
-    };
-    call.on("drain", done);
-    call.on("cancelled", done);
-    if (call.cancelled) done();
-  });
-}
-
 /** The material fields shared by ImportCertificate and ReimportCertificate. */
 function materialOf(req: ImportCertificateRequest | ReimportCertificateRequest): MaterialInput {
   return {
@@ -157,104 +108,44 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
     return certificates.import(instanceId, materialOf(req), fields, checkRequestId(req.requestId), signal);
   };
   return {
-    importCertificate: unary(log, "ImportCertificate", async (req, signal) => {
+    importCertificate: unary(log, "ImportCertificate", async (req, { signal }) => {
       const { certificate, repairs } = await importOne(req, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
-    exportCertificates: (call) => {
-      const callId = randomUUID();
-      const started = process.hrtime.bigint();
-      let sent = 0;
-      const abort = new AbortController();
-      call.on("cancelled", () => abort.abort());
-      (async () => {
-        const req = call.request;
-        const items = await exporter.start({
+    exportCertificates: serverStream(log, "ExportCertificates", async (req, { signal }) => {
+      // Validation happens here, before the first message, so a bad request fails the call with a clear status.
+      const items = await exporter.start(
+        {
           instanceId: parseInstanceName(req.parent, "parent"),
           filter: req.filter,
           includePrivateKeys: req.includePrivateKeys,
           recipientPublicKey: req.recipientPublicKey,
           resumeToken: req.resumeToken,
-        }, abort.signal);
+        },
+        signal,
+      );
+      return (async function* () {
         for await (const item of items) {
-          // Leaving the loop ends the generator, so no further batch is read.
-          if (call.cancelled) break;
-          const ok = call.write({
+          yield {
             certificate: toProto(item.certificate),
             certificatePem: item.certificatePem,
             privateKeyPem: item.privateKeyPem,
             privateKeyJwe: item.privateKeyJwe,
             intermediatesPem: item.intermediatesPem,
             resumeToken: item.resumeToken,
-          });
-          sent++;
-          if (!ok) await drained(call);
+          };
         }
-        if (!call.cancelled) call.end();
-        const mem = process.memoryUsage();
-        log.info(
-          {
-            method: "ExportCertificates",
-            call_id: callId,
-            sent,
-            cancelled: call.cancelled,
-            ms: Number(process.hrtime.bigint() - started) / 1e6,
-            rss_mb: Math.round(mem.rss / 1e6),
-            heap_mb: Math.round(mem.heapUsed / 1e6),
-            external_mb: Math.round(mem.external / 1e6),
-          },
-          "stream done",
-        );
-      })().catch((err: unknown) => {
-        const { error, expected } = toServiceError(err, callId);
-        if (expected) log.info({ method: "ExportCertificates", call_id: callId, code: error.code, sent }, "stream failed");
-        else log.error({ method: "ExportCertificates", call_id: callId, code: error.code, sent, err: loggableError(err) }, "stream failed unexpectedly");
-        call.emit("error", error);
-      });
-    },
-    importCertificates: (call) => {
-      const callId = randomUUID();
-      let index = 0;
-      let failed = 0;
-      const cancelled = new AbortController();
-      call.on("cancelled", () => cancelled.abort());
-      (async () => {
-        // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which
-        // would drop the responses still being written.
-        const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<ImportCertificatesRequest> }).iterator({
-          destroyOnReturn: false,
-        });
-        for await (const msg of requests) {
-          const item = msg.item;
-          let response: ImportCertificatesResponse;
-          try {
-            if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
-            const { certificate, repairs } = await importOne(item, cancelled.signal);
-            response = { index, requestId: item.requestId, certificate: toProto(certificate), error: undefined, repairs: toRepairs(repairs) };
-          } catch (err) {
-            const { status, expected } = toStatus(err, callId);
-            if (!expected) log.error({ method: "ImportCertificates", call_id: callId, index, err: loggableError(err) }, "item failed unexpectedly");
-            failed++;
-            response = { index, requestId: item?.requestId ?? "", certificate: undefined, error: status, repairs: [] };
-          }
-          index++;
-          if (call.cancelled) break;
-          if (!call.write(response)) await drained(call);
-        }
-        if (!call.cancelled) call.end();
-        log.info({ method: "ImportCertificates", call_id: callId, items: index, failed, cancelled: call.cancelled }, "stream done");
-      })().catch((err: unknown) => {
-        // A client that cancels (or whose deadline passes) ends its request stream early: not a server failure.
-        if (call.cancelled) {
-          log.info({ method: "ImportCertificates", call_id: callId, items: index, failed, cancelled: true }, "stream done");
-          return;
-        }
-        const { error } = toServiceError(err, callId);
-        log.error({ method: "ImportCertificates", call_id: callId, items: index, err: loggableError(err) }, "stream failed");
-        call.emit("error", error);
-      });
-    },
-    reimportCertificate: unary(log, "ReimportCertificate", async (req, signal) => {
+      })();
+    }),
+    importCertificates: bidiStream<ImportCertificatesRequest, ImportCertificatesResponse>(log, "ImportCertificates", {
+      async each({ item }, index, { signal }) {
+        if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
+        const { certificate, repairs } = await importOne(item, signal);
+        return { index, requestId: item.requestId, certificate: toProto(certificate), error: undefined, repairs: toRepairs(repairs) };
+      },
+      failed: ({ item }, index, status) => ({ index, requestId: item?.requestId ?? "", certificate: undefined, error: status, repairs: [] }),
+    }),
+    reimportCertificate: unary(log, "ReimportCertificate", async (req, { signal }) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
       const { certificate, repairs } = await certificates.reimport(instanceId, certificateId, materialOf(req), req.etag, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };

@@ -11,11 +11,11 @@ import { validityAt, type ImportRepair, type RepairKind, type RootCertificatePol
 import { Instance_KeyManagement, Instance_RootKeyState, Instance_State, type Instance } from "../../gen/ts/certmanager/v1/instance.js";
 import type { RootKeyView } from "../domain/rootkey.js";
 import type { InstanceKeyView } from "../services/instances.js";
-import { certificateName, instanceName } from "../domain/names.js";
+import { certificateName, instanceName, reclamationName } from "../domain/names.js";
 import { Reclamation_State, type Reclamation } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { CertificateRecord, InstanceRecord, ReclamationRecord } from "../domain/ports.js";
+import { formatRootKeyRef } from "../domain/rootkey-id.js";
 import { etagOf } from "../services/etag.js";
-import { reclamationName } from "../services/instance-state.js";
 
 const KEY_ALGORITHMS: Record<string, KeyAlgorithm> = {
   RSA: KeyAlgorithm.KEY_ALGORITHM_RSA,
@@ -34,7 +34,7 @@ export function toInstance(i: InstanceRecord, view: InstanceKeyView): Instance {
     description: i.description,
     labels: i.labels,
     state: i.state === "ACTIVE" && keyOff ? Instance_State.STATE_KEY_UNAVAILABLE : INSTANCE_STATES[i.state],
-    rootKey: `${i.rootKeyBackend}/${i.rootKeyId}`,
+    rootKey: formatRootKeyRef(i.rootKeyBackend, i.rootKeyId),
     rootKeyVersion: view.rootKeyVersion,
     keyManagement: i.keyManagement === "CUSTOMER" ? Instance_KeyManagement.KEY_MANAGEMENT_CUSTOMER : Instance_KeyManagement.KEY_MANAGEMENT_PROVIDER,
     rootKeyState: view.rootKeyState ? ROOT_KEY_STATES[view.rootKeyState] : Instance_RootKeyState.ROOT_KEY_STATE_UNSPECIFIED,

@@ -1,6 +1,6 @@
 /**
  * The grpc-js server: CertificateService, InstanceService, grpc.health.v1.Health and server reflection
- * (v1 and v1alpha, from the buf-built descriptor set shipped in gen/, see TOOLCHAIN.md §5).
+ * (v1 and v1alpha, from the buf-built descriptor set shipped in gen/, so grpcurl needs no proto files).
  */
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
@@ -19,7 +19,7 @@ import type { ReclamationService } from "../services/reclamations.js";
 import { certificateHandlers, instanceHandlers, reclamationHandlers } from "./handlers.js";
 
 /** Fully qualified names of the services whose health is reported. */
-export const SERVICE_NAMES = ["certmanager.v1.InstanceService", "certmanager.v1.CertificateService", "certmanager.v1.ReclamationService"] as const;
+const SERVICE_NAMES = ["certmanager.v1.InstanceService", "certmanager.v1.CertificateService", "certmanager.v1.ReclamationService"] as const;
 
 const DESCRIPTOR_SET = new URL("../../gen/descriptor.binpb", import.meta.url);
 

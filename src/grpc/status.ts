@@ -1,7 +1,8 @@
 /**
  * The one place where errors become gRPC statuses (AIP-193). A DomainError becomes its code with a
  * `google.rpc.Status` in `grpc-status-details-bin` holding exactly one ErrorInfo (plus a BadRequest for
- * field errors). Anything else becomes INTERNAL with a generic message; its details go to the log only.
+ * field errors). Anything else becomes INTERNAL with a generic message; its details go to the log only. The
+ * lower layers translate what they know (storage its driver errors), so only domain errors are mapped here.
  */
 import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 import { ErrorReason, errorReasonFromJSON } from "../../gen/ts/certmanager/v1/error_reason.js";
@@ -10,7 +11,7 @@ import { Status } from "../../gen/ts/google/rpc/status.js";
 import { DomainError, type ErrorKind } from "../domain/errors.js";
 
 /** ErrorInfo.domain of every error this service returns. */
-export const ERROR_DOMAIN = "certmanager";
+const ERROR_DOMAIN = "certmanager";
 
 const CODES: Record<ErrorKind, Code> = {
   INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
@@ -26,13 +27,8 @@ const CODES: Record<ErrorKind, Code> = {
 };
 
 /** True when `reason` is a value of the contract's ErrorReason enum (without its prefix). */
-export function isKnownReason(reason: string): boolean {
+function isKnownReason(reason: string): boolean {
   return errorReasonFromJSON(`ERROR_REASON_${reason}`) !== ErrorReason.UNRECOGNIZED;
-}
-
-function isDatabaseUnavailable(err: unknown): boolean {
-  const code = (err as { code?: string })?.code;
-  return code === "ECONNREFUSED" || code === "PROTOCOL_CONNECTION_LOST" || code === "ETIMEDOUT" || code === "SQLITE_BUSY";
 }
 
 /**
@@ -66,10 +62,6 @@ export function toStatus(err: unknown, callId?: string): { status: Status; expec
     metadata = err.metadata;
     violations = err.fieldViolations;
     expected = err.kind !== "INTERNAL";
-  } else if (isDatabaseUnavailable(err)) {
-    code = Code.UNAVAILABLE;
-    reason = "DATABASE_UNAVAILABLE";
-    message = "the database is unavailable; retry with backoff";
   } else {
     code = Code.INTERNAL;
     reason = "INTERNAL";

@@ -4,6 +4,7 @@
  */
 import { Instance_KeyManagement } from "../../gen/ts/certmanager/v1/instance.js";
 import { InvalidArgumentError } from "../domain/errors.js";
+import { parseRootKeyRef } from "../domain/rootkey-id.js";
 import type { EncryptionChoice } from "../services/instances.js";
 
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
@@ -11,13 +12,13 @@ const LABEL_VALUE = /^[a-z0-9_-]{0,63}$/;
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
 /** @throws InvalidArgumentError INVALID_FIELD when `value` is longer than `max` characters. */
-export function checkLength(field: string, value: string, max: number): string {
+function checkLength(field: string, value: string, max: number): string {
   if ([...value].length > max) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} must be at most ${max} characters, got ${[...value].length}`);
   return value;
 }
 
 /** Label rules as in Google Cloud: at most 64; keys `[a-z][a-z0-9_-]{0,62}`; values `[a-z0-9_-]{0,63}`. */
-export function checkLabels(field: string, labels: Record<string, string>): Record<string, string> {
+function checkLabels(field: string, labels: Record<string, string>): Record<string, string> {
   const entries = Object.entries(labels);
   if (entries.length > 64) throw new InvalidArgumentError("INVALID_FIELD", field, `${field} may hold at most 64 labels, got ${entries.length}`);
   for (const [k, v] of entries) {
@@ -102,12 +103,12 @@ export function checkEncryption(
     }
     return { keyManagement: "PROVIDER" };
   }
-  const m = /^([a-z0-9]+)\/([a-z][a-z0-9-]{0,62})$/.exec(inst.rootKey);
-  if (!m) {
+  const ref = parseRootKeyRef(inst.rootKey);
+  if (!ref) {
     throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `instance.root_key must be <backend>/<key id> such as pkcs11/payments-kek (key id: a lowercase letter, then a-z, 0-9 or -), got ${JSON.stringify(inst.rootKey.slice(0, 100))}`);
   }
-  if (!backends.includes(m[1])) {
-    throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `root-key backend ${JSON.stringify(m[1])} is not configured on this server; it runs ${backends.join(", ")}`);
+  if (!backends.includes(ref.backend)) {
+    throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `root-key backend ${JSON.stringify(ref.backend)} is not configured on this server; it runs ${backends.join(", ")}`);
   }
-  return { keyManagement: "CUSTOMER", backend: m[1], keyId: m[2] };
+  return { keyManagement: "CUSTOMER", ...ref };
 }

@@ -6,21 +6,23 @@
 import { v7 as uuidv7 } from "uuid";
 import type { CertificateEnvelope, SealedMaterial } from "../crypto/envelope.js";
 import type { CertificateMaterial, ImportRepair, RootCertificatePolicy } from "../domain/certificate.js";
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
+import { AlreadyExistsError, EtagMismatchError, InvalidArgumentError, NotFoundError, UniqueConstraintError } from "../domain/errors.js";
 import { certificateName } from "../domain/names.js";
 import type {
   CertificateRecord,
   CertificateVersionRecord,
   Clock,
   InstanceRecord,
+  Repositories,
   UnitOfWork,
 } from "../domain/ports.js";
 import { readImport, type ImportInput, type ParsedImport } from "../x509/index.js";
-import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
-import { instanceNotFound, lockActiveInstance, requireActive } from "./instance-state.js";
+import { checkEtag, retryUnconditional } from "./etag.js";
+import { getActiveInstance, lockActiveInstance } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
 import type { DekRotation } from "./dek-rotation.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
+import { certificateRequestScope, createOnce, earlierResource, type ClaimRequestId, type RequestKey } from "./request-id.js";
 
 /** Raw material as the user sent it (PEM text, DER, PKCS#12); "" / empty means absent. */
 export type MaterialInput = ImportInput;
@@ -42,9 +44,6 @@ export interface CertificateFields {
 export interface AccessedMaterial extends CertificateMaterial {
   version: number;
 }
-
-/** Signals, inside a transaction, that a request_id was already claimed; the transaction rolls back. */
-class ReplayedRequest extends Error {}
 
 /** Certificate use cases. */
 export class CertificateService {
@@ -76,23 +75,22 @@ export class CertificateService {
     const instance = await this.instance(instanceId);
     // Parse first: it validates every field before any work on keys or the database.
     const parsed = await this.parse(input, signal);
-    return { certificate: await this.importParsed(instance, instanceId, parsed, fields, requestId), repairs: parsed.repairs };
+    const request = requestId ? { scope: certificateRequestScope(instanceId), requestId, fingerprint: parsed.metadata.sha256Fingerprint } : undefined;
+    const certificate = await createOnce(this.uow, request, (id) => this.get(instanceId, id), (claim) => this.insertParsed(instance, parsed, fields, request, claim));
+    return { certificate, repairs: parsed.repairs };
   }
 
-  private async importParsed(
+  /** Stores a parsed import as a new certificate, claiming the request id in the same transaction. */
+  private async insertParsed(
     instance: InstanceRecord,
-    instanceId: string,
     parsed: ParsedImport,
     fields: CertificateFields,
-    requestId: string,
+    request: RequestKey | undefined,
+    claim: ClaimRequestId,
   ): Promise<CertificateRecord> {
-    const scope = `certificates:${instanceId}`;
+    const instanceId = instance.id;
     const fingerprint = parsed.metadata.sha256Fingerprint;
-    if (requestId) {
-      const earlier = await this.uow.repos.requestIds.find(scope, requestId);
-      if (earlier) return this.replay(instanceId, earlier.resourceId, earlier.fingerprint, fingerprint);
-    }
-    const replayedEarly = await this.refuseDuplicate(instanceId, fingerprint, scope, requestId);
+    const replayedEarly = await this.refuseDuplicate(instanceId, fingerprint, request);
     if (replayedEarly) return replayedEarly;
 
     const now = this.clock.now();
@@ -112,23 +110,14 @@ export class CertificateService {
       updateTime: now,
     };
     try {
-      await this.rotation.withRoom(instance, () =>
-        this.uow.transaction(async (repos) => {
-          const current = await lockActiveInstance(repos, instanceId);
-          if (requestId && !(await repos.requestIds.claim({ scope, requestId, resourceId: id, fingerprint }, now))) {
-            throw new ReplayedRequest();
-          }
-          const sealed = await this.envelope.seal(repos, current, id, parsed.material);
-          await repos.certificates.insert(record, versionRecord(record, 1, sealed, parsed, now));
-        }),
-      );
+      await this.sealing(instance, async (repos, locked) => {
+        await claim(repos, id, now);
+        const sealed = await this.envelope.seal(repos, locked, id, parsed.material);
+        await repos.certificates.insert(record, versionRecord(record, 1, sealed, parsed, now));
+      });
     } catch (err) {
-      if (err instanceof ReplayedRequest) {
-        const earlier = await this.uow.repos.requestIds.find(scope, requestId);
-        return this.replay(instanceId, earlier!.resourceId, earlier!.fingerprint, fingerprint);
-      }
       if (err instanceof UniqueConstraintError) {
-        const replayed = await this.refuseDuplicate(instanceId, fingerprint, scope, requestId);
+        const replayed = await this.refuseDuplicate(instanceId, fingerprint, request);
         if (replayed) return replayed;
       }
       throw err;
@@ -169,14 +158,11 @@ export class CertificateService {
       updateTime: now,
     };
     try {
-      await this.rotation.withRoom(instance, () =>
-        this.uow.transaction(async (repos) => {
-          const locked = await lockActiveInstance(repos, instanceId);
-          const sealed = await this.envelope.seal(repos, locked, certificateId, parsed.material);
-          const version = versionRecord(updated, versionNo, sealed, parsed, now);
-          if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
-        }),
-      );
+      await this.sealing(instance, async (repos, locked) => {
+        const sealed = await this.envelope.seal(repos, locked, certificateId, parsed.material);
+        const version = versionRecord(updated, versionNo, sealed, parsed, now);
+        if (!(await repos.certificates.addVersion(updated, version, current.revision))) throw new EtagMismatchError(name, etag !== "");
+      });
     } catch (err) {
       if (err instanceof UniqueConstraintError) await this.refuseDuplicate(instanceId, fingerprint);
       throw err;
@@ -287,35 +273,29 @@ export class CertificateService {
   }
 
   /** The instance, which must be ACTIVE. @throws NotFoundError, FailedPreconditionError (requireActive) */
-  private async instance(instanceId: string): Promise<InstanceRecord> {
-    const instance = await this.uow.repos.instances.get(instanceId);
-    if (!instance) throw instanceNotFound(instanceId);
-    requireActive(instance);
-    return instance;
+  private instance(instanceId: string): Promise<InstanceRecord> {
+    return getActiveInstance(this.uow.repos, instanceId);
   }
 
-  private async replay(instanceId: string, certificateId: string, earlierFingerprint: string, fingerprint: string): Promise<CertificateRecord> {
-    if (earlierFingerprint !== fingerprint) {
-      throw new InvalidArgumentError(
-        "REQUEST_ID_REUSED",
-        "request_id",
-        "request_id was already used for an import of a different certificate; send a new request_id for a new request",
-      );
-    }
-    return this.get(instanceId, certificateId);
+  /**
+   * Runs `write` in one transaction holding the locked active DEK (lock order: instance, then DEK), rotating the
+   * DEK first when it has no room for the three fields a version seals.
+   */
+  private sealing(instance: InstanceRecord, write: (repos: Repositories, locked: InstanceRecord) => Promise<void>): Promise<void> {
+    return this.rotation.withRoom(instance, () =>
+      this.uow.transaction(async (repos) => write(repos, await lockActiveInstance(repos, instance.id))),
+    );
   }
 
   /**
    * Refuses a certificate the instance already holds, unless the holder was made by this very request_id
    * (a retry that raced its own first attempt): then that certificate is the answer (AIP-155).
    */
-  private async refuseDuplicate(instanceId: string, fingerprint: string, scope?: string, requestId?: string): Promise<CertificateRecord | undefined> {
+  private async refuseDuplicate(instanceId: string, fingerprint: string, request?: RequestKey): Promise<CertificateRecord | undefined> {
     const holder = await this.uow.repos.certificates.findByFingerprint(instanceId, fingerprint);
     if (!holder) return undefined;
-    if (scope && requestId) {
-      const earlier = await this.uow.repos.requestIds.find(scope, requestId);
-      if (earlier) return this.replay(instanceId, earlier.resourceId, earlier.fingerprint, fingerprint);
-    }
+    const earlier = await earlierResource(this.uow.repos, request);
+    if (earlier !== undefined) return this.get(instanceId, earlier);
     this.throwDuplicate(holder);
   }
 

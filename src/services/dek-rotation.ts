@@ -16,7 +16,8 @@ import type { Keyring } from "../crypto/keyring.js";
 import { AbortedError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { DekRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
-import { lockActiveInstance, requireActive } from "./instance-state.js";
+import { requireActive } from "../domain/instance.js";
+import { lockActiveInstance } from "./instance-state.js";
 
 /** Rotation tuning. */
 export interface RotationOptions {

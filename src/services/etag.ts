@@ -3,25 +3,11 @@
  * can make an update conditional on what it read.
  */
 import { createHash } from "node:crypto";
-import { DomainError } from "../domain/errors.js";
+import { EtagMismatchError } from "../domain/errors.js";
 
 /** The etag of revision `revision` of resource `name`: 16 base64url characters in double quotes. */
 export function etagOf(name: string, revision: number): string {
   return `"${createHash("sha256").update(`${name}\n${revision}`).digest("base64url").slice(0, 16)}"`;
-}
-
-/** Thrown when a sent etag does not match the current one; maps to ABORTED (AIP-154). */
-export class EtagMismatchError extends DomainError {
-  constructor(name: string, etagSent = true) {
-    super(
-      "ABORTED",
-      "ETAG_MISMATCH",
-      etagSent
-        ? `the etag sent for ${name} does not match its current etag: it changed since you read it; read it again and retry`
-        : `${name} was changed by concurrent requests while this one ran; retry`,
-      { metadata: { resource: name } },
-    );
-  }
 }
 
 /**

@@ -8,7 +8,7 @@ import { encryptToRecipient, parseRecipientKey, type RecipientKey } from "../cry
 import type { CertificateEnvelope, OpenedMaterial } from "../crypto/envelope.js";
 import type { CertificateRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { parseCertificateFilter } from "./filter.js";
-import { instanceNotFound, requireActive } from "./instance-state.js";
+import { getActiveInstance } from "./instance-state.js";
 import { PageTokenCodec } from "./page-token.js";
 
 /** What to export. */
@@ -50,9 +50,7 @@ export class ExportService {
    *         INVALID_FILTER | INVALID_PAGE_TOKEN | INVALID_FIELD (recipient_public_key)
    */
   async start(req: ExportRequest, signal?: AbortSignal): Promise<AsyncGenerator<ExportedCertificate>> {
-    const instance = await this.uow.repos.instances.get(req.instanceId);
-    if (!instance) throw instanceNotFound(req.instanceId);
-    requireActive(instance);
+    const instance = await getActiveInstance(this.uow.repos, req.instanceId);
     const filter = parseCertificateFilter(req.filter);
     const recipient = req.recipientPublicKey ? parseRecipientKey(req.recipientPublicKey) : undefined;
     const withKeys = req.includePrivateKeys || recipient !== undefined;

@@ -8,6 +8,7 @@
  */
 import type { KeyAlgorithm } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
+import { instanceIdOf } from "../domain/names.js";
 import type { CertificateFilter, CertificateOrderField, ReclamationFilter, ReclamationState } from "../domain/ports.js";
 
 const TOKEN = /\s*(?:("(?:[^"\\]|\\.)*")|(<=|>=|<|>|=)|([A-Za-z_][A-Za-z0-9_.]*))/y;
@@ -154,9 +155,9 @@ export function parseReclamationFilter(text: string): ReclamationFilter {
     const [field, op, value, and] = [tokens[i], tokens[i + 1], tokens[i + 2], tokens[i + 3]];
     if (!field || field.kind !== "word" || !op || op.text !== "=" || !value) fail(`filter must be comparisons such as state = SCHEDULED joined by AND`);
     if (field.text === "instance") {
-      const m = /^instances\/([0-9a-f-]{36})$/.exec(value.text);
-      if (value.kind !== "string" || !m || filter.instanceId) fail(`instance must be compared once with an instance name in double quotes, such as "instances/{uuid}"`);
-      filter.instanceId = m[1];
+      const instanceId = instanceIdOf(value.text);
+      if (value.kind !== "string" || !instanceId || filter.instanceId) fail(`instance must be compared once with an instance name in double quotes, such as "instances/{uuid}"`);
+      filter.instanceId = instanceId;
     } else if (field.text === "state") {
       const state = value.text.toUpperCase().replace(/^STATE_/, "") as ReclamationState;
       if (!RECLAMATION_STATES.includes(state) || filter.state) fail(`state must be compared once with one of ${RECLAMATION_STATES.join(", ")}`);

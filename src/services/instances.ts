@@ -2,18 +2,20 @@
  * Instance use cases (InstanceService): create with a fresh wrapped DEK, get, list, update.
  */
 import { v7 as uuidv7 } from "uuid";
-import { RootKeyError, UniqueConstraintError } from "../domain/errors.js";
+import { EtagMismatchError, RootKeyError, UniqueConstraintError } from "../domain/errors.js";
+import { instanceNotFound, requireActive } from "../domain/instance.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
-import { checkEtag, EtagMismatchError, retryUnconditional } from "./etag.js";
-import { instanceNotFound, requireActive } from "./instance-state.js";
+import { formatRootKeyRef, type RootKeyRef } from "../domain/rootkey-id.js";
+import { checkEtag, retryUnconditional } from "./etag.js";
 import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring } from "../crypto/keyring.js";
 import type { RootKeyView } from "../domain/rootkey.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
+import { createOnce } from "./request-id.js";
 
 /** The root key choice of CreateInstance: the provider's key, or a customer-managed `<backend>/<key id>`. */
-export type EncryptionChoice = { keyManagement: "PROVIDER" } | { keyManagement: "CUSTOMER"; backend: string; keyId: string };
+export type EncryptionChoice = { keyManagement: "PROVIDER" } | ({ keyManagement: "CUSTOMER" } & RootKeyRef);
 
 /** Root key facts shown with an instance. */
 export interface InstanceKeyView {
@@ -38,7 +40,7 @@ export class InstanceService {
     private readonly keyring: Keyring,
     private readonly clock: Clock,
     private readonly pageTokens: PageTokenCodec,
-    private readonly defaultRootKey: { backend: string; keyId: string },
+    private readonly defaultRootKey: RootKeyRef,
     /** How long a deleted instance stays restorable, ms. */
     private readonly retentionMs: number,
     private readonly rotation: DekRotation,
@@ -50,12 +52,25 @@ export class InstanceService {
    * @throws RootKeyError when the root key cannot wrap (nothing is written).
    */
   async create(fields: InstanceFields, requestId: string, encryption: EncryptionChoice = { keyManagement: "PROVIDER" }): Promise<InstanceRecord> {
-    if (requestId) {
-      const earlier = await this.uow.repos.requestIds.find(REQUEST_SCOPE, requestId);
-      if (earlier) return this.get(earlier.resourceId);
-    }
+    const request = requestId ? { scope: REQUEST_SCOPE, requestId, fingerprint: "" } : undefined;
+    return createOnce(this.uow, request, (id) => this.get(id), async (claim) => {
+      const instance = this.newInstance(fields, encryption);
+      // Prove the service may use the key before anything is written (a wrap and an unwrap).
+      if (encryption.keyManagement === "CUSTOMER") await this.probe(instance);
+      const dek = await this.keyring.newDek(instance, false);
+      await this.uow.transaction(async (repos) => {
+        await claim(repos, instance.id, instance.createTime);
+        await repos.instances.insert(instance);
+        await repos.deks.insert(dek);
+      });
+      return instance;
+    });
+  }
+
+  /** A new ACTIVE instance record (not yet stored) with the chosen root key. */
+  private newInstance(fields: InstanceFields, encryption: EncryptionChoice): InstanceRecord {
     const now = this.clock.now();
-    const instance: InstanceRecord = {
+    return {
       id: uuidv7(),
       displayName: fields.displayName ?? "",
       description: fields.description ?? "",
@@ -68,27 +83,11 @@ export class InstanceService {
       createTime: now,
       updateTime: now,
     };
-    // Prove the service may use the key before anything is written (a wrap and an unwrap).
-    if (encryption.keyManagement === "CUSTOMER") await this.probe(instance);
-    const dek = await this.keyring.newDek(instance, false);
-    const replayOf = await this.uow.transaction(async (repos) => {
-      if (requestId && !(await repos.requestIds.claim({ scope: REQUEST_SCOPE, requestId, resourceId: instance.id, fingerprint: "" }, now))) {
-        return true;
-      }
-      await repos.instances.insert(instance);
-      await repos.deks.insert(dek);
-      return false;
-    });
-    if (replayOf) {
-      const earlier = await this.uow.repos.requestIds.find(REQUEST_SCOPE, requestId);
-      return this.get(earlier!.resourceId);
-    }
-    return instance;
   }
 
   /** Wraps and unwraps with the chosen root key, turning a refusal into a message saying what to fix. */
   private async probe(instance: InstanceRecord): Promise<void> {
-    const ref = `${instance.rootKeyBackend}/${instance.rootKeyId}`;
+    const ref = formatRootKeyRef(instance.rootKeyBackend, instance.rootKeyId);
     try {
       await this.keyring.probe(instance);
     } catch (err) {

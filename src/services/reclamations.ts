@@ -8,12 +8,12 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { AbortedError, FailedPreconditionError, NotFoundError } from "../domain/errors.js";
-import { instanceName } from "../domain/names.js";
+import { instanceName, reclamationName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
 import { parseReclamationFilter } from "./filter.js";
-import { reclamationName } from "./instance-state.js";
 import type { Keyring } from "../crypto/keyring.js";
 import { PageTokenCodec, pageSize } from "./page-token.js";
+import { certificateRequestScope } from "./request-id.js";
 
 /** Purge tuning. */
 export interface PurgeOptions {
@@ -148,7 +148,7 @@ export class ReclamationService {
       // Certificates imported between the last batch and now cannot exist: the instance is not ACTIVE.
       if ((await repos.certificates.deleteBatch(r.instanceId, this.opts.batchSize)) > 0) throw new Error("certificates appeared during reclaim");
       const ids = await repos.deks.deleteForInstance(r.instanceId);
-      await repos.requestIds.deleteScope(`certificates:${r.instanceId}`);
+      await repos.requestIds.deleteScope(certificateRequestScope(r.instanceId));
       const instance = (await repos.instances.get(r.instanceId))!;
       const tombstone: InstanceRecord = {
         ...instance,

@@ -26,7 +26,7 @@ export function createKnex(cfg: DatabaseConfig): Knex {
       pool: {
         min: 1,
         max: 1,
-        // WAL + NORMAL: 10x faster autocommit inserts than the rollback journal (TOOLCHAIN.md, pitfall 6);
+        // WAL + NORMAL: autocommit inserts about 10x faster than with the rollback journal;
         // busy_timeout lets a second process (npm run migrate) wait instead of failing.
         afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
           try {
@@ -68,26 +68,15 @@ export function createKnex(cfg: DatabaseConfig): Knex {
   });
 }
 
-/** True when `err` is a unique/primary key violation on either dialect. */
-export function isUniqueViolation(err: unknown): boolean {
-  const e = err as { code?: string; errno?: number };
-  return (
-    e?.code === "ER_DUP_ENTRY" ||
-    e?.errno === 1062 ||
-    e?.code === "SQLITE_CONSTRAINT_UNIQUE" ||
-    e?.code === "SQLITE_CONSTRAINT_PRIMARYKEY"
-  );
-}
-
 /** True when `db` talks to MySQL/MariaDB. */
 export function isMysql(db: Knex): boolean {
   return db.client.config.client === "mysql2";
 }
 
-/** True for a MySQL deadlock (1213) or lock wait timeout (1205), or SQLite busy: the transaction may be retried. */
-export function isRetryableConflict(err: unknown): boolean {
-  const e = err as { code?: string; errno?: number };
-  return e?.errno === 1213 || e?.errno === 1205 || e?.code === "ER_LOCK_DEADLOCK" || e?.code === "ER_LOCK_WAIT_TIMEOUT" || e?.code === "SQLITE_BUSY";
+/** The first row `query` returns, mapped by `map`; undefined when there is none. */
+export async function firstRow<Row, T>(query: Knex.QueryBuilder, map: (row: Row) => T): Promise<T | undefined> {
+  const row = (await query.first()) as Row | undefined;
+  return row && map(row);
 }
 
 /**

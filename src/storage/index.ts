@@ -1,11 +1,12 @@
 /**
  * The storage layer's entry point: a UnitOfWork over one Knex instance, binding every repository to the
- * same transaction (so a multi-row change is one transaction, DESIGN.md "Persistence").
+ * same transaction, so a multi-row change is one transaction. Driver errors leave it as domain errors
+ * (storage/errors.ts).
  */
 import type { Knex } from "knex";
 import { AbortedError } from "../domain/errors.js";
 import type { Repositories, UnitOfWork } from "../domain/ports.js";
-import { isRetryableConflict } from "./db.js";
+import { isRetryableConflict, translateDriverError, translatingRepositories } from "./errors.js";
 import { KnexCertificateRepository } from "./repositories/certificates.js";
 import { KnexDekRepository } from "./repositories/deks.js";
 import { KnexInstanceRepository } from "./repositories/instances.js";
@@ -27,30 +28,36 @@ export class KnexUnitOfWork implements UnitOfWork {
   readonly repos: Repositories;
 
   constructor(private readonly knex: Knex) {
-    this.repos = bind(knex);
+    this.repos = translatingRepositories(bind(knex));
   }
 
   /**
    * Runs `fn` in a transaction, retrying it from the start (up to 8 attempts, with jittered backoff growing to
    * ~1 s) when MySQL/MariaDB picks it as a deadlock victim or a lock wait times out: both roll the whole
    * transaction back and are safe to retry. Past that, the conflict is reported as ABORTED (retry later).
+   * @throws AbortedError CONCURRENT_CONFLICT; UnavailableError DATABASE_UNAVAILABLE; whatever `fn` throws.
    */
   async transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.knex.transaction((trx) => fn(bind(trx)));
       } catch (err) {
-        if (!isRetryableConflict(err)) throw err;
+        if (!isRetryableConflict(err)) throw translateDriverError(err);
         if (attempt >= 8) throw new AbortedError("CONCURRENT_CONFLICT", "the change conflicted with concurrent changes several times; retry it", {}, err);
         await new Promise((r) => setTimeout(r, Math.min(1000, 10 * 2 ** attempt) * (0.5 + Math.random())));
       }
     }
   }
 
+  /** @throws UnavailableError DATABASE_UNAVAILABLE when the database cannot be reached. */
   async ping(): Promise<void> {
-    await this.knex.raw("select 1");
+    try {
+      await this.knex.raw("select 1");
+    } catch (err) {
+      throw translateDriverError(err);
+    }
   }
 }
 
-export { createKnex, isMysql } from "./db.js";
+export { createKnex } from "./db.js";
 export { migrateLatest } from "./migrations.js";

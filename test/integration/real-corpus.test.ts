@@ -9,11 +9,14 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isKnownReason } from "../../src/grpc/status.js";
+import { ErrorReason, errorReasonFromJSON } from "../../gen/ts/certmanager/v1/error_reason.js";
 import { haveRealFixtures, REAL_FIXTURES } from "../helpers/fixtures.js";
 import { databases, richError, startTestService, type TestService } from "../helpers/service.js";
 
 const REAL = REAL_FIXTURES;
+
+/** True when `reason` is a value of the contract's ErrorReason enum (without its prefix). */
+const isKnownReason = (reason: string): boolean => errorReasonFromJSON(`ERROR_REASON_${reason}`) !== ErrorReason.UNRECOGNIZED;
 
 function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((f) => {

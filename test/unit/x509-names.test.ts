@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "../../src/domain/errors.js";
 import { parseCertificateFilter } from "../../src/services/filter.js";
-import { sansFromJson } from "../../src/storage/repositories/certificates.js";
+import { createKnex, KnexUnitOfWork, migrateLatest } from "../../src/storage/index.js";
 import { decodeOid } from "../../src/x509/der.js";
 import { formatDnDer } from "../../src/x509/dn.js";
 
@@ -72,9 +72,31 @@ describe("decodeOid", () => {
   });
 });
 
-describe("sansFromJson", () => {
-  it("reads a row written before directoryName, registeredId and otherName existed", () => {
-    expect(sansFromJson('{"dns":["a.example"],"ip":["192.0.2.1"],"email":["a@example.com"],"uri":["https://a.example/"]}')).toEqual({
+/** The `sans` column as a certificate repository reads it back, after a row was stored with `text` in it. */
+async function sansFromJson(text: string): Promise<unknown> {
+  const knex = createKnex({ client: "sqlite", filename: ":memory:" });
+  try {
+    await migrateLatest(knex);
+    const { repos } = new KnexUnitOfWork(knex);
+    const [instanceId, certificateId, t] = ["0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d", "0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6e", new Date(0)];
+    await repos.instances.insert({ id: instanceId, displayName: "", description: "", labels: {}, state: "ACTIVE", rootKeyBackend: "local", rootKeyId: "default", keyManagement: "PROVIDER", revision: 1, createTime: t, updateTime: t });
+    await repos.deks.insert({ id: "dek", instanceId, wrappedKey: "w", rootKeyVersion: 1, state: "ACTIVE", encryptionCount: 0, createTime: t });
+    const sans = { dns: [], ip: [], email: [], uri: [], directoryName: [], registeredId: [], otherName: [] };
+    const metadata = { subjectCommonName: "", subject: "", issuer: "", serialNumber: "01", notBefore: t, notAfter: t, sans, keyAlgorithm: "EC" as const, keySize: 0, keyCurve: "P-256", sha256Fingerprint: "f", selfSigned: false };
+    await repos.certificates.insert(
+      { id: certificateId, instanceId, displayName: "", description: "", labels: {}, metadata, hasPrivateKey: false, intermediateCount: 0, currentVersion: 1, revision: 1, createTime: t, updateTime: t },
+      { certificateId, version: 1, dekId: "dek", certificateJwe: "c", privateKeyJwe: "", intermediatesJwe: "", sha256Fingerprint: "f", createTime: t },
+    );
+    await knex("certificates").where({ id: certificateId }).update({ sans: text });
+    return (await repos.certificates.get(instanceId, certificateId))!.metadata.sans;
+  } finally {
+    await knex.destroy();
+  }
+}
+
+describe("sans column", () => {
+  it("reads a row written before directoryName, registeredId and otherName existed", async () => {
+    expect(await sansFromJson('{"dns":["a.example"],"ip":["192.0.2.1"],"email":["a@example.com"],"uri":["https://a.example/"]}')).toEqual({
       dns: ["a.example"],
       ip: ["192.0.2.1"],
       email: ["a@example.com"],

@@ -13,7 +13,8 @@ import { createCipheriv, createDecipheriv } from "node:crypto";
 import path from "node:path";
 
 import { AlreadyExistsError, RootKeyError } from "../../domain/errors.js";
-import { isRootKeyId, isRootKeyVersion, type KeyWrapResult, type RootKeyBackend, type RootKeyDescription, type RootKeyInfo } from "../../domain/rootkey.js";
+import { isRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
+import type { KeyWrapResult, RootKeyBackend, RootKeyDescription, RootKeyInfo } from "../../domain/rootkey.js";
 import { fail } from "../compact.js";
 import { acquireLock, ensureKeystore, fingerprintOf, keystoreUnavailable, loadKeystore, statChecked, writeAtomic } from "./local/files.js";
 import { KekTable } from "./local/kek-table.js";

@@ -32,9 +32,8 @@
  * native memory cannot be zeroed from here.
  */
 import { AlreadyExistsError, RootKeyError } from "../../domain/errors.js";
+import { isRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
 import {
-  isRootKeyId,
-  isRootKeyVersion,
   type KeyWrapResult,
   type RootKeyBackend,
   type RootKeyDescription,

@@ -11,7 +11,8 @@ import type {
   CertificateRepository,
   CertificateVersionRecord,
 } from "../../domain/ports.js";
-import { isMysql, isUniqueViolation, keysetAfter } from "../db.js";
+import { firstRow, isMysql, keysetAfter } from "../db.js";
+import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "certificates";
 const VERSIONS = "certificate_versions";
@@ -126,7 +127,7 @@ function rowToCertificate(r: Row): CertificateRecord {
  * Reads the `sans` column. Its JSON object has one array per SubjectAltNames key; rows written before
  * `directoryName`, `registeredId` and `otherName` existed lack them, and get empty lists.
  */
-export function sansFromJson(text: string): SubjectAltNames {
+function sansFromJson(text: string): SubjectAltNames {
   const s = JSON.parse(text) as Partial<SubjectAltNames>;
   return {
     dns: s.dns ?? [],
@@ -198,7 +199,7 @@ function rowToVersion(r: VersionRow): CertificateVersionRecord {
  * The host names a certificate is valid for, lowercased: its DNS SANs or, when it has none, a common name
  * that looks like a host name (RFC 6125 §6.4.4 allows the CN only without DNS SANs).
  */
-export function domainsOf(m: CertificateMetadata): string[] {
+function domainsOf(m: CertificateMetadata): string[] {
   const names = m.sans.dns.length > 0 ? m.sans.dns : /^[*A-Za-z0-9._-]+$/.test(m.subjectCommonName) ? [m.subjectCommonName] : [];
   // Only host-name characters: the filter accepts nothing else, and MySQL's PAD SPACE collation would see
   // "a.test" and "a.test " as one key.
@@ -225,29 +226,20 @@ export class KnexCertificateRepository implements CertificateRepository {
   private async writeDomains(cert: CertificateRecord): Promise<void> {
     await this.db(DOMAINS).where({ certificate_id: cert.id }).delete();
     const rows = domainsOf(cert.metadata).map((domain) => ({ certificate_id: cert.id, instance_id: cert.instanceId, domain }));
-    // SQLite caps a multi-row INSERT at 500 rows (TOOLCHAIN.md, pitfall 2).
+    // SQLite caps a multi-row INSERT at 500 rows (SQLITE_MAX_COMPOUND_SELECT).
     for (let i = 0; i < rows.length; i += 400) await this.db(DOMAINS).insert(rows.slice(i, i + 400));
   }
 
   async get(instanceId: string, id: string): Promise<CertificateRecord | undefined> {
-    const row = (await this.db(TABLE).select(COLUMNS).where({ id, instance_id: instanceId }).first()) as Row | undefined;
-    return row && rowToCertificate(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ id, instance_id: instanceId }), rowToCertificate);
   }
 
   async findByFingerprint(instanceId: string, sha256Fingerprint: string): Promise<CertificateRecord | undefined> {
-    const row = (await this.db(TABLE)
-      .select(COLUMNS)
-      .where({ instance_id: instanceId, sha256_fingerprint: sha256Fingerprint })
-      .first()) as Row | undefined;
-    return row && rowToCertificate(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ instance_id: instanceId, sha256_fingerprint: sha256Fingerprint }), rowToCertificate);
   }
 
   async getVersion(certificateId: string, version: number): Promise<CertificateVersionRecord | undefined> {
-    const row = (await this.db(VERSIONS)
-      .select(VERSION_COLUMNS)
-      .where({ certificate_id: certificateId, version })
-      .first()) as VersionRow | undefined;
-    return row && rowToVersion(row);
+    return firstRow(this.db(VERSIONS).select(VERSION_COLUMNS).where({ certificate_id: certificateId, version }), rowToVersion);
   }
 
   async list(query: CertificateListQuery): Promise<CertificateRecord[]> {

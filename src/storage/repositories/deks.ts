@@ -1,7 +1,7 @@
 /** Wrapped DEK repository: table `deks`. Holds only wrapped keys (JWE); plaintext DEKs never reach it. */
 import type { Knex } from "knex";
 import type { DekRecord, DekRepository } from "../../domain/ports.js";
-import { isMysql } from "../db.js";
+import { firstRow, isMysql } from "../db.js";
 
 const TABLE = "deks";
 const COLUMNS = ["id", "instance_id", "wrapped_key", "root_key_version", "state", "encryption_count", "create_time"] as const;
@@ -49,15 +49,13 @@ export class KnexDekRepository implements DekRepository {
   }
 
   async get(id: string): Promise<DekRecord | undefined> {
-    const row = (await this.db(TABLE).select(COLUMNS).where({ id }).first()) as Row | undefined;
-    return row && rowToDek(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ id }), rowToDek);
   }
 
   async getActive(instanceId: string, forUpdate = false): Promise<DekRecord | undefined> {
     const q = this.db(TABLE).select(COLUMNS).where({ instance_id: instanceId, state: "ACTIVE" }).orderBy("create_time", "desc");
     if (forUpdate && isMysql(this.db as Knex)) q.forUpdate();
-    const row = (await q.first()) as Row | undefined;
-    return row && rowToDek(row);
+    return firstRow(q, rowToDek);
   }
 
   async addEncryptions(id: string, n: number): Promise<void> {

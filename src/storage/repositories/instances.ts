@@ -1,6 +1,6 @@
 /** Instance repository: table `instances`. */
 import type { Knex } from "knex";
-import { isMysql, keysetAfter } from "../db.js";
+import { firstRow, isMysql, keysetAfter } from "../db.js";
 import type { InstanceRecord, InstanceRepository, KeysetCursor } from "../../domain/ports.js";
 
 const TABLE = "instances";
@@ -87,15 +87,13 @@ export class KnexInstanceRepository implements InstanceRepository {
   }
 
   async get(id: string): Promise<InstanceRecord | undefined> {
-    const row = (await this.db(TABLE).select(COLUMNS).where({ id }).first()) as Row | undefined;
-    return row && rowToInstance(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ id }), rowToInstance);
   }
 
   async getForShare(id: string): Promise<InstanceRecord | undefined> {
     const q = this.db(TABLE).select(COLUMNS).where({ id });
     if (isMysql(this.db as Knex)) q.forShare();
-    const row = (await q.first()) as Row | undefined;
-    return row && rowToInstance(row);
+    return firstRow(q, rowToInstance);
   }
 
   async list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean): Promise<InstanceRecord[]> {

@@ -1,11 +1,12 @@
 /**
  * Reclamation repository: table `reclamations`. Every transition is one conditional UPDATE whose affected-row
- * count says who won, so races between replicas are decided by the database (DESIGN.md "State machines").
+ * count says who won, so races between replicas are decided by the database.
  */
 import type { Knex } from "knex";
 import { UniqueConstraintError } from "../../domain/errors.js";
 import type { KeysetCursor, ReclamationFilter, ReclamationRecord, ReclamationRepository } from "../../domain/ports.js";
-import { isUniqueViolation, keysetAfter } from "../db.js";
+import { firstRow, keysetAfter } from "../db.js";
+import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "reclamations";
 const COLUMNS = ["id", "instance_id", "state", "expire_time", "create_time", "update_time", "lease_owner", "lease_until"] as const;
@@ -64,8 +65,7 @@ export class KnexReclamationRepository implements ReclamationRepository {
   }
 
   async get(id: string): Promise<ReclamationRecord | undefined> {
-    const row = (await this.db(TABLE).select(COLUMNS).where({ id }).first()) as Row | undefined;
-    return row && rowToReclamation(row);
+    return firstRow(this.db(TABLE).select(COLUMNS).where({ id }), rowToReclamation);
   }
 
   async list(filter: ReclamationFilter, limit: number, after?: KeysetCursor): Promise<ReclamationRecord[]> {

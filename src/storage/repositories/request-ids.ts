@@ -1,7 +1,7 @@
 /** AIP-155 idempotency records: table `request_ids`. */
 import type { Knex } from "knex";
 import type { RequestIdRecord, RequestIdRepository } from "../../domain/ports.js";
-import { isUniqueViolation } from "../db.js";
+import { isUniqueViolation } from "../errors.js";
 
 const TABLE = "request_ids";
 

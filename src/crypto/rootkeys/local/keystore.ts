@@ -28,7 +28,8 @@
 import { randomBytes } from "node:crypto";
 
 import { RootKeyError } from "../../../domain/errors.js";
-import { isRootKeyId, isRootKeyVersion, type RootKeyInfo, type RootKeyState } from "../../../domain/rootkey.js";
+import { isRootKeyId, isRootKeyVersion } from "../../../domain/rootkey-id.js";
+import type { RootKeyInfo, RootKeyState } from "../../../domain/rootkey.js";
 import { rootKeyKid } from "../../wrapped-dek.js";
 
 /** The `format` member of a keystore file this code reads and writes. */

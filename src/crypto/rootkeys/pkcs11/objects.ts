@@ -18,7 +18,7 @@ import { endianness } from "node:os";
 
 import type { Handle, Template } from "pkcs11js";
 
-import { isRootKeyId, isRootKeyVersion } from "../../../domain/rootkey.js";
+import { isRootKeyId, isRootKeyVersion } from "../../../domain/rootkey-id.js";
 import { fail } from "../../compact.js";
 import { ck, ckrOf, type ModuleEntry } from "./module.js";
 

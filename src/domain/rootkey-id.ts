@@ -1,0 +1,53 @@
+/**
+ * Root-key ids and references, the one grammar for them: the API's `instance.root_key`, the default root key
+ * in the configuration and the key ids the root-key backends accept. An id is short, lowercase and free of
+ * `/`, so `<backend>/<key id>/<version>` (the wrapped DEK's `kid`) splits without ambiguity.
+ */
+
+/**
+ * Root-key id pattern source, unanchored so it can be composed (for example into a `kid` pattern):
+ * a lowercase letter, then up to 62 of a-z, 0-9 and `-`.
+ * @example new RegExp(`^pkcs11/(${ROOT_KEY_ID})/([1-9][0-9]{0,8})$`)
+ */
+export const ROOT_KEY_ID = "[a-z][a-z0-9-]{0,62}";
+
+/** Backend names (`local`, `pkcs11`), pattern source, unanchored. */
+export const ROOT_KEY_BACKEND = "[a-z0-9]+";
+/** Root key version numbers 1..999,999,999 in canonical decimal, pattern source, unanchored. */
+export const ROOT_KEY_VERSION = "[1-9][0-9]{0,8}";
+const BACKEND = ROOT_KEY_BACKEND;
+const VERSION = new RegExp(`^${ROOT_KEY_VERSION}$`);
+
+const KEY_ID = new RegExp(`^${ROOT_KEY_ID}$`);
+const REF = new RegExp(`^(${BACKEND})/(${ROOT_KEY_ID})$`);
+
+/** A root key named by its backend and its id inside that backend. */
+export interface RootKeyRef {
+  backend: string;
+  keyId: string;
+}
+
+/** True when `keyId` is a root-key id (`ROOT_KEY_ID`). */
+export function isRootKeyId(keyId: unknown): keyId is string {
+  return typeof keyId === "string" && KEY_ID.test(keyId);
+}
+
+/** True when `v` is a root key version number (an integer 1..999,999,999). */
+export function isRootKeyVersion(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && VERSION.test(String(v));
+}
+
+/**
+ * Parses `<backend>/<key id>`, as the API's `instance.root_key` carries it.
+ * @returns the reference, or undefined when `text` is not of that form (the caller names the field in its error).
+ * @example parseRootKeyRef("pkcs11/payments-kek") // { backend: "pkcs11", keyId: "payments-kek" }
+ */
+export function parseRootKeyRef(text: string): RootKeyRef | undefined {
+  const m = REF.exec(text);
+  return m ? { backend: m[1], keyId: m[2] } : undefined;
+}
+
+/** `<backend>/<key id>`, the form `parseRootKeyRef` reads. */
+export function formatRootKeyRef(backend: string, keyId: string): string {
+  return `${backend}/${keyId}`;
+}

@@ -1,0 +1,188 @@
+/**
+ * What every call does whatever its use case: a `call_id` for the log, an AbortSignal that fires when the client
+ * cancels or its deadline passes (so costly work such as PKCS#12 files or encrypted keys stops), one log line
+ * per call (never payloads), and errors mapped in one place (status.ts). `unary`, `serverStream` and
+ * `bidiStream` wrap a use case into a grpc-js handler of each call kind.
+ */
+import { randomUUID } from "node:crypto";
+import type {
+  handleBidiStreamingCall,
+  handleServerStreamingCall,
+  handleUnaryCall,
+  ServerDuplexStream,
+  ServerWritableStream,
+} from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Status } from "../../gen/ts/google/rpc/status.js";
+import { toServiceError, toStatus } from "./status.js";
+
+/** The call a use case runs in. */
+export interface CallContext {
+  /** Fires when the client cancels or the deadline passes. */
+  signal: AbortSignal;
+  /** Names the call in the log; an unexpected error carries it in ErrorInfo.metadata `call_id`. */
+  callId: string;
+}
+
+/** A call being served: its context and when it started. */
+interface Served extends CallContext {
+  started: bigint;
+}
+
+/** Starts serving `call`: a new call id, and a signal tied to the call's `cancelled` event. */
+function serve(call: { on(event: "cancelled", listener: () => void): unknown }): Served {
+  const cancelled = new AbortController();
+  call.on("cancelled", () => cancelled.abort());
+  return { signal: cancelled.signal, callId: randomUUID(), started: process.hrtime.bigint() };
+}
+
+const elapsedMs = (served: Served): number => Number(process.hrtime.bigint() - served.started) / 1e6;
+
+/** An error for the log: type, message cut to 2,000 characters (Knex puts whole statements in it), stack. */
+function loggableError(err: unknown): object {
+  const e = err as Error;
+  return { type: e?.name, code: (e as { code?: string })?.code, message: String(e?.message ?? err).slice(0, 2000), stack: e?.stack?.split("\n").slice(1, 12).join("\n") };
+}
+
+/**
+ * Maps a failed call's error and logs it: at info level when expected (a DomainError the client caused), at
+ * error level with the stack otherwise.
+ * @returns the ServiceError to send.
+ */
+function failed(log: Logger, method: string, served: Served, err: unknown, what: "call" | "stream", fields: object = {}) {
+  const { error, expected } = toServiceError(err, served.callId);
+  const entry = { method, call_id: served.callId, code: error.code, ms: elapsedMs(served), ...fields };
+  if (expected) log.info({ ...entry, reason: (err as { reason?: string }).reason }, `${what} failed`);
+  else log.error({ ...entry, err: loggableError(err) }, `${what} failed unexpectedly`);
+  return error;
+}
+
+/**
+ * Wraps a unary use case: runs it, answers, maps any error in one place and logs the call.
+ * @param fn the use case; it may watch `ctx.signal` to stop costly work for a client that went away.
+ */
+export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const served = serve(call);
+    fn(call.request, served).then(
+      (res) => {
+        log.debug({ method, call_id: served.callId, code: 0, ms: elapsedMs(served) }, "call");
+        callback(null, res);
+      },
+      (err: unknown) => callback(failed(log, method, served, err, "call")),
+    );
+  };
+}
+
+/**
+ * Wraps a server-streaming use case. `fn` validates the request and returns the responses; a failure before
+ * the first response fails the call with a clear status. Responses are written with flow control (a slow
+ * reader holds the producer back), and the producer stops when the client goes away.
+ */
+export function serverStream<Req, Res>(
+  log: Logger,
+  method: string,
+  fn: (req: Req, ctx: CallContext) => Promise<AsyncIterable<Res>>,
+): handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const served = serve(call);
+    stream(log, method, call, served, { sent: 0 }, async () => fn(call.request, served));
+  };
+}
+
+/**
+ * Wraps a bidirectional stream that answers each request message with one response, in order. A message whose
+ * use case fails is answered by `failed(req, index, status)`, the error mapped as for a unary call, and the
+ * stream goes on; only a broken stream fails the call.
+ */
+export function bidiStream<Req, Res>(
+  log: Logger,
+  method: string,
+  handlers: {
+    each: (req: Req, index: number, ctx: CallContext) => Promise<Res>;
+    failed: (req: Req, index: number, status: Status) => Res;
+  },
+): handleBidiStreamingCall<Req, Res> {
+  return (call) => {
+    const served = serve(call);
+    const stats = { sent: 0, failed: 0 };
+    // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which would
+    // drop the responses still being written.
+    const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Req> }).iterator({ destroyOnReturn: false });
+    async function* responses(): AsyncGenerator<Res> {
+      let index = 0;
+      for await (const req of requests) {
+        let res: Res;
+        try {
+          res = await handlers.each(req, index, served);
+        } catch (err) {
+          const { status, expected } = toStatus(err, served.callId);
+          if (!expected) log.error({ method, call_id: served.callId, index, err: loggableError(err) }, "item failed unexpectedly");
+          stats.failed++;
+          res = handlers.failed(req, index, status);
+        }
+        index++;
+        yield res;
+      }
+    }
+    stream(log, method, call, served, stats, async () => responses());
+  };
+}
+
+/**
+ * Writes the responses `produce` gives with flow control, ends the stream and logs one "stream done" line with
+ * `stats` (`sent` counts the responses written). A client that cancels, or whose deadline passes, ends the
+ * stream early: that is logged as done and cancelled, not as a server failure.
+ */
+function stream<Res>(
+  log: Logger,
+  method: string,
+  call: ServerWritableStream<unknown, Res> | ServerDuplexStream<unknown, Res>,
+  served: Served,
+  stats: { sent: number } & Record<string, number>,
+  produce: () => Promise<AsyncIterable<Res>>,
+): void {
+  const done = () => {
+    const mem = process.memoryUsage();
+    log.info(
+      {
+        method,
+        call_id: served.callId,
+        ...stats,
+        cancelled: call.cancelled,
+        ms: elapsedMs(served),
+        rss_mb: Math.round(mem.rss / 1e6),
+        heap_mb: Math.round(mem.heapUsed / 1e6),
+        external_mb: Math.round(mem.external / 1e6),
+      },
+      "stream done",
+    );
+  };
+  (async () => {
+    for await (const res of await produce()) {
+      // Leaving the loop ends the producer's generator, so nothing more is read or computed.
+      if (call.cancelled) break;
+      stats.sent++;
+      if (!call.write(res)) await drained(call);
+    }
+    if (!call.cancelled) call.end();
+    done();
+  })().catch((err: unknown) => {
+    if (call.cancelled) return done();
+    call.emit("error", failed(log, method, served, err, "stream", stats));
+  });
+}
+
+/** Resolves when the stream can take more data, or when the call is cancelled or its deadline passes. */
+function drained(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("cancelled", done);
+    if (call.cancelled) done();
+  });
+}
