@@ -9,7 +9,7 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { createRequire } from "node:module";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
+import { contentOf, countOf, derChildren, describeOid, oidOf, readTlv, TAG, type Tlv } from "./der.js";
 import { runIsolated } from "./isolate.js";
 import { pemEncode, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
@@ -275,15 +275,6 @@ const FORGE_SCHEMES: Record<string, string> = {
   "1.2.840.113549.1.12.1.3": "pbeWithSHAAnd3-KeyTripleDES-CBC",
 };
 
-/** Unsigned INTEGER contents as a number (Infinity beyond 2^53, which any cap refuses anyway). */
-function integerValue(content: Uint8Array): number {
-  // A negative INTEGER (top bit set) is no count: Infinity makes every cap refuse it.
-  if (content.length === 0 || content[0] >= 0x80) return Infinity;
-  let n = 0;
-  for (const b of content) n = n * 256 + b;
-  return Number.isSafeInteger(n) ? n : Infinity;
-}
-
 /**
  * Reads an EncryptedPrivateKeyInfo's algorithm (RFC 5958 §3; PBES2 per RFC 8018 §6.2 / A.4) before anything is
  * decrypted, so that a cost OpenSSL would spend on the event loop is bounded and an unreadable cipher is named.
@@ -301,23 +292,23 @@ function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recip
   let prf = "1.2.840.113549.2.7"; // hmacWithSHA1, the PBKDF2 default (RFC 8018 A.2)
   try {
     const [algId, encryptedData] = derChildren(der, readTlv(der, 0));
-    const bytes = (t: Tlv) => der.subarray(t.contentStart, t.end);
+    const bytes = (t: Tlv) => contentOf(der, t);
     const [oid, params] = derChildren(der, algId);
-    algorithm = decodeOid(der.subarray(oid.contentStart, oid.end));
+    algorithm = oidOf(der, oid);
     if (algorithm === OID_PBES2 && params) {
       const [kdf, scheme] = derChildren(der, params);
       const [kdfOid, kdfParams] = derChildren(der, kdf);
-      const kdfName = decodeOid(der.subarray(kdfOid.contentStart, kdfOid.end));
+      const kdfName = oidOf(der, kdfOid);
       const kp = kdfParams ? derChildren(der, kdfParams) : [];
-      const int = (i: number) => (kp[i]?.tag === 0x02 ? integerValue(bytes(kp[i])) : Infinity);
+      const int = (i: number) => (kp[i]?.tag === TAG.INTEGER ? countOf(bytes(kp[i])) : Infinity);
       const [schemeOid, iv] = derChildren(der, scheme);
-      cipher = decodeOid(bytes(schemeOid));
-      if (kp[0]?.tag !== 0x04 || iv?.tag !== 0x04 || encryptedData?.tag !== 0x04) throw new Error("PBES2 parameters without salt, IV or data");
+      cipher = oidOf(der, schemeOid);
+      if ([kp[0], iv, encryptedData].some((t) => t?.tag !== TAG.OCTET_STRING)) throw new Error("PBES2 parameters without salt, IV or data");
       if (kdfName === OID_PBKDF2) {
         // PBKDF2-params (RFC 8018 A.2): salt, iterationCount, keyLength OPTIONAL, prf DEFAULT hmacWithSHA1.
         iterations = int(1);
-        const prfAlg = kp.find((t, i) => i >= 2 && t.tag === 0x30);
-        if (prfAlg) prf = decodeOid(bytes(derChildren(der, prfAlg)[0]));
+        const prfAlg = kp.find((t, i) => i >= 2 && t.tag === TAG.SEQUENCE);
+        if (prfAlg) prf = oidOf(der, derChildren(der, prfAlg)[0]);
         recipe = { kind: "pbes2", kdf: { name: "pbkdf2", salt: bytes(kp[0]), iterations, prf: PRF_DIGESTS[prf] ?? "" }, cipher: CIPHER_NAMES[cipher] ?? "", iv: bytes(iv), data: bytes(encryptedData) };
       } else if (kdfName === OID_SCRYPT) {
         // scrypt-params (RFC 7914 §7.1): salt, costParameter N, blockSize r, parallelizationParameter p.
@@ -327,7 +318,7 @@ function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recip
     } else if (params) {
       // PBES1 and PKCS#12 PBE (RFC 8018 §6.1, RFC 7292 App. C): params are { salt, iterationCount }.
       const p = derChildren(der, params);
-      if (p[1]?.tag === 0x02) iterations = integerValue(der.subarray(p[1].contentStart, p[1].end));
+      if (p[1]?.tag === TAG.INTEGER) iterations = countOf(bytes(p[1]));
     }
   } catch (err) {
     // OpenSSL would accept some encodings our strict reader refuses (non-minimal lengths), and then run a key

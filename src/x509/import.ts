@@ -28,6 +28,7 @@ import {
   MAX_PKCS12_BYTES,
   MAX_PRIVATE_KEY_BYTES,
 } from "./limits.js";
+import { contentOf, sniffTlv, TAG } from "./der.js";
 import { normalizePemText, pemEncode } from "./pem.js";
 import { readPkcs12, type Pkcs12Contents } from "./pkcs12.js";
 import { decryptIsolated, missingPassphrase, type EncryptedKey } from "./encrypted-key.js";
@@ -444,8 +445,9 @@ function defect(err: unknown, der: Buffer): string {
 
 /** PFX (RFC 7292 §4): SEQUENCE { version INTEGER 3, authSafe ContentInfo, ... }. */
 function looksLikePkcs12(der: Buffer): boolean {
-  const lenBytes = der[1] & 0x80 ? (der[1] & 0x7f) + 2 : 2;
-  return der[0] === 0x30 && der.subarray(lenBytes, lenBytes + 3).equals(Buffer.from([0x02, 0x01, 0x03]));
+  const outer = sniffTlv(der, 0);
+  const version = outer?.tag === TAG.SEQUENCE ? sniffTlv(der, outer.contentStart) : undefined;
+  return version?.tag === TAG.INTEGER && contentOf(der, version).equals(Buffer.from([3]));
 }
 
 function decode(item: CertificateItem): NumberedCertificate {

@@ -28,7 +28,7 @@
 import { X509Certificate } from "node:crypto";
 import { createRequire } from "node:module";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { describeOid } from "./der.js";
+import { contentOf, describeOid, sniffChildren, sniffTlv, TAG, type SniffedTlv } from "./der.js";
 import { isolatedTaskStats, runIsolated } from "./isolate.js";
 import { X509Reason } from "./reasons.js";
 
@@ -221,57 +221,6 @@ function unsupportedError(r: Extract<Refusal, { kind: "unsupported" }>, cause: E
 // ---------------------------------------------------------------------------------------------------------------
 // Telling a PFX from other things users send, before starting a worker.
 
-/** One BER/DER header: tag byte, where the contents start and end (end undefined: indefinite length). */
-interface Tlv {
-  tag: number;
-  contentStart: number;
-  end: number | undefined;
-}
-
-/**
- * Reads the TLV header at `at` (X.690 §8.1); undefined when the header itself is not within `limit`. Contents
- * that would run past `limit` are cut there: this is a sniff, and a truncated file should still be recognised
- * (the decoder then reports it as damaged).
- */
-function readTlv(b: Buffer, at: number, limit: number): Tlv | undefined {
-  if (at + 2 > limit) return undefined;
-  const tag = b[at];
-  if ((tag & 0x1f) === 0x1f) return undefined; // high tag numbers never occur in the structures we look at
-  let p = at + 2;
-  const first = b[at + 1];
-  if (first === 0x80) return tag & 0x20 ? { tag, contentStart: p, end: undefined } : undefined;
-  let len = first;
-  if (first & 0x80) {
-    const n = first & 0x7f;
-    if (n > 4 || p + n > limit) return undefined;
-    len = 0;
-    for (let i = 0; i < n; i += 1) len = len * 256 + b[p + i];
-    p += n;
-  }
-  return { tag, contentStart: p, end: Math.min(p + len, limit) };
-}
-
-/** Headers of the first `max` children of a constructed TLV (only definite-length children are followed). */
-function childrenOf(b: Buffer, parent: Tlv, max: number): Tlv[] {
-  const out: Tlv[] = [];
-  const limit = parent.end ?? b.length;
-  let at = parent.contentStart;
-  while (out.length < max && at < limit) {
-    const child = readTlv(b, at, limit);
-    if (child === undefined) break;
-    out.push(child);
-    if (child.end === undefined) break;
-    at = child.end;
-  }
-  return out;
-}
-
-const SEQUENCE = 0x30;
-const INTEGER = 0x02;
-const OCTET_STRING = 0x04;
-const BIT_STRING = 0x03;
-const OID = 0x06;
-const EXPLICIT_0 = 0xa0;
 /** DER of OID 1.2.840.113549.1.7.2 (PKCS#7 signedData, RFC 2315 §9.1): a .p7b certificate bundle. */
 const SIGNED_DATA_OID = Buffer.from("2a864886f70d010702", "hex");
 
@@ -282,12 +231,12 @@ const SIGNED_DATA_OID = Buffer.from("2a864886f70d010702", "hex");
  */
 function describeNonPfx(der: Buffer): string | undefined {
   if (der.length === 0) return "the file is empty";
-  const outer = readTlv(der, 0, der.length);
-  if (outer !== undefined && outer.tag === SEQUENCE) {
-    const kids = childrenOf(der, outer, 3);
-    if (kids[0]?.tag === INTEGER && kids[1]?.tag === SEQUENCE) {
-      const info = childrenOf(der, kids[1], 2);
-      if (info[0]?.tag === OID && info[1]?.tag === EXPLICIT_0) return undefined; // PFX-shaped: let the decoder judge
+  const outer = sniffTlv(der, 0);
+  if (outer?.tag === TAG.SEQUENCE) {
+    const kids = sniffChildren(der, outer, 3);
+    if (kids[0]?.tag === TAG.INTEGER && kids[1]?.tag === TAG.SEQUENCE) {
+      const info = sniffChildren(der, kids[1], 2);
+      if (info[0]?.tag === TAG.OID && info[1]?.tag === TAG.EXPLICIT_0) return undefined; // PFX-shaped: let the decoder judge
     }
     const what = describeDer(der, kids);
     if (what !== undefined) return what;
@@ -297,7 +246,8 @@ function describeNonPfx(der: Buffer): string | undefined {
 }
 
 /** Names common DER structures by their top-level shape. */
-function describeDer(der: Buffer, kids: Tlv[]): string | undefined {
+function describeDer(der: Buffer, kids: SniffedTlv[]): string | undefined {
+  const { SEQUENCE, INTEGER, OCTET_STRING, OID, BIT_STRING } = TAG;
   const tags = kids.map((k) => k.tag);
   if (tags[0] === SEQUENCE && tags[1] === SEQUENCE && tags[2] === BIT_STRING) {
     try {
@@ -314,7 +264,7 @@ function describeDer(der: Buffer, kids: Tlv[]): string | undefined {
   if (tags[0] === SEQUENCE && tags[1] === OCTET_STRING && tags.length === 2) {
     return "it is an encrypted DER private key (PKCS#8), not a PKCS#12 file; send it in private_key_der with its passphrase and the certificate in certificate_der";
   }
-  if (tags[0] === OID && kids[0].end !== undefined && der.subarray(kids[0].contentStart, kids[0].end).equals(SIGNED_DATA_OID)) {
+  if (tags[0] === OID && contentOf(der, kids[0]).equals(SIGNED_DATA_OID)) {
     return "it is a PKCS#7 certificate bundle (.p7b), which holds no private key; convert it with `openssl pkcs7 -inform DER -print_certs -in bundle.p7b` and paste the PEM in certificate and intermediates";
   }
   return undefined;
@@ -328,7 +278,7 @@ function describeText(der: Buffer): string | undefined {
     return `it is PEM text (a "${pem[1]}" block), not a binary PKCS#12 file; put PEM in the certificate, private_key and intermediates fields`;
   }
   const text = der.toString("latin1").replace(/\s+/g, "");
-  if (text.length >= 16 && /^[A-Za-z0-9+/]+={0,2}$/.test(text) && Buffer.from(text, "base64")[0] === SEQUENCE) {
+  if (text.length >= 16 && /^[A-Za-z0-9+/]+={0,2}$/.test(text) && Buffer.from(text, "base64")[0] === TAG.SEQUENCE) {
     return "it is base64 text, not the binary file; decode it first (e.g. `base64 -d bundle.p12.b64 > bundle.p12`) and send the bytes";
   }
   return undefined;

@@ -10,7 +10,8 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate, type JsonWebKey, type KeyObject } from "node:crypto";
 import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
+import { isEncodedPoint } from "./certificate.js";
+import { contentOf, derChildren, describeOid, oidOf, readTlv, TAG, unsignedOf, type Tlv } from "./der.js";
 import { decryptSync, legacyEncryptedKey, missingPassphrase, notAKeyAfterDecryption, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
 import { looksLikePemText, pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
@@ -138,28 +139,26 @@ function checkEcPrivateKey(der: Buffer, shape: KeyShape, field: string): void {
       const [, algId, octets] = kids;
       const [, algParams] = derChildren(der, algId);
       if (algParams) params = { der, tlv: algParams };
-      ecPrivateKey = der.subarray(octets.contentStart, octets.end);
+      ecPrivateKey = contentOf(der, octets);
     } else {
       ecPrivateKey = der;
     }
     const inner = derChildren(ecPrivateKey, readTlv(ecPrivateKey, 0));
     const d = inner[1];
-    if (d?.tag !== 0x04) throw damaged("it holds no private scalar");
-    const scalar = BigInt(`0x${ecPrivateKey.subarray(d.contentStart, d.end).toString("hex") || "0"}`);
+    if (d?.tag !== TAG.OCTET_STRING) throw damaged("it holds no private scalar");
+    const scalar = unsignedOf(contentOf(ecPrivateKey, d));
     for (const opt of inner.slice(2)) {
       const [content] = derChildren(ecPrivateKey, opt);
       if (opt.tag === 0xa0 && !params) params = { der: ecPrivateKey, tlv: content };
       if (opt.tag === 0xa1) {
         // BIT STRING: unused-bits octet, then the point.
-        const point = ecPrivateKey.subarray(content.contentStart + 1, content.end);
-        const ok = (point[0] === 0x04 && point.length >= 3) || ((point[0] === 0x02 || point[0] === 0x03) && point.length >= 2);
-        if (!ok) throw damaged("its public key is not an encoded curve point");
+        if (!isEncodedPoint(contentOf(ecPrivateKey, content).subarray(1))) throw damaged("its public key is not an encoded curve point");
       }
     }
     if (!params) throw damaged("it names no curve");
     let order: bigint | undefined;
-    if (params.tlv.tag === 0x06) {
-      const oid = decodeOid(params.der.subarray(params.tlv.contentStart, params.tlv.end));
+    if (params.tlv.tag === TAG.OID) {
+      const oid = oidOf(params.der, params.tlv);
       order = CURVE_ORDERS[oid];
       if (order === undefined) {
         throw new InvalidArgumentError(
@@ -169,11 +168,11 @@ function checkEcPrivateKey(der: Buffer, shape: KeyShape, field: string): void {
           { metadata: { keyAlgorithm: `EC curve ${oid}` } },
         );
       }
-    } else if (params.tlv.tag === 0x30) {
+    } else if (params.tlv.tag === TAG.SEQUENCE) {
       // ECParameters: version, fieldID, curve, base, order, cofactor.
       const orderTlv = derChildren(params.der, params.tlv)[4];
-      if (orderTlv?.tag !== 0x02) throw damaged("its explicit curve parameters have no order");
-      order = BigInt(`0x${params.der.subarray(orderTlv.contentStart, orderTlv.end).toString("hex") || "0"}`);
+      if (orderTlv?.tag !== TAG.INTEGER) throw damaged("its explicit curve parameters have no order");
+      order = unsignedOf(contentOf(params.der, orderTlv));
     } else {
       throw damaged("its curve parameters are neither a named curve nor explicit parameters");
     }
@@ -195,21 +194,21 @@ type KeyShape = { format: "pkcs8"; algorithm: string } | { format: "pkcs1" | "se
  * the key OCTET STRING). undefined when it is none of these, or is not DER.
  */
 export function sniffKeyShape(der: Buffer): KeyShape | undefined {
+  const { INTEGER, OCTET_STRING, OID, SEQUENCE } = TAG;
   try {
     const outer = readTlv(der, 0);
-    if (outer.tag !== 0x30 || outer.end !== der.length) return undefined;
+    if (outer.tag !== SEQUENCE || outer.end !== der.length) return undefined;
     const kids = derChildren(der, outer);
     const tags = kids.map((k) => k.tag);
-    if (kids.length === 2 && tags[0] === 0x30 && tags[1] === 0x04) return { format: "encrypted" };
-    if (tags[0] !== 0x02) return undefined;
-    if (tags[1] === 0x30 && tags[2] === 0x04) {
+    if (kids.length === 2 && tags[0] === SEQUENCE && tags[1] === OCTET_STRING) return { format: "encrypted" };
+    if (tags[0] !== INTEGER) return undefined;
+    if (tags[1] === SEQUENCE && tags[2] === OCTET_STRING) {
       const [oid] = derChildren(der, kids[1]);
-      if (oid?.tag !== 0x06) return undefined;
-      return { format: "pkcs8", algorithm: decodeOid(der.subarray(oid.contentStart, oid.end)) };
+      return oid?.tag === OID ? { format: "pkcs8", algorithm: oidOf(der, oid) } : undefined;
     }
     // RSAPrivateKey: version and eight INTEGERs, then (version 1, multi-prime) an otherPrimeInfos SEQUENCE.
-    if (kids.length >= 9 && tags.slice(0, 9).every((t) => t === 0x02) && kids.length <= 10) return { format: "pkcs1" };
-    if (tags[1] === 0x04) return { format: "sec1" };
+    if (kids.length >= 9 && tags.slice(0, 9).every((t) => t === INTEGER) && kids.length <= 10) return { format: "pkcs1" };
+    if (tags[1] === OCTET_STRING) return { format: "sec1" };
     return undefined;
   } catch {
     return undefined;
@@ -406,7 +405,7 @@ export function keyMatches(privateKey: KeyObject, publicKey: KeyObject): boolean
 
 /** base64url (RFC 4648 §5) big-endian unsigned integer of a JWK member (RFC 7518 §6.3) as a BigInt. */
 function jwkInt(value: string | undefined): bigint {
-  return value ? BigInt(`0x${Buffer.from(value, "base64url").toString("hex") || "0"}`) : 0n;
+  return unsignedOf(Buffer.from(value ?? "", "base64url"));
 }
 
 /**
