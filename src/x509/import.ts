@@ -85,26 +85,18 @@ type LeafFacts = Omit<CertificateMetadata, "keyAlgorithm" | "keySize" | "keyCurv
 const bytesOf = (b: Buffer | undefined) => b ?? Buffer.alloc(0);
 
 /**
- * Validates and normalises an import request, reading a PKCS#12 file first when one is given (in a worker
- * thread, see pkcs12.ts). Rules as in {@link parseImport}, plus PKCS#12 errors: PASSPHRASE_REQUIRED,
- * WRONG_PASSPHRASE, INVALID_PKCS12.
+ * Validates and normalises an import request, first reading its PKCS#12 file or decrypting its encrypted private
+ * key in a worker thread (pkcs12.ts, encrypted-key.ts): the only road by which a key is decrypted. Rules as in
+ * {@link parseImport}, plus PASSPHRASE_REQUIRED, WRONG_PASSPHRASE and INVALID_PKCS12; DomainError
+ * RESOURCE_EXHAUSTED SERVER_BUSY when the worker queue is full; CancelledError when `signal` aborts.
  */
 export async function readImport(input: ImportInput, signal?: AbortSignal): Promise<ParsedImport> {
   checkSizesAndConflicts(input);
   const pkcs12 = bytesOf(input.pkcs12);
   if (pkcs12.length > 0) return parseImport(input, { pkcs12: await readPkcs12(pkcs12, input.passphrase ?? "", { signal }) });
-  // An encrypted key is decrypted off the event loop; everything else about it was checked by findEncryptedKey.
-  const passphrase = input.passphrase ?? "";
-  const keyDer = bytesOf(input.privateKeyDer);
-  // Wherever a key may be: its own fields, or a combined PEM in certificate (or PEM text sent as certificate_der).
-  const certificateDer = bytesOf(input.certificateDer);
-  const encrypted =
-    input.privateKey.trim() !== "" || keyDer.length > 0
-      ? findEncryptedKey(input.privateKey, keyDer, keyDer.length > 0 && input.privateKey.trim() === "" ? "private_key_der" : "private_key")
-      : certificateDer.length === 0
-        ? findEncryptedKey(input.certificate, Buffer.alloc(0), "certificate")
-        : findEncryptedKey("", certificateDer, "certificate_der");
+  const encrypted = findEncryptedKey(input);
   if (encrypted === undefined) return parseImport(input);
+  const passphrase = input.passphrase ?? "";
   if (encrypted.pem !== undefined && passphrase === "") throw missingPassphrase(encrypted.field, encrypted.what);
   return parseImport(input, { decryptedKey: { encrypted, der: await decryptIsolated(encrypted, passphrase, signal) } });
 }
@@ -141,7 +133,8 @@ export interface PreparedImport {
  *
  * @param input - the request fields.
  * @param prepared - work readImport did off the event loop: the PKCS#12 contents (required when `input.pkcs12`
- *   is set) and the decrypted private key (else an encrypted key is decrypted here, on the calling thread).
+ *   is set) and the decrypted private key. This function never decrypts: without `decryptedKey`, an encrypted key
+ *   is refused as ENCRYPTED_PRIVATE_KEY when no passphrase was given (an Error otherwise: call readImport).
  * @returns metadata of the leaf, the clean material and the repairs made.
  * @throws InvalidArgumentError as listed above; messages never contain key material or PEM bodies.
  */

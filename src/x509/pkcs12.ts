@@ -12,24 +12,21 @@
  *
  * A PFX is hostile input that sets its own work factor: each KDF runs as many iterations as the file asks, and
  * forge computes them in pure JavaScript. So:
- * - decoding runs in a worker thread (node:worker_threads, an inline CommonJS source) that never blocks the
- *   server's event loop, has its own heap limit, and is terminated after {@link PKCS12_TIMEOUT_MS};
+ * - decoding runs in a worker thread (pkcs12.worker.ts) that never blocks the server's event loop, has its own
+ *   heap limit, and is terminated after {@link PKCS12_TIMEOUT_MS};
  * - workers come from the bounded pool of isolate.ts (one per core, at most 4; a bounded queue);
  * - inside the worker, forge's PBKDF2 (RFC 8018 §5.2) and PKCS#12 KDF (RFC 7292 App. B) refuse iteration counts
- *   above {@link MAX_PKCS12_ITERATIONS} before doing any work. The worker has its own instance of forge, so
- *   patching it there touches nothing else in the process. PBKDF2 itself is computed by node:crypto (native),
- *   with the password as UTF-8 octets as OpenSSL does (forge would use the low byte of each UTF-16 code unit);
- *   the PKCS#12 KDF keeps forge's code, which encodes the password as BMPString (RFC 7292 App. B.1) correctly.
+ *   above {@link MAX_PKCS12_ITERATIONS} before doing any work (PBKDF2 itself runs natively, in node:crypto).
  *
  * The passphrase never appears in an error or a log. Key DER comes back from the worker as transferred
  * ArrayBuffers, which the caller owns and zeroes; forge's intermediate copies are JavaScript strings, which
  * cannot be zeroed, and die with the worker's heap when it is terminated right after.
  */
 import { X509Certificate } from "node:crypto";
-import { createRequire } from "node:module";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { contentOf, describeOid, sniffChildren, sniffTlv, TAG, type SniffedTlv } from "./der.js";
 import { isolatedTaskStats, runIsolated } from "./isolate.js";
+import type { Pkcs12Outcome, Pkcs12Refusal as Refusal, Pkcs12WorkerInput } from "./pkcs12.worker.js";
 import { X509Reason } from "./reasons.js";
 
 /** What a PKCS#12 file holds. */
@@ -115,25 +112,7 @@ export async function readPkcs12(der: Buffer, passphrase: string, options: Pkcs1
 export const pkcs12WorkerStats = isolatedTaskStats;
 
 // ---------------------------------------------------------------------------------------------------------------
-// Refusals reported by the worker, and their user-facing errors.
-
-/** Why the worker could not return the contents (the worker source below produces exactly these). */
-type Refusal =
-  /** The MAC does not verify: wrong or missing password. */
-  | { kind: "mac" }
-  /** Decryption failed; `macVerified` tells whether the MAC had passed with the same password. */
-  | { kind: "decrypt"; macVerified: boolean }
-  | { kind: "iterations"; iterations: number }
-  /** An algorithm or structure forge does not implement; `oid` when known. */
-  | { kind: "unsupported"; what: "encryption" | "mac" | "integrity" | "privacy" | "bag" | "certType" | "version"; oid?: string }
-  | { kind: "malformed" }
-  | { kind: "noCertificate" }
-  | { kind: "tooManyKeys"; count: number };
-
-/** Worker reply. `detail` is the library's own message, kept for the error's cause (logs) only. */
-type Outcome =
-  | { ok: true; certificates: ArrayBuffer[]; privateKeys: ArrayBuffer[] }
-  | { ok: false; refusal: Refusal; detail?: string };
+// Refusals reported by the worker (pkcs12.worker.ts), and their user-facing errors.
 
 function refusalError(r: Refusal, passphrase: string, detail: string | undefined): InvalidArgumentError {
   const cause = detail === undefined ? undefined : new Error(detail);
@@ -284,19 +263,16 @@ function describeText(der: Buffer): string | undefined {
   return undefined;
 }
 
-let forgePath: string | undefined;
-
 /**
  * Reads `der` in an isolated worker (isolate.ts). Rejects with INVALID_PKCS12 on time-out or heap exhaustion.
  */
-function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: AbortSignal): Promise<Outcome> {
-  // Resolved here, in the main thread, so that it works from the TS sources (vitest) and from dist/ alike.
-  forgePath ??= createRequire(import.meta.url).resolve("node-forge");
+function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: AbortSignal): Promise<Pkcs12Outcome> {
   // A copy of exactly these bytes (a pooled Buffer's ArrayBuffer may hold other data), moved to the worker.
   const input = new Uint8Array(der);
-  return runIsolated<Outcome>({
-    source: WORKER_SOURCE,
-    workerData: { forgePath, der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS },
+  const workerData: Pkcs12WorkerInput = { der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS };
+  return runIsolated<Pkcs12Outcome>({
+    worker: "pkcs12",
+    workerData,
     transferList: [input.buffer],
     timeoutMs,
     signal,
@@ -308,177 +284,3 @@ function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: 
     onOutOfMemory: (cause) => invalid(`reading the file needs too much memory; ${REEXPORT_HINT}`, { cause }),
   });
 }
-
-/**
- * The worker (CommonJS, run with `eval: true`). workerData: forgePath, der (Uint8Array), passphrase,
- * maxIterations. It posts one Outcome; key and certificate DER go as transferred ArrayBuffers.
- *
- * Wrapped forge functions (this worker's own instance, looked up as properties at call time by forge):
- * - pkcs5.pbkdf2 (pbe.js getCipherForPBES2) and pbe.generatePkcs12Key / pkcs12.generateKey (pbe.js
- *   getCipherForPKCS12PBE, pkcs12.js MAC check): iteration cap; PBKDF2 through node:crypto with UTF-8 password.
- * - pbe.getCipher: marks that decryption started (a later failure means a wrong password when there is no
- *   MAC) and turns "unsupported algorithm" errors into a refusal naming the OID.
- * - pki.privateKeyFromAsn1 / pki.certificateFromAsn1: return the ASN.1 untouched, so every key and certificate
- *   (RSA included) comes back as the file's own DER instead of forge's re-encoding of its parsed objects.
- */
-const WORKER_SOURCE = String.raw`
-"use strict";
-const { parentPort, workerData } = require("node:worker_threads");
-const nodeCrypto = require("node:crypto");
-const forge = require(workerData.forgePath);
-const LIMIT = workerData.maxIterations;
-const asn1 = forge.asn1;
-const pki = forge.pki;
-
-class Refusal extends Error {
-  constructor(refusal, cause) {
-    super(refusal.kind);
-    this.refusal = refusal;
-    this.detail = cause && cause.message ? String(cause.message) : undefined;
-  }
-}
-
-const state = { decrypting: false, macKeyDerived: false };
-
-function capIterations(count) {
-  if (count > LIMIT) throw new Refusal({ kind: "iterations", iterations: count });
-}
-
-const NATIVE_DIGESTS = { sha1: "sha1", sha256: "sha256", sha384: "sha384", sha512: "sha512", "sha512/224": "sha224" };
-const forgePbkdf2 = forge.pkcs5.pbkdf2;
-function cappedPbkdf2(password, salt, count, dkLen, md) {
-  capIterations(count);
-  const pw = Buffer.from(password == null ? "" : String(password), "utf8");
-  try {
-    const digest = md == null ? "sha1" : typeof md === "object" ? NATIVE_DIGESTS[md.algorithm] : NATIVE_DIGESTS[md];
-    if (digest !== undefined && Number.isSafeInteger(count) && count >= 1) {
-      return nodeCrypto.pbkdf2Sync(pw, Buffer.from(salt, "latin1"), count, dkLen, digest).toString("latin1");
-    }
-    return forgePbkdf2(pw.toString("latin1"), salt, count, dkLen, md);
-  } finally {
-    pw.fill(0);
-  }
-}
-forge.pkcs5.pbkdf2 = cappedPbkdf2;
-forge.pbkdf2 = cappedPbkdf2;
-
-const forgePkcs12Key = forge.pbe.generatePkcs12Key;
-function cappedPkcs12Key(password, salt, id, iter, n, md) {
-  capIterations(iter);
-  if (id === 3) state.macKeyDerived = true;
-  return forgePkcs12Key(password, salt, id, iter, n, md);
-}
-forge.pbe.generatePkcs12Key = cappedPkcs12Key;
-forge.pkcs12.generateKey = cappedPkcs12Key;
-
-function oidString(value) {
-  if (typeof value !== "string" || value === "") return undefined;
-  if (/^[0-9]+(\.[0-9]+)+$/.test(value)) return value;
-  try { return asn1.derToOid(value); } catch (e) { return undefined; }
-}
-
-const forgeGetCipher = forge.pbe.getCipher;
-forge.pbe.getCipher = function getCipher(oid, params, password) {
-  let cipher;
-  try {
-    cipher = forgeGetCipher(oid, params, password);
-  } catch (e) {
-    if (e instanceof Refusal) throw e;
-    if (e && (e.oid !== undefined || e.algorithm !== undefined || /unsupported|unknown/i.test(String(e.message)))) {
-      throw new Refusal({ kind: "unsupported", what: "encryption", oid: oidString(e.oid) || oidString(oid) }, e);
-    }
-    throw new Refusal({ kind: "malformed" }, e);
-  }
-  state.decrypting = true;
-  return cipher;
-};
-
-pki.privateKeyFromAsn1 = function (obj) { return { rawAsn1: obj }; };
-pki.certificateFromAsn1 = function (obj) { return { rawAsn1: obj }; };
-
-function classify(e, hasMac) {
-  const msg = String(e && e.message);
-  if (/MAC could not be verified/.test(msg)) return { kind: "mac" };
-  const mac = /unsupported MAC algorithm: *([0-9.]+)/i.exec(msg);
-  if (mac) return { kind: "unsupported", what: "mac", oid: mac[1] };
-  if (/password integrity mode/.test(msg)) return { kind: "unsupported", what: "integrity", oid: oidString(e.oid) };
-  if (/Unsupported PKCS#12 contentType/.test(msg)) return { kind: "unsupported", what: "privacy", oid: oidString(e.contentType) };
-  if (/Unsupported PKCS#12 SafeBag type/.test(msg)) return { kind: "unsupported", what: "bag", oid: oidString(e.oid) };
-  if (/Unsupported certificate type/.test(msg)) return { kind: "unsupported", what: "certType", oid: oidString(e.oid) };
-  if (/version other than 3/.test(msg)) return { kind: "unsupported", what: "version" };
-  if (state.decrypting) return { kind: "decrypt", macVerified: hasMac && state.macKeyDerived };
-  return { kind: "malformed" };
-}
-
-function arrayBufferOf(asn1Object) {
-  const bytes = asn1.toDer(asn1Object).getBytes();
-  const ab = new ArrayBuffer(bytes.length);
-  Buffer.from(ab).write(bytes, "latin1");
-  return ab;
-}
-
-const input = Buffer.from(workerData.der.buffer, workerData.der.byteOffset, workerData.der.byteLength).toString("latin1");
-
-function read(password) {
-  state.decrypting = false;
-  state.macKeyDerived = false;
-  let pfxAsn1;
-  try {
-    pfxAsn1 = asn1.fromDer(forge.util.createBuffer(input), { strict: true, parseAllBytes: true, decodeBitStrings: false });
-  } catch (e) {
-    throw new Refusal({ kind: "malformed" }, e);
-  }
-  const hasMac = Array.isArray(pfxAsn1.value) && pfxAsn1.value.length > 2;
-  let pfx;
-  try {
-    pfx = forge.pkcs12.pkcs12FromAsn1(pfxAsn1, false, password);
-  } catch (e) {
-    if (e instanceof Refusal) throw e;
-    throw new Refusal(classify(e, hasMac), e);
-  }
-  const certs = [];
-  const keys = [];
-  for (const safe of pfx.safeContents) {
-    for (const bag of safe.safeBags) {
-      if (bag.type === pki.oids.certBag) {
-        const raw = bag.asn1 || (bag.cert && bag.cert.rawAsn1) || (bag.cert && pki.certificateToAsn1(bag.cert));
-        certs.push(raw);
-      } else if (bag.type === pki.oids.keyBag || bag.type === pki.oids.pkcs8ShroudedKeyBag) {
-        const raw = bag.asn1 || (bag.key && bag.key.rawAsn1) || (bag.key && pki.wrapRsaPrivateKey(pki.privateKeyToAsn1(bag.key)));
-        keys.push(raw);
-      }
-    }
-  }
-  return { certs, keys };
-}
-
-function main() {
-  const passphrase = workerData.passphrase;
-  let contents;
-  try {
-    contents = read(passphrase);
-  } catch (first) {
-    const refusal = first.refusal;
-    // An empty password has two encodings in the PKCS#12 KDF (RFC 7292 App. B.1): two zero bytes, or no bytes
-    // at all (pyca/cryptography, Java). OpenSSL tries both; so do we.
-    const retry = passphrase === "" && refusal && (refusal.kind === "mac" || refusal.kind === "decrypt");
-    if (!retry) return { ok: false, refusal: refusal || { kind: "malformed" }, detail: refusal ? first.detail : String(first && first.message) };
-    try {
-      contents = read(null);
-    } catch (second) {
-      return { ok: false, refusal, detail: first.detail };
-    }
-  }
-  if (contents.certs.length === 0) return { ok: false, refusal: { kind: "noCertificate" } };
-  if (contents.keys.length > 1) return { ok: false, refusal: { kind: "tooManyKeys", count: contents.keys.length } };
-  try {
-    return { ok: true, certificates: contents.certs.map(arrayBufferOf), privateKeys: contents.keys.map(arrayBufferOf) };
-  } catch (e) {
-    return { ok: false, refusal: { kind: "malformed" }, detail: String(e && e.message) };
-  }
-}
-
-const outcome = main();
-const transfer = outcome.ok ? outcome.certificates.concat(outcome.privateKeys) : [];
-parentPort.postMessage(outcome, transfer);
-`;

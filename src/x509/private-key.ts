@@ -12,7 +12,7 @@ import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { isEncodedPoint } from "./certificate.js";
 import { contentOf, derChildren, describeOid, oidOf, readTlv, TAG, unsignedOf, type Tlv } from "./der.js";
-import { decryptSync, legacyEncryptedKey, missingPassphrase, notAKeyAfterDecryption, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
+import { legacyEncryptedKey, notAKeyAfterDecryption, pkcs8EncryptedKey, undecryptedKey, type EncryptedKey } from "./encrypted-key.js";
 import { looksLikePemText, pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
 
@@ -44,37 +44,28 @@ function invalid(field: string, message: string, cause?: unknown): InvalidArgume
 }
 
 /**
- * Decodes one private key in DER, trying the format its label names first and then the others.
+ * Decodes one unencrypted private key in DER, by the structure the DER itself has.
  *
  * @param der - key bytes (zeroed by the caller).
  * @param field - request field to name in errors.
- * @param passphrase - for encrypted PKCS#8; "" when none was given.
- * @param labelFormat - the format the PEM label claims, if any.
- * @returns the key and the format that decoded it, and whether it was encrypted.
- * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY, WRONG_PASSPHRASE (field `passphrase`) or INVALID_PRIVATE_KEY
- *   naming what the bytes are when they are not a key (certificate, public key).
+ * @param passphrase - "" when none was given (an encrypted key is refused, see undecryptedKey).
+ * @returns the key and the format that decoded it.
+ * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY for an encrypted key; UNSUPPORTED_KEY_ALGORITHM; or
+ *   INVALID_PRIVATE_KEY naming what the bytes are when they are not a key (certificate, public key).
  */
-function decodeKeyDer(
-  der: Buffer,
-  field: string,
-  passphrase: string,
-  labelFormat?: KeyFormat,
-): { key: KeyObject; format: KeyFormat; encrypted: boolean } {
+function decodeKeyDer(der: Buffer, field: string, passphrase: string): { key: KeyObject; format: KeyFormat } {
   // The structure is read from the DER itself (OpenSSL 3's decoders accept any structure whatever type is
   // asked for, so the label proves nothing), and nothing OpenSSL would have to compute on is decoded: a DSA or
   // DH PKCS#8 key makes it derive the public key from huge parameters on this thread.
-  void labelFormat;
   const shape = sniffKeyShape(der);
   if (shape === undefined) {
     throw invalid(field, `${describeNonKey(der)}; send the certificate's private key (PKCS#8, PKCS#1 or SEC1, PEM or DER)`);
   }
-  if (shape.format === "encrypted") {
-    return { key: decryptSync(pkcs8EncryptedKey(der, field), passphrase), format: "pkcs8", encrypted: true };
-  }
+  if (shape.format === "encrypted") throw undecryptedKey(pkcs8EncryptedKey(der, field), passphrase);
   if (shape.format === "pkcs8") checkKeyAlgorithm(shape.algorithm, field);
   checkEcPrivateKey(der, shape, field);
   try {
-    return { key: createPrivateKey({ key: der, format: "der", type: shape.format }), format: shape.format, encrypted: false };
+    return { key: createPrivateKey({ key: der, format: "der", type: shape.format }), format: shape.format };
   } catch (err) {
     throw invalid(field, `it could not be decoded as a ${FORMAT_NAMES[shape.format]} private key; export the key again, e.g. with \`openssl pkey -in key.pem\``, err);
   }
@@ -236,12 +227,12 @@ function describeNonKey(der: Buffer): string {
  *
  * @param text - the `private_key` field (or key blocks moved from another field, see parsePrivateKeyBlocks).
  * @param der - the `private_key_der` field; empty when absent. Zeroed here after decoding.
- * @param passphrase - the `passphrase` field; "" when absent.
+ * @param passphrase - the `passphrase` field; "" when absent. Nothing is decrypted here: an encrypted key goes
+ *   to the worker (findEncryptedKey, decryptIsolated) and comes back through parseDecryptedKey.
  * @returns the key (named-curve form for EC) and the repairs made, or undefined when both are empty.
- * @throws InvalidArgumentError (field `private_key`/`private_key_der` unless said): ENCRYPTED_PRIVATE_KEY for an
- *   encrypted key without passphrase; WRONG_PASSPHRASE (field `passphrase`) when it does not decrypt the key;
- *   INVALID_PRIVATE_KEY when there is no key, more than one, a block of another kind, bytes that are not a key,
- *   or an encryption OpenSSL 3 cannot read (DES-CBC, RC2).
+ * @throws InvalidArgumentError (field `private_key`/`private_key_der`): ENCRYPTED_PRIVATE_KEY for an encrypted
+ *   key without passphrase (undecryptedKey); INVALID_PRIVATE_KEY when there is no key, more than one, a block of
+ *   another kind, bytes that are not a key, or an encryption OpenSSL 3 cannot read (DES-CBC, RC2).
  */
 export function parsePrivateKey(text: string, der: Buffer, passphrase: string): ParsedPrivateKey | undefined {
   if (text.trim() !== "") {
@@ -256,10 +247,9 @@ export function parsePrivateKey(text: string, der: Buffer, passphrase: string): 
       const blocks = splitPemBlocks(der.toString("utf8"), { field, reason: X509Reason.INVALID_PRIVATE_KEY });
       return parsePrivateKeyBlocks(blocks, field, passphrase);
     }
-    const { key, format, encrypted } = decodeKeyDer(der, field, passphrase);
+    const { key, format } = decodeKeyDer(der, field, passphrase);
     const repairs: ImportRepair[] = [{ kind: "DER_CONVERTED", description: `${field}: the ${FORMAT_NAMES[format]} DER key was converted to PEM` }];
-    if (encrypted) repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the key was decrypted with the passphrase` });
-    return toCanonicalKey(key, format, encrypted, repairs, field);
+    return toCanonicalKey(key, format, false, repairs, field);
   } finally {
     der.fill(0);
   }
@@ -295,27 +285,21 @@ export function parsePrivateKeyBlocks(blocks: PemBlock[], field: string, passphr
   }
 }
 
+/** One unencrypted key block, read by its content; a label that names another structure is corrected. */
 function parseKeyBlock(block: PemBlock, field: string, passphrase: string): ParsedPrivateKey {
-  const repairs: ImportRepair[] = [];
-  const procType = block.headers["Proc-Type"] ?? "";
-  if (/ENCRYPTED/i.test(procType)) {
-    const encrypted = legacyEncryptedKey(block, field, KEY_LABELS[block.label] ?? "pkcs8");
-    if (passphrase === "") throw missingPassphrase(field, encrypted.what);
-    const key = decryptSync(encrypted, passphrase);
-    repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the key (${encrypted.what}) was decrypted with the passphrase` });
-    return toCanonicalKey(key, encrypted.format, true, repairs, field);
+  if (/ENCRYPTED/i.test(block.headers["Proc-Type"] ?? "")) {
+    throw undecryptedKey(legacyEncryptedKey(block, field, KEY_LABELS[block.label] ?? "pkcs8"), passphrase);
   }
-  const claimed = KEY_LABELS[block.label];
-  const { key, format, encrypted } = decodeKeyDer(block.der, field, passphrase, claimed);
-  const actual = encrypted ? "ENCRYPTED PRIVATE KEY" : format === "pkcs8" ? "PRIVATE KEY" : format === "pkcs1" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY";
+  const repairs: ImportRepair[] = [];
+  const { key, format } = decodeKeyDer(block.der, field, passphrase);
+  const actual = format === "pkcs8" ? "PRIVATE KEY" : format === "pkcs1" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY";
   if (actual !== block.label) {
     repairs.push({
       kind: "PEM_LABEL_CORRECTED",
-      description: `${field}: the block labelled "${block.label}" holds a ${encrypted ? "encrypted PKCS#8" : FORMAT_NAMES[format]} key ("${actual}"); it was read as such`,
+      description: `${field}: the block labelled "${block.label}" holds a ${FORMAT_NAMES[format]} key ("${actual}"); it was read as such`,
     });
   }
-  if (encrypted) repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the encrypted PKCS#8 key was decrypted with the passphrase` });
-  return toCanonicalKey(key, format, encrypted, repairs, field);
+  return toCanonicalKey(key, format, false, repairs, field);
 }
 
 /**
@@ -475,22 +459,33 @@ export function parseContainedPrivateKey(der: Buffer, field: string): ParsedPriv
 }
 
 /**
- * The encrypted private key of a key field, its parameters checked, for decryption off the event loop
- * (encrypted-key.ts decryptIsolated); undefined when the field holds no single encrypted key (the synchronous
- * parse then reports whatever is there).
+ * The request's encrypted private key, its parameters checked, for decryption off the event loop
+ * (encrypted-key.ts decryptIsolated), looked for wherever a key may be: its own fields, else a combined PEM in
+ * `certificate` (or PEM text sent as `certificate_der`). undefined when that field holds no single encrypted key
+ * (the synchronous parse then reports whatever is there).
  *
- * @param text - PEM text of `field` (`private_key`, or `certificate` for a combined PEM); "" to use `der`.
- * @param der - the `private_key_der` bytes, when `text` is "".
+ * @param input - the ImportInput fields.
  * @throws InvalidArgumentError INVALID_PRIVATE_KEY as legacyEncryptedKey / pkcs8EncryptedKey.
  */
-export function findEncryptedKey(text: string, der: Buffer, field: string): EncryptedKey | undefined {
-  if (text.trim() === "" && der.length > 0 && !looksLikePemText(der)) {
-    return sniffKeyShape(der)?.format === "encrypted" ? pkcs8EncryptedKey(der, field) : undefined;
+export function findEncryptedKey(input: {
+  certificate: string;
+  privateKey: string;
+  certificateDer?: Buffer;
+  privateKeyDer?: Buffer;
+}): EncryptedKey | undefined {
+  if (input.privateKey.trim() !== "") return encryptedKeyIn(input.privateKey, "private_key");
+  if (input.privateKeyDer?.length) return encryptedKeyIn(input.privateKeyDer, "private_key_der");
+  return input.certificateDer?.length ? encryptedKeyIn(input.certificateDer, "certificate_der") : encryptedKeyIn(input.certificate, "certificate");
+}
+
+/** The single encrypted key of one field: PEM text, or bytes (DER, or PEM text sent as bytes). */
+function encryptedKeyIn(source: string | Buffer, field: string): EncryptedKey | undefined {
+  if (typeof source !== "string" && !looksLikePemText(source)) {
+    return sniffKeyShape(source)?.format === "encrypted" ? pkcs8EncryptedKey(source, field) : undefined;
   }
-  const source = text.trim() !== "" ? text : der.toString("utf8");
   let blocks: PemBlock[];
   try {
-    blocks = splitPemBlocks(source).filter((b) => b.label in KEY_LABELS);
+    blocks = splitPemBlocks(source.toString()).filter((b) => b.label in KEY_LABELS);
   } catch {
     return undefined;
   }
