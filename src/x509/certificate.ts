@@ -8,7 +8,7 @@ import { X509Certificate as NodeCertificate, createHash, type KeyObject } from "
 import { isIP } from "node:net";
 import * as px509 from "@peculiar/x509";
 import type { SubjectAltNames } from "../domain/certificate.js";
-import { decodeOid, derChildren, type Tlv } from "./der.js";
+import { contentOf, decodeOid, derChildren, oidOf, type Tlv } from "./der.js";
 import { decodeString, formatDn, formatDnDer } from "./dn.js";
 
 /** @peculiar/x509 certificate that also exposes the raw serial INTEGER content bytes. */
@@ -84,7 +84,9 @@ export function parseCertificateDer(der: Buffer): ParsedCertificate {
   void peculiar.notBefore;
   void peculiar.notAfter;
   const spki = peculiar.subjectPublicKeyInfo;
-  if (spki.algorithm.algorithm === EC_PUBLIC_KEY_OID) checkEcPoint(Buffer.from(spki.subjectPublicKey));
+  if (spki.algorithm.algorithm === EC_PUBLIC_KEY_OID && !isEncodedPoint(new Uint8Array(spki.subjectPublicKey))) {
+    throw new CertificateDefect("its EC public key is not an encoded curve point (RFC 5480 §2.2; the point at infinity is not a key)");
+  }
   return parsed;
 }
 
@@ -92,18 +94,13 @@ export function parseCertificateDer(der: Buffer): ParsedCertificate {
 const EC_PUBLIC_KEY_OID = "1.2.840.10045.2.1";
 
 /**
- * An EC subjectPublicKey must be an encoded curve point (SEC 1 §2.3.3: 0x04 uncompressed, 0x02/0x03
- * compressed), never the point at infinity (a single 0x00): Node 20 aborts the whole process when asked about
- * such a key (asymmetricKeyDetails, JWK export), so it is refused before node:crypto sees it.
+ * True for an encoded EC curve point (SEC 1 §2.3.3: 0x04 and two equal halves uncompressed, 0x02/0x03 and one
+ * coordinate compressed), never the point at infinity (a single 0x00): Node 20 aborts the whole process when
+ * asked about such a key (asymmetricKeyDetails, JWK export), so certificate and private keys are checked first.
  */
-function checkEcPoint(point: Buffer): void {
-  const uncompressed = point[0] === 0x04 && point.length >= 3 && point.length % 2 === 1;
-  const compressed = (point[0] === 0x02 || point[0] === 0x03) && point.length >= 2;
-  if (!uncompressed && !compressed) {
-    throw new CertificateDefect("its EC public key is not an encoded curve point (RFC 5480 §2.2; the point at infinity is not a key)");
-  }
+export function isEncodedPoint(point: Uint8Array): boolean {
+  return (point[0] === 0x04 && point.length >= 3 && point.length % 2 === 1) || ((point[0] === 0x02 || point[0] === 0x03) && point.length >= 2);
 }
-
 
 /** Subject CN (OID 2.5.4.3): the first one in certificate order, or "" when the subject has none. */
 export function subjectCommonName(cert: ParsedCertificate): string {
@@ -142,7 +139,7 @@ function tbsParts(cert: ParsedCertificate): { notBefore: Tlv; notAfter: Tlv; ext
  * zone (as asn1js does) would make the stored instant depend on where the server runs.
  */
 function readTime(der: Buffer, tlv: Tlv, field: "notBefore" | "notAfter"): Date {
-  const text = der.subarray(tlv.contentStart, tlv.end).toString("latin1");
+  const text = contentOf(der, tlv).toString("latin1");
   const bad = (why: string) => new CertificateDefect(`its ${field} ${JSON.stringify(text)} ${why} (RFC 5280 §4.1.2.5)`);
   let m: RegExpExecArray | null;
   let year: number;
@@ -226,10 +223,10 @@ export function subjectAltNames(cert: ParsedCertificate): SubjectAltNames {
   try {
     values = tbsParts(cert).extensions.flatMap((ext) => {
       const parts = derChildren(der, ext);
-      if (parts[0]?.tag !== 0x06 || decodeOid(der.subarray(parts[0].contentStart, parts[0].end)) !== SAN_OID) return [];
+      if (parts[0]?.tag !== 0x06 || oidOf(der, parts[0]) !== SAN_OID) return [];
       const octets = parts[parts.length - 1];
       if (octets.tag !== 0x04) throw new Error("extnValue is not an OCTET STRING");
-      return [der.subarray(octets.contentStart, octets.end)];
+      return [contentOf(der, octets)];
     });
   } catch (err) {
     throw new CertificateDefect(`its extensions could not be read as DER (RFC 5280 §4.1.2.9): ${(err as Error).message}`);
@@ -250,7 +247,7 @@ export function subjectAltNames(cert: ParsedCertificate): SubjectAltNames {
 
 /** Adds one GeneralName (X.690 element `gn` of `buf`) to `sans`. @throws Error when it is malformed. */
 function addGeneralName(sans: SubjectAltNames, buf: Buffer, gn: Tlv): void {
-  const content = buf.subarray(gn.contentStart, gn.end);
+  const content = contentOf(buf, gn);
   const hexAsSequence = () => `#30${Buffer.from(buf.subarray(gn.start + 1, gn.end)).toString("hex")}`;
   switch (gn.tag) {
     case 0xa0: {
@@ -259,9 +256,9 @@ function addGeneralName(sans: SubjectAltNames, buf: Buffer, gn: Tlv): void {
       const inner = parts.length === 2 && parts[0].tag === 0x06 && parts[1].tag === 0xa0 ? derChildren(buf, parts[1]) : [];
       if (inner.length !== 1) throw new Error("an otherName must be { OID, [0] value }");
       const v = inner[0];
-      const text = decodeString(v.tag, buf.subarray(v.contentStart, v.end), OTHER_NAME_TEXT_TAGS);
+      const text = decodeString(v.tag, contentOf(buf, v), OTHER_NAME_TEXT_TAGS);
       sans.otherName.push({
-        typeId: decodeOid(buf.subarray(parts[0].contentStart, parts[0].end)),
+        typeId: oidOf(buf, parts[0]),
         value: text ?? `#${buf.subarray(v.start, v.end).toString("hex")}`,
       });
       return;

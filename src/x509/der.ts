@@ -1,7 +1,11 @@
 /**
- * A small strict DER reader (X.690 §8.1, §10) for the structures we inspect ourselves (names, general names,
- * encrypted-key parameters, PEM sniffing), and names of the algorithm OIDs users meet in messages.
+ * The one DER reader of src/x509 (X.690 §8.1, §10): strict for the structures we inspect ourselves (names, general
+ * names, key and encrypted-key parameters), lenient for sniffing what a file is before a library reads it; and
+ * names of the algorithm OIDs users meet in messages.
  */
+
+/** Identifier octets (X.690 §8.1.2) of the universal types read here (X.680 §8.4), and of a constructed [0]. */
+export const TAG = { INTEGER: 0x02, BIT_STRING: 0x03, OCTET_STRING: 0x04, OID: 0x06, SEQUENCE: 0x30, EXPLICIT_0: 0xa0 } as const;
 
 /** One DER element: its identifier octet and where its contents lie in the buffer. */
 export interface Tlv {
@@ -15,28 +19,48 @@ export interface Tlv {
   end: number;
 }
 
+/** An element read by {@link sniffTlv}: `end` is undefined for the indefinite form (X.690 §8.1.3.6). */
+export type SniffedTlv = Omit<Tlv, "end"> & { end: number | undefined };
+
+/** The identifier and length octets at `pos` (length undefined: indefinite form), or why they cannot be read. */
+function readHeader(buf: Uint8Array, pos: number, limit: number): { tag: number; contentStart: number; length?: number; minimal: boolean } | string {
+  if (pos + 2 > limit) return "truncated DER element";
+  const tag = buf[pos];
+  if ((tag & 0x1f) === 0x1f) return "multi-octet DER tags are not used here";
+  const first = buf[pos + 1];
+  if (first < 0x80) return { tag, contentStart: pos + 2, length: first, minimal: true };
+  const n = first & 0x7f;
+  if (n === 0) return { tag, contentStart: pos + 2, minimal: false };
+  if (n > 4) return "indefinite or oversized DER length";
+  if (pos + 2 + n > limit) return "truncated DER length";
+  let length = 0;
+  for (let i = 0; i < n; i += 1) length = length * 256 + buf[pos + 2 + i];
+  return { tag, contentStart: pos + 2 + n, length, minimal: buf[pos + 2] !== 0 && length >= 0x80 };
+}
+
 /**
  * Reads the DER element at `pos` (definite length, minimal length octets, single-octet identifier).
  * @throws Error when the element is truncated, uses the indefinite form or a non-minimal length, or runs past `limit`.
  */
 export function readTlv(buf: Uint8Array, pos: number, limit = buf.length): Tlv {
-  if (pos + 2 > limit) throw new Error("truncated DER element");
-  const tag = buf[pos];
-  if ((tag & 0x1f) === 0x1f) throw new Error("multi-octet DER tags are not used here");
-  let len = buf[pos + 1];
-  let contentStart = pos + 2;
-  if (len & 0x80) {
-    const n = len & 0x7f;
-    if (n === 0 || n > 4) throw new Error("indefinite or oversized DER length");
-    if (contentStart + n > limit) throw new Error("truncated DER length");
-    len = 0;
-    for (let i = 0; i < n; i += 1) len = len * 256 + buf[contentStart + i];
-    if (buf[contentStart] === 0 || len < 0x80) throw new Error("non-minimal DER length");
-    contentStart += n;
-  }
-  const end = contentStart + len;
+  const h = readHeader(buf, pos, limit);
+  if (typeof h === "string") throw new Error(h);
+  if (h.length === undefined) throw new Error("indefinite or oversized DER length");
+  if (!h.minimal) throw new Error("non-minimal DER length");
+  const end = h.contentStart + h.length;
   if (end > limit) throw new Error("DER element runs past its container");
-  return { tag, start: pos, contentStart, end };
+  return { tag: h.tag, start: pos, contentStart: h.contentStart, end };
+}
+
+/**
+ * Reads the element at `pos` as BER, to tell what a file is: the indefinite form (constructed elements only) and
+ * non-minimal lengths pass, and contents running past `limit` are cut there, so a truncated file is still
+ * recognised (its decoder then reports the damage). undefined when the identifier or length octets are unreadable.
+ */
+export function sniffTlv(buf: Uint8Array, pos: number, limit = buf.length): SniffedTlv | undefined {
+  const h = readHeader(buf, pos, limit);
+  if (typeof h === "string" || (h.length === undefined && !(h.tag & 0x20))) return undefined;
+  return { tag: h.tag, start: pos, contentStart: h.contentStart, end: h.length === undefined ? undefined : Math.min(h.contentStart + h.length, limit) };
 }
 
 /** The elements directly inside a constructed element (or a whole buffer when `parent` is undefined). */
@@ -50,6 +74,41 @@ export function derChildren(buf: Uint8Array, parent?: Tlv): Tlv[] {
     pos = tlv.end;
   }
   return out;
+}
+
+/** The first `max` elements inside `parent`, read with {@link sniffTlv}; stops at an unreadable or indefinite one. */
+export function sniffChildren(buf: Uint8Array, parent: SniffedTlv, max: number): SniffedTlv[] {
+  const out: SniffedTlv[] = [];
+  const limit = parent.end ?? buf.length;
+  let pos: number | undefined = parent.contentStart;
+  while (out.length < max && pos !== undefined && pos < limit) {
+    const child = sniffTlv(buf, pos, limit);
+    if (child === undefined) break;
+    out.push(child);
+    pos = child.end;
+  }
+  return out;
+}
+
+/** The content octets of an element, as a Buffer over the same memory. */
+export function contentOf(buf: Uint8Array, tlv: { contentStart: number; end: number | undefined }): Buffer {
+  return Buffer.from(buf.buffer, buf.byteOffset + tlv.contentStart, (tlv.end ?? buf.length) - tlv.contentStart);
+}
+
+/**
+ * An unsigned INTEGER's content octets (X.690 §8.3) as a count: Infinity when negative (top bit set), empty or
+ * above 2^53, so that every cap refuses it.
+ */
+export function countOf(content: Uint8Array): number {
+  if (content.length === 0 || content[0] >= 0x80) return Infinity;
+  let n = 0;
+  for (const b of content) n = n * 256 + b;
+  return Number.isSafeInteger(n) ? n : Infinity;
+}
+
+/** Big-endian unsigned octets (an INTEGER's contents, an EC scalar, a JWK member) as a BigInt; 0n when empty. */
+export function unsignedOf(bytes: Uint8Array): bigint {
+  return BigInt(`0x${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex") || "0"}`);
 }
 
 /**
@@ -74,6 +133,11 @@ export function decodeOid(content: Uint8Array): string {
   if (!start) throw new Error("truncated OBJECT IDENTIFIER");
   const first = arcs[0] < 40n ? 0n : arcs[0] < 80n ? 1n : 2n;
   return [first, arcs[0] - first * 40n, ...arcs.slice(1)].join(".");
+}
+
+/** Dotted form of the OBJECT IDENTIFIER element `tlv` of `buf` (its tag is not checked). */
+export function oidOf(buf: Uint8Array, tlv: Tlv): string {
+  return decodeOid(contentOf(buf, tlv));
 }
 
 /** Names of algorithm and structure OIDs met in PKCS#12 files and encrypted keys, for messages (others are shown as the bare OID). */

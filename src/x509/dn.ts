@@ -12,7 +12,7 @@
  */
 import "reflect-metadata";
 import type { Name } from "@peculiar/x509";
-import { decodeOid, derChildren } from "./der.js";
+import { contentOf, derChildren, oidOf } from "./der.js";
 
 const latin1 = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 
@@ -127,9 +127,9 @@ export function formatDnDer(der: Uint8Array): string {
       const parts = ava.tag === 0x30 ? derChildren(der, ava) : [];
       if (parts.length !== 2 || parts[0].tag !== 0x06) throw new Error("an attribute must be SEQUENCE { OID, value }");
       const [oidTlv, valueTlv] = parts;
-      const oid = decodeOid(der.subarray(oidTlv.contentStart, oidTlv.end));
+      const oid = oidOf(der, oidTlv);
       const name = TYPE_NAMES[oid];
-      const text = name === undefined ? undefined : decodeString(valueTlv.tag, der.subarray(valueTlv.contentStart, valueTlv.end));
+      const text = name === undefined ? undefined : decodeString(valueTlv.tag, contentOf(der, valueTlv));
       const value = text === undefined ? `#${Buffer.from(der.subarray(valueTlv.start, valueTlv.end)).toString("hex")}` : escapeValue(text);
       return `${name ?? oid}=${value}`;
     });

@@ -2,14 +2,13 @@
  * Encrypted private keys: PKCS#8 EncryptedPrivateKeyInfo (RFC 5958 §3; PBES2 per RFC 8018 §6.2, or the older
  * PBES1 / PKCS#12 PBE schemes) and OpenSSL's legacy PEM encryption (`Proc-Type: 4,ENCRYPTED` with `DEK-Info`,
  * RFC 1421 §4.6). The parameters are checked before anything is decrypted, so that an unreadable cipher is named
- * and the key-derivation work is bounded; the service then decrypts in an isolated worker (isolate.ts), because
- * OpenSSL derives the key and decodes the inner key on the calling thread, and a hostile inner key (DSA or DH
- * with huge parameters) would make it compute for minutes.
+ * and the key-derivation work is bounded; every decryption then runs in an isolated worker (encrypted-key.worker.ts
+ * through isolate.ts), never on the calling thread, where OpenSSL would derive the key and decode the inner key,
+ * and a hostile inner key (DSA or DH with huge parameters) would make it compute for minutes.
  */
-import { createPrivateKey, type KeyObject } from "node:crypto";
-import { createRequire } from "node:module";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
+import { contentOf, countOf, derChildren, describeOid, oidOf, readTlv, TAG, type Tlv } from "./der.js";
+import type { DecryptOutcome, DecryptRecipe, DecryptWorkerInput } from "./encrypted-key.worker.js";
 import { runIsolated } from "./isolate.js";
 import { pemEncode, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
@@ -33,28 +32,14 @@ export interface EncryptedKey {
   recipe: DecryptRecipe;
 }
 
-/** The primitives that decrypt one key (RFC 8018 §6.2 PBES2, RFC 1421 / OpenSSL EVP_BytesToKey, forge). */
-export type DecryptRecipe =
-  | {
-      kind: "pbes2";
-      kdf: { name: "pbkdf2"; salt: Uint8Array; iterations: number; prf: string } | { name: "scrypt"; salt: Uint8Array; n: number; r: number; p: number };
-      cipher: string;
-      iv: Uint8Array;
-      data: Uint8Array;
-    }
-  | { kind: "legacy"; cipher: string; iv: Uint8Array; data: Uint8Array }
-  | { kind: "forge"; der: Uint8Array };
-
 /** Time one key decryption may take in its worker (the caps below keep honest keys well under 1 s). */
 export const KEY_DECRYPT_TIMEOUT_MS = 5_000;
 
 /** Legacy PEM ciphers (DEK-Info, RFC 1421 §4.6.1.3) that OpenSSL 3's default provider can decrypt. */
 const LEGACY_CIPHERS = new Set(["AES-128-CBC", "AES-192-CBC", "AES-256-CBC", "DES-EDE3-CBC"]);
 
-
 const REENCRYPT_HINT =
   "re-encrypt it with a current cipher, e.g. `openssl pkey -provider legacy -provider default -in old.key -aes256 -out new.key`, or send it decrypted";
-
 
 function invalid(field: string, message: string, cause?: unknown): InvalidArgumentError {
   return new InvalidArgumentError(X509Reason.INVALID_PRIVATE_KEY, field, `${field}: ${message}`, { cause });
@@ -96,77 +81,16 @@ function decryptionError(key: EncryptedKey, passphrase: string, code: string, ca
 }
 
 /**
- * Decrypts on the calling thread, for callers whose input is trusted (unit tests, tools); the service decrypts
- * with {@link decryptIsolated}.
+ * The refusal for an encrypted key met by a synchronous parse, which never decrypts: every decryption runs in the
+ * worker ({@link decryptIsolated}, called by readImport before it parses).
  *
- * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY, WRONG_PASSPHRASE (field `passphrase`) or INVALID_PRIVATE_KEY.
+ * @returns InvalidArgumentError ENCRYPTED_PRIVATE_KEY when no passphrase was given.
+ * @throws Error when a passphrase was given: the caller skipped the decryption (a bug, not the input).
  */
-export function decryptSync(key: EncryptedKey, passphrase: string): KeyObject {
-  try {
-    return key.pem !== undefined
-      ? createPrivateKey({ key: key.pem, format: "pem", passphrase })
-      : createPrivateKey({ key: key.der!, format: "der", type: "pkcs8", passphrase });
-  } catch (err) {
-    throw decryptionError(key, passphrase, String((err as { code?: string }).code ?? ""), err);
-  }
+export function undecryptedKey(key: EncryptedKey, passphrase: string): InvalidArgumentError {
+  if (passphrase === "") return missingPassphrase(key.field, key.what);
+  throw new Error(`${key.field}: an encrypted key reached parseImport undecrypted; readImport decrypts it first`);
 }
-
-/** Worker reply: the decrypted key's DER (not decoded), or the error code of a failed decryption. */
-type DecryptOutcome = { ok: true; der: ArrayBuffer } | { ok: false; code: string };
-
-/**
- * The worker (CommonJS, `eval: true`): decrypts by the recipe and returns the plaintext DER without decoding it.
- * Key derivation: PBKDF2 / scrypt (RFC 8018 §5.2, RFC 7914) with the passphrase as UTF-8, or OpenSSL's
- * EVP_BytesToKey (MD5, one round, salt = the first 8 IV bytes) for legacy PEM; then CBC decryption whose
- * padding check fails for a wrong passphrase. Older PKCS#12 PBE schemes go through node-forge.
- */
-const DECRYPT_SOURCE = String.raw`
-"use strict";
-const { parentPort, workerData } = require("node:worker_threads");
-const crypto = require("node:crypto");
-const KEY_LENGTHS = { "aes-128-cbc": 16, "aes-192-cbc": 24, "aes-256-cbc": 32, "des-ede3-cbc": 24 };
-const r = workerData.recipe;
-const pass = Buffer.from(workerData.passphrase, "utf8");
-function decipher(name, key, iv, data) {
-  const d = crypto.createDecipheriv(name, key, iv);
-  return Buffer.concat([d.update(data), d.final()]);
-}
-let out;
-try {
-  let plain;
-  if (r.kind === "pbes2") {
-    const len = KEY_LENGTHS[r.cipher];
-    const key = r.kdf.name === "pbkdf2"
-      ? crypto.pbkdf2Sync(pass, r.kdf.salt, r.kdf.iterations, len, r.kdf.prf)
-      : crypto.scryptSync(pass, r.kdf.salt, len, { N: r.kdf.n, r: r.kdf.r, p: r.kdf.p, maxmem: 64 * 1024 * 1024 });
-    plain = decipher(r.cipher, key, r.iv, r.data);
-  } else if (r.kind === "legacy") {
-    const len = KEY_LENGTHS[r.cipher];
-    const salt = Buffer.from(r.iv).subarray(0, 8);
-    let key = Buffer.alloc(0);
-    let block = Buffer.alloc(0);
-    while (key.length < len) {
-      block = crypto.createHash("md5").update(Buffer.concat([block, pass, salt])).digest();
-      key = Buffer.concat([key, block]);
-    }
-    plain = decipher(r.cipher, key.subarray(0, len), r.iv, r.data);
-  } else {
-    const forge = require(workerData.forgePath);
-    const asn1 = forge.asn1.fromDer(forge.util.createBuffer(Buffer.from(r.der).toString("binary")));
-    const info = forge.pki.decryptPrivateKeyInfo(asn1, workerData.passphrase);
-    if (!info) throw Object.assign(new Error("bad decrypt"), { code: "ERR_OSSL_BAD_DECRYPT" });
-    plain = Buffer.from(forge.asn1.toDer(info).getBytes(), "binary");
-  }
-  const copy = new Uint8Array(plain).buffer;
-  plain.fill(0);
-  out = { ok: true, der: copy };
-} catch (err) {
-  out = { ok: false, code: String((err && err.code) || "ERR_OSSL_BAD_DECRYPT") };
-}
-parentPort.postMessage(out, out.ok ? [out.der] : []);
-`;
-
-let forgePath: string | undefined;
 
 /**
  * Decrypts in an isolated worker (time limit KEY_DECRYPT_TIMEOUT_MS) and returns the plaintext key DER, not yet
@@ -177,10 +101,10 @@ let forgePath: string | undefined;
  *   RESOURCE_EXHAUSTED SERVER_BUSY when the worker queue is full.
  */
 export async function decryptIsolated(key: EncryptedKey, passphrase: string, signal?: AbortSignal): Promise<Buffer> {
-  forgePath ??= createRequire(import.meta.url).resolve("node-forge");
+  const workerData: DecryptWorkerInput = { recipe: key.recipe, passphrase };
   const outcome = await runIsolated<DecryptOutcome>({
-    source: DECRYPT_SOURCE,
-    workerData: { recipe: key.recipe, passphrase, forgePath },
+    worker: "encrypted-key",
+    workerData,
     timeoutMs: KEY_DECRYPT_TIMEOUT_MS,
     signal,
     heapMb: 64,
@@ -275,15 +199,6 @@ const FORGE_SCHEMES: Record<string, string> = {
   "1.2.840.113549.1.12.1.3": "pbeWithSHAAnd3-KeyTripleDES-CBC",
 };
 
-/** Unsigned INTEGER contents as a number (Infinity beyond 2^53, which any cap refuses anyway). */
-function integerValue(content: Uint8Array): number {
-  // A negative INTEGER (top bit set) is no count: Infinity makes every cap refuse it.
-  if (content.length === 0 || content[0] >= 0x80) return Infinity;
-  let n = 0;
-  for (const b of content) n = n * 256 + b;
-  return Number.isSafeInteger(n) ? n : Infinity;
-}
-
 /**
  * Reads an EncryptedPrivateKeyInfo's algorithm (RFC 5958 §3; PBES2 per RFC 8018 §6.2 / A.4) before anything is
  * decrypted, so that a cost OpenSSL would spend on the event loop is bounded and an unreadable cipher is named.
@@ -301,23 +216,23 @@ function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recip
   let prf = "1.2.840.113549.2.7"; // hmacWithSHA1, the PBKDF2 default (RFC 8018 A.2)
   try {
     const [algId, encryptedData] = derChildren(der, readTlv(der, 0));
-    const bytes = (t: Tlv) => der.subarray(t.contentStart, t.end);
+    const bytes = (t: Tlv) => contentOf(der, t);
     const [oid, params] = derChildren(der, algId);
-    algorithm = decodeOid(der.subarray(oid.contentStart, oid.end));
+    algorithm = oidOf(der, oid);
     if (algorithm === OID_PBES2 && params) {
       const [kdf, scheme] = derChildren(der, params);
       const [kdfOid, kdfParams] = derChildren(der, kdf);
-      const kdfName = decodeOid(der.subarray(kdfOid.contentStart, kdfOid.end));
+      const kdfName = oidOf(der, kdfOid);
       const kp = kdfParams ? derChildren(der, kdfParams) : [];
-      const int = (i: number) => (kp[i]?.tag === 0x02 ? integerValue(bytes(kp[i])) : Infinity);
+      const int = (i: number) => (kp[i]?.tag === TAG.INTEGER ? countOf(bytes(kp[i])) : Infinity);
       const [schemeOid, iv] = derChildren(der, scheme);
-      cipher = decodeOid(bytes(schemeOid));
-      if (kp[0]?.tag !== 0x04 || iv?.tag !== 0x04 || encryptedData?.tag !== 0x04) throw new Error("PBES2 parameters without salt, IV or data");
+      cipher = oidOf(der, schemeOid);
+      if ([kp[0], iv, encryptedData].some((t) => t?.tag !== TAG.OCTET_STRING)) throw new Error("PBES2 parameters without salt, IV or data");
       if (kdfName === OID_PBKDF2) {
         // PBKDF2-params (RFC 8018 A.2): salt, iterationCount, keyLength OPTIONAL, prf DEFAULT hmacWithSHA1.
         iterations = int(1);
-        const prfAlg = kp.find((t, i) => i >= 2 && t.tag === 0x30);
-        if (prfAlg) prf = decodeOid(bytes(derChildren(der, prfAlg)[0]));
+        const prfAlg = kp.find((t, i) => i >= 2 && t.tag === TAG.SEQUENCE);
+        if (prfAlg) prf = oidOf(der, derChildren(der, prfAlg)[0]);
         recipe = { kind: "pbes2", kdf: { name: "pbkdf2", salt: bytes(kp[0]), iterations, prf: PRF_DIGESTS[prf] ?? "" }, cipher: CIPHER_NAMES[cipher] ?? "", iv: bytes(iv), data: bytes(encryptedData) };
       } else if (kdfName === OID_SCRYPT) {
         // scrypt-params (RFC 7914 §7.1): salt, costParameter N, blockSize r, parallelizationParameter p.
@@ -327,7 +242,7 @@ function checkPkcs8Encryption(der: Buffer, field: string): { what: string; recip
     } else if (params) {
       // PBES1 and PKCS#12 PBE (RFC 8018 §6.1, RFC 7292 App. C): params are { salt, iterationCount }.
       const p = derChildren(der, params);
-      if (p[1]?.tag === 0x02) iterations = integerValue(der.subarray(p[1].contentStart, p[1].end));
+      if (p[1]?.tag === TAG.INTEGER) iterations = countOf(bytes(p[1]));
     }
   } catch (err) {
     // OpenSSL would accept some encodings our strict reader refuses (non-minimal lengths), and then run a key

@@ -19,18 +19,12 @@ import {
   type ParsedCertificate,
 } from "./certificate.js";
 import { orderIntermediates, selectLeaf, type NumberedCertificate } from "./chain.js";
+import { contentOf, sniffTlv, TAG } from "./der.js";
+import { decryptIsolated, missingPassphrase, type EncryptedKey } from "./encrypted-key.js";
 import { describePublicKey } from "./key-algorithm.js";
-import {
-  MAX_CERTIFICATE_BYTES,
-  MAX_INTERMEDIATES,
-  MAX_INTERMEDIATES_BYTES,
-  MAX_PASSPHRASE_BYTES,
-  MAX_PKCS12_BYTES,
-  MAX_PRIVATE_KEY_BYTES,
-} from "./limits.js";
+import { MAX_CERTIFICATE_BYTES, MAX_INTERMEDIATES, MAX_INTERMEDIATES_BYTES, MAX_PASSPHRASE_BYTES, MAX_PKCS12_BYTES, MAX_PRIVATE_KEY_BYTES } from "./limits.js";
 import { normalizePemText, pemEncode } from "./pem.js";
 import { readPkcs12, type Pkcs12Contents } from "./pkcs12.js";
-import { decryptIsolated, missingPassphrase, type EncryptedKey } from "./encrypted-key.js";
 import {
   findEncryptedKey,
   keyMatches,
@@ -78,32 +72,21 @@ export interface ParsedImport {
   repairs: ImportRepair[];
 }
 
-/** Metadata read from the leaf alone (everything but the key description). */
-type LeafFacts = Omit<CertificateMetadata, "keyAlgorithm" | "keySize" | "keyCurve">;
-
 const bytesOf = (b: Buffer | undefined) => b ?? Buffer.alloc(0);
 
 /**
- * Validates and normalises an import request, reading a PKCS#12 file first when one is given (in a worker
- * thread, see pkcs12.ts). Rules as in {@link parseImport}, plus PKCS#12 errors: PASSPHRASE_REQUIRED,
- * WRONG_PASSPHRASE, INVALID_PKCS12.
+ * Validates and normalises an import request, first reading its PKCS#12 file or decrypting its encrypted private
+ * key in a worker thread (pkcs12.ts, encrypted-key.ts): the only road by which a key is decrypted. Rules as in
+ * {@link parseImport}, plus PASSPHRASE_REQUIRED, WRONG_PASSPHRASE and INVALID_PKCS12; DomainError
+ * RESOURCE_EXHAUSTED SERVER_BUSY when the worker queue is full; CancelledError when `signal` aborts.
  */
 export async function readImport(input: ImportInput, signal?: AbortSignal): Promise<ParsedImport> {
   checkSizesAndConflicts(input);
   const pkcs12 = bytesOf(input.pkcs12);
   if (pkcs12.length > 0) return parseImport(input, { pkcs12: await readPkcs12(pkcs12, input.passphrase ?? "", { signal }) });
-  // An encrypted key is decrypted off the event loop; everything else about it was checked by findEncryptedKey.
-  const passphrase = input.passphrase ?? "";
-  const keyDer = bytesOf(input.privateKeyDer);
-  // Wherever a key may be: its own fields, or a combined PEM in certificate (or PEM text sent as certificate_der).
-  const certificateDer = bytesOf(input.certificateDer);
-  const encrypted =
-    input.privateKey.trim() !== "" || keyDer.length > 0
-      ? findEncryptedKey(input.privateKey, keyDer, keyDer.length > 0 && input.privateKey.trim() === "" ? "private_key_der" : "private_key")
-      : certificateDer.length === 0
-        ? findEncryptedKey(input.certificate, Buffer.alloc(0), "certificate")
-        : findEncryptedKey("", certificateDer, "certificate_der");
+  const encrypted = findEncryptedKey(input);
   if (encrypted === undefined) return parseImport(input);
+  const passphrase = input.passphrase ?? "";
   if (encrypted.pem !== undefined && passphrase === "") throw missingPassphrase(encrypted.field, encrypted.what);
   return parseImport(input, { decryptedKey: { encrypted, der: await decryptIsolated(encrypted, passphrase, signal) } });
 }
@@ -117,7 +100,8 @@ export interface PreparedImport {
 }
 
 /**
- * Validates and normalises an import request whose PKCS#12 file (if any) was already read.
+ * Validates and normalises an import request whose PKCS#12 file or encrypted key (if any) readImport already read
+ * or decrypted, in steps: leaf candidates, private key, intermediates, the leaf chosen, the chain ordered.
  *
  * Rules, each refused with an InvalidArgumentError whose `field` is the proto field:
  * - Sizes (before any decoding): certificate, certificate_der, private_key, private_key_der ≤ 64 KiB,
@@ -140,151 +124,194 @@ export interface PreparedImport {
  *
  * @param input - the request fields.
  * @param prepared - work readImport did off the event loop: the PKCS#12 contents (required when `input.pkcs12`
- *   is set) and the decrypted private key (else an encrypted key is decrypted here, on the calling thread).
+ *   is set) and the decrypted private key. This function never decrypts: without `decryptedKey`, an encrypted key
+ *   is refused as ENCRYPTED_PRIVATE_KEY when no passphrase was given (an Error otherwise: call readImport).
  * @returns metadata of the leaf, the clean material and the repairs made.
  * @throws InvalidArgumentError as listed above; messages never contain key material or PEM bodies.
  */
 export function parseImport(input: ImportInput, prepared: PreparedImport = {}): ParsedImport {
   // Every buffer that may hold private-key bytes is zeroed however parsing ends (createPrivateKey copied them).
-  const keyBuffers: Buffer[] = [
-    ...(prepared.pkcs12?.privateKeys ?? []),
-    ...(input.privateKeyDer ? [input.privateKeyDer] : []),
-    ...(prepared.decryptedKey ? [prepared.decryptedKey.der] : []),
-  ];
+  const keyBuffers = [...(prepared.pkcs12?.privateKeys ?? []), ...[input.privateKeyDer, prepared.decryptedKey?.der].filter((b) => b !== undefined)];
+  const state: ParseState = { input, prepared, repairs: [], seen: new Set(), keyBuffers };
   try {
-    return parseImportInto(input, prepared, keyBuffers);
+    checkSizesAndConflicts(input);
+    for (const [field, text] of [["certificate", input.certificate], ["private_key", input.privateKey], ["intermediates", input.intermediates]] as const) {
+      if (text !== "" && normalizePemText(text) !== text) {
+        state.repairs.push({ kind: "TEXT_NORMALIZED", description: `${field}: a byte-order mark or line breaks written as "\\n" were undone` });
+      }
+    }
+    const candidates = readLeafCandidates(state);
+    const { privateKey, keyField } = readPrivateKey(state, candidates);
+    const intermediates = readIntermediates(state, candidates);
+    const { leaf, metadata } = chooseLeaf(state, candidates, privateKey, keyField);
+    const chain = orderChain(state, candidates, leaf, intermediates);
+    const material: CertificateMaterial = {
+      certificatePem: pemEncode("CERTIFICATE", leaf.cert.der),
+      privateKeyPem: privateKey === undefined ? "" : privateKeyToPkcs8Pem(privateKey.key),
+      intermediatesPem: chain.map((i) => pemEncode("CERTIFICATE", i.cert.der)).join(""),
+    };
+    return { metadata, material, hasPrivateKey: privateKey !== undefined, intermediateCount: chain.length, repairs: state.repairs };
   } finally {
     for (const b of keyBuffers) b.fill(0);
   }
 }
 
-function parseImportInto(input: ImportInput, prepared: PreparedImport, keyBuffers: Buffer[]): ParsedImport {
-  const { pkcs12, decryptedKey } = prepared;
-  checkSizesAndConflicts(input);
-  const repairs: ImportRepair[] = [];
-  for (const [field, text] of [["certificate", input.certificate], ["private_key", input.privateKey], ["intermediates", input.intermediates]] as const) {
-    if (text !== "" && normalizePemText(text) !== text) {
-      repairs.push({ kind: "TEXT_NORMALIZED", description: `${field}: a byte-order mark or line breaks written as "\\n" were undone` });
-    }
-  }
-  const passphrase = input.passphrase ?? "";
+/** What the steps of one parseImport share. */
+interface ParseState {
+  input: ImportInput;
+  prepared: PreparedImport;
+  /** The repairs made so far, in the order they happened. */
+  repairs: ImportRepair[];
+  /** SHA-256 of every certificate's bytes met so far: a repeat in a later field is dropped. */
+  seen: Set<string>;
+  /** Buffers that may hold private-key bytes, zeroed when the parse ends. */
+  keyBuffers: Buffer[];
+}
 
-  // 1. Every certificate given for the leaf, and a key that may come with them.
-  const leafField = pkcs12 ? "pkcs12" : bytesOf(input.certificateDer).length > 0 ? "certificate_der" : "certificate";
+/** The certificates given for the leaf, in one field: all as found (repeats included), the new ones, decoded. */
+interface LeafCandidates {
+  /** `pkcs12`, `certificate_der` or `certificate`. */
+  field: string;
+  /** With the key blocks of a combined PEM. */
+  found: FoundCertificates;
+  /** Those not met before, in input order. */
+  distinct: CertificateItem[];
+  decoded: NumberedCertificate[];
+}
+
+/** The certificates of the intermediates field: as found, and those not met before (not decoded yet). */
+interface IntermediateItems {
+  raw: CertificateItem[];
+  distinct: CertificateItem[];
+}
+
+/** The items not met before (by the SHA-256 of their bytes, recorded in `seen`), in order. */
+function distinctItems(items: CertificateItem[], seen: Set<string>): CertificateItem[] {
+  return items.filter((item) => {
+    const digest = createHash("sha256").update(item.der).digest("hex");
+    if (seen.has(digest)) return false;
+    seen.add(digest);
+    return true;
+  });
+}
+
+/**
+ * Step 1, the leaf: every certificate given for it (the PKCS#12 contents, certificate_der or certificate), with
+ * the key blocks of a combined PEM (to be zeroed), de-duplicated on the bytes before decoding (a bundle of many
+ * copies costs hashing only). A lone candidate's public key is checked now: field order puts a refused
+ * certificate before anything about the private key.
+ * @throws InvalidArgumentError INVALID_CERTIFICATE (none, or only a key), INVALID_PKCS12, TOO_MANY_INTERMEDIATES,
+ *   KEY_TOO_WEAK, UNSUPPORTED_KEY_ALGORITHM.
+ */
+function readLeafCandidates({ input, prepared: { pkcs12 }, repairs, seen, keyBuffers }: ParseState): LeafCandidates {
+  const field = pkcs12 ? "pkcs12" : bytesOf(input.certificateDer).length > 0 ? "certificate_der" : "certificate";
+  const refuse = (message: string) => new InvalidArgumentError(X509Reason.INVALID_CERTIFICATE, field, `${field}: ${message}`);
   let found: FoundCertificates;
   if (pkcs12) {
     if (pkcs12.certificates.length === 0) {
       throw new InvalidArgumentError(X509Reason.INVALID_PKCS12, "pkcs12", "pkcs12: the file holds no certificate; export it again with its certificate");
     }
-    found = { items: pkcs12.certificates.map((der, i) => ({ der, field: "pkcs12", position: i + 1 })), keyBlocks: [], repairs: [] };
-    const keys = pkcs12.privateKeys.length;
-    repairs.push({
-      kind: "PKCS12_UNPACKED",
-      description: `pkcs12: ${pkcs12.certificates.length} certificate(s)${keys > 0 ? " and the private key" : ""} were taken out of the PKCS#12 file`,
-    });
-  } else if (leafField === "certificate_der") {
-    found = certificatesFromBytes(bytesOf(input.certificateDer), leafField);
+    const keys = pkcs12.privateKeys.length > 0 ? " and the private key" : "";
+    const description = `pkcs12: ${pkcs12.certificates.length} certificate(s)${keys} were taken out of the PKCS#12 file`;
+    found = { items: pkcs12.certificates.map((der, i) => ({ der, field, position: i + 1 })), keyBlocks: [], repairs: [{ kind: "PKCS12_UNPACKED", description }] };
+  } else if (field === "certificate_der") {
+    found = certificatesFromBytes(bytesOf(input.certificateDer), field);
   } else {
     if (input.certificate.trim() === "") {
-      throw new InvalidArgumentError(
-        X509Reason.INVALID_CERTIFICATE,
-        "certificate",
-        "certificate: the certificate is required; paste the PEM certificate (-----BEGIN CERTIFICATE-----), or send it as certificate_der (binary DER) or pkcs12 (a .pfx/.p12 file)",
-      );
+      throw refuse("the certificate is required; paste the PEM certificate (-----BEGIN CERTIFICATE-----), or send it as certificate_der (binary DER) or pkcs12 (a .pfx/.p12 file)");
     }
-    found = certificatesFromText(input.certificate, leafField, true);
+    found = certificatesFromText(input.certificate, field, true);
   }
   repairs.push(...found.repairs);
   keyBuffers.push(...found.keyBlocks.map((b) => b.der));
   if (found.items.length === 0 && found.keyBlocks.length > 0) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_CERTIFICATE,
-      leafField,
-      `${leafField}: it holds only a private key and no certificate; put the key in private_key and the PEM certificate (-----BEGIN CERTIFICATE-----) here`,
-    );
+    throw refuse("it holds only a private key and no certificate; put the key in private_key and the PEM certificate (-----BEGIN CERTIFICATE-----) here");
   }
   if (found.items.length === 0) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_CERTIFICATE,
-      leafField,
-      `${leafField}: no PEM certificate found; paste the certificate in PEM form, from "-----BEGIN CERTIFICATE-----" to "-----END CERTIFICATE-----"`,
-    );
+    throw refuse('no PEM certificate found; paste the certificate in PEM form, from "-----BEGIN CERTIFICATE-----" to "-----END CERTIFICATE-----"');
   }
+  const distinct = distinctItems(found.items, seen);
+  if (distinct.length - 1 > MAX_INTERMEDIATES) throw tooMany(field, distinct.length - 1);
+  const decoded = distinct.map(decode);
+  if (decoded.length === 1) describePublicKey(decoded[0].cert, field);
+  return { field, found, distinct, decoded };
+}
 
-  // Leaf candidates: de-duplicated on the bytes before decoding (a bundle of many copies costs hashing only).
-  const seen = new Set<string>();
-  const distinct = (items: CertificateItem[]) =>
-    items.filter((item) => {
-      const digest = createHash("sha256").update(item.der).digest("hex");
-      if (seen.has(digest)) return false;
-      seen.add(digest);
-      return true;
-    });
-  const leafCandidatesRaw = distinct(found.items);
-  if (leafCandidatesRaw.length - 1 > MAX_INTERMEDIATES) throw tooMany(leafField, leafCandidatesRaw.length - 1);
-  const leafCandidates = leafCandidatesRaw.map(decode);
-  // Field order: a certificate whose key we refuse is reported before anything about the private key.
-  if (leafCandidates.length === 1) describePublicKey(leafCandidates[0].cert, leafField);
-
-  // 2. The private key.
-  let privateKey: ParsedPrivateKey | undefined;
+/**
+ * Step 2, the private key: the PKCS#12 file's, the one readImport decrypted, the private_key or private_key_der
+ * field's, or a key block of a combined PEM (moved, with a PRIVATE_KEY_MOVED repair).
+ * @returns the key (undefined when none was given) and the field it came from, for later errors.
+ * @throws InvalidArgumentError as parsePrivateKey; INVALID_PKCS12 for several keys in the file; INVALID_CERTIFICATE
+ *   for a key block in the leaf's field while a key field is also set.
+ */
+function readPrivateKey({ input, prepared, repairs }: ParseState, leaf: LeafCandidates): { privateKey?: ParsedPrivateKey; keyField: string } {
+  const { pkcs12, decryptedKey } = prepared;
+  const passphrase = input.passphrase ?? "";
   let keyField = bytesOf(input.privateKeyDer).length > 0 ? "private_key_der" : "private_key";
+  let privateKey: ParsedPrivateKey | undefined;
   if (pkcs12) {
     keyField = "pkcs12";
     if (pkcs12.privateKeys.length > 1) {
-      throw new InvalidArgumentError(
-        X509Reason.INVALID_PKCS12,
-        "pkcs12",
-        `pkcs12: the file holds ${pkcs12.privateKeys.length} private keys; export only one certificate with its key`,
-      );
+      const message = `pkcs12: the file holds ${pkcs12.privateKeys.length} private keys; export only one certificate with its key`;
+      throw new InvalidArgumentError(X509Reason.INVALID_PKCS12, "pkcs12", message);
     }
     if (pkcs12.privateKeys.length === 1) privateKey = parseContainedPrivateKey(pkcs12.privateKeys[0], "pkcs12");
   } else {
-    privateKey =
-      decryptedKey && decryptedKey.encrypted.field !== leafField
-        ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der, passphrase)
-        : parsePrivateKey(input.privateKey, bytesOf(input.privateKeyDer), passphrase);
-    if (found.keyBlocks.length > 0) {
+    const decrypted = (field: string) =>
+      decryptedKey?.encrypted.field === field ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der, passphrase) : undefined;
+    privateKey = decrypted(keyField) ?? parsePrivateKey(input.privateKey, bytesOf(input.privateKeyDer), passphrase);
+    if (leaf.found.keyBlocks.length > 0) {
       if (privateKey !== undefined) {
-        throw new InvalidArgumentError(
-          X509Reason.INVALID_CERTIFICATE,
-          leafField,
-          `${leafField}: it holds a private key block although ${keyField} is also set; remove the key from ${leafField}`,
-        );
+        const message = `${leaf.field}: it holds a private key block although ${keyField} is also set; remove the key from ${leaf.field}`;
+        throw new InvalidArgumentError(X509Reason.INVALID_CERTIFICATE, leaf.field, message);
       }
-      keyField = leafField;
-      privateKey =
-        decryptedKey?.encrypted.field === leafField
-          ? parseDecryptedKey(decryptedKey.encrypted, decryptedKey.der, passphrase)
-          : parsePrivateKeyBlocks(found.keyBlocks, leafField, passphrase);
-      repairs.push({ kind: "PRIVATE_KEY_MOVED", description: `${leafField}: it also held the private key (a combined PEM file); the key was used as the private key` });
+      keyField = leaf.field;
+      privateKey = decrypted(leaf.field) ?? parsePrivateKeyBlocks(leaf.found.keyBlocks, leaf.field, passphrase);
+      repairs.push({ kind: "PRIVATE_KEY_MOVED", description: `${leaf.field}: it also held the private key (a combined PEM file); the key was used as the private key` });
     }
   }
   if (privateKey) repairs.push(...privateKey.repairs);
+  return { privateKey, keyField };
+}
 
-  // 3. The intermediates field.
-  const chainFound = input.intermediates.trim() === "" ? undefined : certificatesFromText(input.intermediates, "intermediates", false);
-  if (chainFound && chainFound.items.length === 0) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_CERTIFICATE,
-      "intermediates",
-      'intermediates: no PEM certificate found; paste the CA certificates as "-----BEGIN CERTIFICATE-----" blocks',
-    );
+/**
+ * Step 3, the intermediates field: its certificates as found, and those met in neither field before.
+ * @throws InvalidArgumentError INVALID_CERTIFICATE when it holds no certificate; TOO_MANY_INTERMEDIATES when the
+ *   distinct CA certificates of both fields are more than MAX_INTERMEDIATES.
+ */
+function readIntermediates({ input, repairs, seen }: ParseState, leaf: LeafCandidates): IntermediateItems {
+  if (input.intermediates.trim() === "") return { raw: [], distinct: [] };
+  const found = certificatesFromText(input.intermediates, "intermediates", false);
+  if (found.items.length === 0) {
+    const message = 'intermediates: no PEM certificate found; paste the CA certificates as "-----BEGIN CERTIFICATE-----" blocks';
+    throw new InvalidArgumentError(X509Reason.INVALID_CERTIFICATE, "intermediates", message);
   }
-  if (chainFound) repairs.push(...chainFound.repairs);
-  const chainRaw = chainFound?.items ?? [];
-  const chainDistinctRaw = distinct(chainRaw);
-  if (leafCandidatesRaw.length - 1 + chainDistinctRaw.length > MAX_INTERMEDIATES) {
-    throw tooMany("intermediates", leafCandidatesRaw.length - 1 + chainDistinctRaw.length);
-  }
+  repairs.push(...found.repairs);
+  const distinct = distinctItems(found.items, seen);
+  const count = leaf.distinct.length - 1 + distinct.length;
+  if (count > MAX_INTERMEDIATES) throw tooMany("intermediates", count);
+  return { raw: found.items, distinct };
+}
 
-  // 4. Choose the leaf, check its key.
-  const publicKeyMatches = privateKey ? (c: ParsedCertificate) => matches(privateKey!, c) : undefined;
-  const leafIndex = selectLeaf(leafCandidates, publicKeyMatches, leafField, keyField);
-  const leaf = leafCandidates[leafIndex].cert;
-  const facts = leafFacts(leaf, leafField);
-  const key = describePublicKey(leaf, leafField);
-  const leafPublicKey = publicKeyOf(leaf);
+/**
+ * Step 4: the leaf among its candidates (selectLeaf: the private key's certificate, else the one that issued
+ * none of the others), its metadata, and proof that the private key's secret part belongs to it (keyPairWorks).
+ * @throws InvalidArgumentError PRIVATE_KEY_MISMATCH, MULTIPLE_CERTIFICATES, INVALID_CERTIFICATE, KEY_TOO_WEAK,
+ *   UNSUPPORTED_KEY_ALGORITHM.
+ */
+function chooseLeaf(
+  { repairs }: ParseState,
+  { field, decoded }: LeafCandidates,
+  privateKey: ParsedPrivateKey | undefined,
+  keyField: string,
+): { leaf: NumberedCertificate; metadata: CertificateMetadata } {
+  const keyOf = (c: ParsedCertificate) => {
+    const publicKey = publicKeyOf(c);
+    return privateKey !== undefined && publicKey !== undefined && keyMatches(privateKey.key, publicKey);
+  };
+  const leaf = decoded[selectLeaf(decoded, privateKey ? keyOf : undefined, field, keyField)];
+  const metadata: CertificateMetadata = { ...leafFacts(leaf.cert, field), ...describePublicKey(leaf.cert, field) };
+  const leafPublicKey = publicKeyOf(leaf.cert);
   if (privateKey && (leafPublicKey === undefined || !keyPairWorks(privateKey.key, leafPublicKey))) {
     throw new InvalidArgumentError(
       X509Reason.PRIVATE_KEY_MISMATCH,
@@ -292,60 +319,52 @@ function parseImportInto(input: ImportInput, prepared: PreparedImport, keyBuffer
       `${keyField}: the private key's secret part does not belong to the certificate's public key (a signature made with it does not verify), although the file claims that public key; the key file is damaged or assembled from two keys, export it again from its source`,
     );
   }
-  if (leafCandidates.length > 1 && !pkcs12) {
+  if (decoded.length > 1 && field !== "pkcs12") {
     repairs.push({
       kind: "CHAIN_SPLIT",
-      description: `${leafField}: it held ${leafCandidates.length} certificates; "${leaf.subject}" was kept as the certificate and the other ${leafCandidates.length - 1} were used as intermediates`,
+      description: `${field}: it held ${decoded.length} certificates; "${leaf.cert.subject}" was kept as the certificate and the other ${decoded.length - 1} were used as intermediates`,
     });
   }
+  return { leaf, metadata };
+}
+
+/**
+ * Step 5, the chain: the leftover leaf candidates first (they came first), then the intermediates field's new
+ * certificates; copies of the leaf and repeats dropped, a self-signed root too when `rootCertificate` is "drop",
+ * the rest put in issuing order (RFC 8446 §4.4.2). Each change is a repair.
+ * @throws InvalidArgumentError INVALID_CERTIFICATE for an intermediate that does not decode;
+ *   INTERMEDIATE_NOT_IN_CHAIN (orderIntermediates).
+ */
+function orderChain({ input, repairs }: ParseState, candidates: LeafCandidates, leaf: NumberedCertificate, intermediates: IntermediateItems): NumberedCertificate[] {
+  const { field, found } = candidates;
+  const copiesOfLeaf = (items: CertificateItem[]) => items.filter((item) => item.der.equals(leaf.cert.der)).length;
   // Exact repeats among the certificates given for the leaf: copies of the leaf, or of the CA certificates.
-  const leafCopies = found.items.filter((item) => item.der.equals(leaf.der)).length - 1;
-  const caRepeats = found.items.length - leafCandidatesRaw.length - leafCopies;
+  const leafCopies = copiesOfLeaf(found.items) - 1;
+  const leafCopiesInChain = copiesOfLeaf(intermediates.raw);
+  const caRepeats = found.items.length - candidates.distinct.length - leafCopies;
+  const droppedDuplicates = caRepeats + intermediates.raw.length - intermediates.distinct.length - leafCopiesInChain;
   if (leafCopies > 0) {
-    repairs.push({ kind: "LEAF_COPY_DROPPED", description: `${leafField}: ${leafCopies} extra copy(ies) of the certificate were dropped` });
+    repairs.push({ kind: "LEAF_COPY_DROPPED", description: `${field}: ${leafCopies} extra copy(ies) of the certificate were dropped` });
   }
-  // 5. The chain: leftover leaf candidates first (they came first), then the intermediates field, whose
-  // duplicates of anything seen before (the leaf included) were already left out.
-  let chain: NumberedCertificate[] = leafCandidates.filter((_, i) => i !== leafIndex);
-  const leafCopiesInChain = chainRaw.filter((item) => item.der.equals(leaf.der)).length;
-  const droppedDuplicates = caRepeats + chainRaw.length - chainDistinctRaw.length - leafCopiesInChain;
-  chain = chain.concat(chainDistinctRaw.map(decode));
+  let chain = candidates.decoded.filter((c) => c !== leaf).concat(intermediates.distinct.map(decode));
   if (leafCopiesInChain > 0) {
     repairs.push({ kind: "LEAF_COPY_DROPPED", description: `intermediates: ${leafCopiesInChain} copy(ies) of the certificate itself were dropped` });
   }
   if (droppedDuplicates > 0) {
     repairs.push({ kind: "DUPLICATE_INTERMEDIATES_DROPPED", description: `${droppedDuplicates} duplicate CA certificate(s) were dropped` });
   }
-  if (input.rootCertificate === "drop") {
-    const roots = chain.filter((c) => isSelfSigned(c.cert));
-    if (roots.length > 0) {
-      chain = chain.filter((c) => !roots.includes(c));
-      repairs.push({
-        kind: "ROOT_DROPPED",
-        description: `the self-signed root ${roots.map((r) => `"${r.cert.subject}"`).join(", ")} was dropped (root_certificate DROP)`,
-      });
-    }
+  const roots = input.rootCertificate === "drop" ? chain.filter((c) => isSelfSigned(c.cert)) : [];
+  if (roots.length > 0) {
+    chain = chain.filter((c) => !roots.includes(c));
+    const names = roots.map((r) => `"${r.cert.subject}"`).join(", ");
+    repairs.push({ kind: "ROOT_DROPPED", description: `the self-signed root ${names} was dropped (root_certificate DROP)` });
   }
-  const ordered = orderIntermediates(leaf, chain);
+  const ordered = orderIntermediates(leaf.cert, chain);
   if (ordered.some((c, i) => c !== chain[i])) {
-    repairs.push({
-      kind: "INTERMEDIATES_REORDERED",
-      description: `the intermediates were put in issuing order: ${ordered.map((c) => `"${c.cert.subject}"`).join(" <- ")}`,
-    });
+    const order = ordered.map((c) => `"${c.cert.subject}"`).join(" <- ");
+    repairs.push({ kind: "INTERMEDIATES_REORDERED", description: `the intermediates were put in issuing order: ${order}` });
   }
-
-  const metadata: CertificateMetadata = { ...facts, ...key };
-  return {
-    metadata,
-    material: {
-      certificatePem: pemEncode("CERTIFICATE", leaf.der),
-      privateKeyPem: privateKey === undefined ? "" : privateKeyToPkcs8Pem(privateKey.key),
-      intermediatesPem: ordered.map((i) => pemEncode("CERTIFICATE", i.cert.der)).join(""),
-    },
-    hasPrivateKey: privateKey !== undefined,
-    intermediateCount: ordered.length,
-    repairs,
-  };
+  return ordered;
 }
 
 /**
@@ -399,30 +418,17 @@ function checkSizesAndConflicts(input: ImportInput): void {
       );
     }
   }
-  const given = (field: string): boolean => {
-    switch (field) {
-      case "certificate":
-        return input.certificate.trim() !== "";
-      case "private_key":
-        return input.privateKey.trim() !== "";
-      case "certificate_der":
-        return bytesOf(input.certificateDer).length > 0;
-      case "private_key_der":
-        return bytesOf(input.privateKeyDer).length > 0;
-      default:
-        return bytesOf(input.pkcs12).length > 0;
-    }
+  const given: Record<string, boolean> = {
+    certificate: input.certificate.trim() !== "",
+    private_key: input.privateKey.trim() !== "",
+    certificate_der: bytesOf(input.certificateDer).length > 0,
+    private_key_der: bytesOf(input.privateKeyDer).length > 0,
+    pkcs12: bytesOf(input.pkcs12).length > 0,
   };
-  const pairs: [string, string][] = [
-    ["pkcs12", "certificate"],
-    ["pkcs12", "certificate_der"],
-    ["pkcs12", "private_key"],
-    ["pkcs12", "private_key_der"],
-    ["certificate_der", "certificate"],
-    ["private_key_der", "private_key"],
-  ];
+  // Two forms of the same material: the first of each pair is named in the error of the second.
+  const pairs = [["pkcs12", "certificate"], ["pkcs12", "certificate_der"], ["pkcs12", "private_key"], ["pkcs12", "private_key_der"], ["certificate_der", "certificate"], ["private_key_der", "private_key"]];
   for (const [a, b] of pairs) {
-    if (given(a) && given(b)) {
+    if (given[a] && given[b]) {
       throw new InvalidArgumentError(
         X509Reason.CONFLICTING_FIELDS,
         b,
@@ -433,57 +439,58 @@ function checkSizesAndConflicts(input: ImportInput): void {
   }
 }
 
-/** The user-facing part of a decoding failure; library messages stay in the cause (logs only). */
-function defect(err: unknown, der: Buffer): string {
-  if (err instanceof CertificateDefect) return err.message;
-  // Say what the bytes are when they are a well-known other thing.
-  if (looksLikePkcs12(der)) return "it is a PKCS#12 (.pfx/.p12) file; send it in the pkcs12 field with its passphrase";
-  if (sniffKeyShape(der) !== undefined) return "it holds a private key, not a certificate; put the key in the private_key field";
-  return "it could not be decoded as DER (RFC 5280 §4.1)";
+/**
+ * INVALID_CERTIFICATE for a certificate that does not decode, saying what the bytes are when they are a well-known
+ * other thing; library messages stay in the cause (logs only).
+ */
+function undecodable(field: string, what: string, der: Buffer, err: unknown): InvalidArgumentError {
+  const defect =
+    err instanceof CertificateDefect
+      ? err.message
+      : looksLikePkcs12(der)
+        ? "it is a PKCS#12 (.pfx/.p12) file; send it in the pkcs12 field with its passphrase"
+        : sniffKeyShape(der) !== undefined
+          ? "it holds a private key, not a certificate; put the key in the private_key field"
+          : "it could not be decoded as DER (RFC 5280 §4.1)";
+  const message = `${field}: ${what} is not a valid X.509 certificate: ${defect}; export it again from its source or have it reissued`;
+  return new InvalidArgumentError(X509Reason.INVALID_CERTIFICATE, field, message, { cause: err });
 }
 
 /** PFX (RFC 7292 §4): SEQUENCE { version INTEGER 3, authSafe ContentInfo, ... }. */
 function looksLikePkcs12(der: Buffer): boolean {
-  const lenBytes = der[1] & 0x80 ? (der[1] & 0x7f) + 2 : 2;
-  return der[0] === 0x30 && der.subarray(lenBytes, lenBytes + 3).equals(Buffer.from([0x02, 0x01, 0x03]));
+  const outer = sniffTlv(der, 0);
+  const version = outer?.tag === TAG.SEQUENCE ? sniffTlv(der, outer.contentStart) : undefined;
+  return version?.tag === TAG.INTEGER && contentOf(der, version).equals(Buffer.from([3]));
 }
 
+/** Decodes one certificate, refusing it with its field and position. */
 function decode(item: CertificateItem): NumberedCertificate {
   try {
     return { cert: parseCertificateDer(item.der), field: item.field, position: item.position };
   } catch (err) {
     const what = item.field === "intermediates" || item.position > 1 ? `certificate ${item.position}` : "the certificate";
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_CERTIFICATE,
-      item.field,
-      `${item.field}: ${what} is not a valid X.509 certificate: ${defect(err, item.der)}; export it again from its source or have it reissued`,
-      { cause: err },
-    );
+    throw undecodable(item.field, what, item.der, err);
   }
 }
 
-function matches(privateKey: ParsedPrivateKey, cert: ParsedCertificate): boolean {
-  const publicKey = publicKeyOf(cert);
-  return publicKey !== undefined && keyMatches(privateKey.key, publicKey);
-}
-
-/** Reads the metadata that depends on the leaf alone. */
 /** The range a google.protobuf.Timestamp can carry (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z). */
 const TIMESTAMP_MIN_MS = Date.parse("0001-01-01T00:00:00Z");
 const TIMESTAMP_MAX_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
-function leafFacts(leaf: ParsedCertificate, field: string): LeafFacts {
-  let dates: { notBefore: Date; notAfter: Date };
-  try {
-    dates = validity(leaf);
-  } catch (err) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_CERTIFICATE,
-      field,
-      `${field}: the certificate is not a valid X.509 certificate: ${defect(err, leaf.der)}; export it again from its source or have it reissued`,
-      { cause: err },
-    );
-  }
+/**
+ * The metadata that depends on the leaf alone.
+ * @throws InvalidArgumentError INVALID_CERTIFICATE when a field of it cannot be read, or a validity time lies
+ *   outside what a Timestamp carries.
+ */
+function leafFacts(leaf: ParsedCertificate, field: string): Omit<CertificateMetadata, "keyAlgorithm" | "keySize" | "keyCurve"> {
+  const read = <T>(facts: () => T): T => {
+    try {
+      return facts();
+    } catch (err) {
+      throw undecodable(field, "the certificate", leaf.der, err);
+    }
+  };
+  const dates = read(() => validity(leaf));
   for (const [name, date] of [["notBefore", dates.notBefore], ["notAfter", dates.notAfter]] as const) {
     const t = date.getTime();
     if (!(t >= TIMESTAMP_MIN_MS && t <= TIMESTAMP_MAX_MS)) {
@@ -494,23 +501,14 @@ function leafFacts(leaf: ParsedCertificate, field: string): LeafFacts {
       );
     }
   }
-  try {
-    return {
-      subjectCommonName: subjectCommonName(leaf),
-      subject: leaf.subject,
-      issuer: leaf.issuer,
-      serialNumber: serialHex(leaf),
-      ...dates,
-      sans: subjectAltNames(leaf),
-      sha256Fingerprint: leaf.sha256,
-      selfSigned: isSelfSigned(leaf),
-    };
-  } catch (err) {
-    throw new InvalidArgumentError(
-      X509Reason.INVALID_CERTIFICATE,
-      field,
-      `${field}: the certificate is not a valid X.509 certificate: ${defect(err, leaf.der)}; export it again from its source or have it reissued`,
-      { cause: err },
-    );
-  }
+  return read(() => ({
+    subjectCommonName: subjectCommonName(leaf),
+    subject: leaf.subject,
+    issuer: leaf.issuer,
+    serialNumber: serialHex(leaf),
+    ...dates,
+    sans: subjectAltNames(leaf),
+    sha256Fingerprint: leaf.sha256,
+    selfSigned: isSelfSigned(leaf),
+  }));
 }

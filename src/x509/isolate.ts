@@ -3,7 +3,7 @@
  * that a file that sets its own work factor can neither block the server's event loop nor run forever: each task
  * has a time limit after which its worker is terminated, and its own small heap. Workers come from a bounded
  * pool (at most one per core, four at most); callers beyond a bounded queue are refused with RESOURCE_EXHAUSTED
- * SERVER_BUSY rather than piling up.
+ * SERVER_BUSY rather than piling up. Each worker is a type-checked module of this folder, `<name>.worker.ts`.
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -15,9 +15,10 @@ export const MAX_ISOLATED_TASKS = Math.max(1, Math.min(4, availableParallelism()
 /** Callers allowed to wait for a worker; more are refused with RESOURCE_EXHAUSTED SERVER_BUSY. */
 export const MAX_WAITING_TASKS = 32;
 
-/** One task: a CommonJS worker source (run with `eval: true`) that posts exactly one message. */
+/** One task: a worker module that posts exactly one message. */
 export interface IsolatedTask {
-  source: string;
+  /** The worker module's name: `pkcs12` runs `pkcs12.worker.ts` (or `.js` when compiled). */
+  worker: string;
   workerData: unknown;
   /** ArrayBuffers moved (not copied) into the worker. */
   transferList?: ArrayBuffer[];
@@ -47,8 +48,8 @@ export function isolatedTaskStats(): { active: number; waiting: number } {
  *
  * @returns the worker's single message.
  * @throws CancelledError when `task.signal` aborts first. DomainError RESOURCE_EXHAUSTED SERVER_BUSY when
- *   MAX_WAITING_TASKS callers already wait; the task's
- *   onTimeout / onOutOfMemory errors; a plain Error when the worker fails otherwise (a bug, not the input).
+ *   MAX_WAITING_TASKS callers already wait; the task's onTimeout / onOutOfMemory errors; a plain Error when the
+ *   worker fails otherwise (a bug, not the input).
  */
 export async function runIsolated<T>(task: IsolatedTask): Promise<T> {
   if (task.signal?.aborted) throw new CancelledError();
@@ -87,10 +88,22 @@ export async function runIsolated<T>(task: IsolatedTask): Promise<T> {
   }
 }
 
+/**
+ * Worker `name`'s module, by this module's own extension: compiled, `<name>.worker.js` beside it; from the
+ * TypeScript sources (vitest, tsx), `<name>.worker.ts` through tsx, a devDependency that dist/ never needs, whose
+ * loader a one-line bootstrap registers first (Node 20 ignores `--import tsx` in a worker's execArgv).
+ */
+function workerEntry(name: string): [string | URL, { eval: boolean }] {
+  if (import.meta.url.endsWith(".js")) return [new URL(`./${name}.worker.js`, import.meta.url), { eval: false }];
+  const [tsx, entry] = [import.meta.resolve("tsx/esm/api"), new URL(`./${name}.worker.ts`, import.meta.url).href];
+  return [`import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`, { eval: true }];
+}
+
 function runWorker<T>(task: IsolatedTask): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const worker = new Worker(task.source, {
-      eval: true,
+    const [entry, { eval: isEval }] = workerEntry(task.worker);
+    const worker = new Worker(entry, {
+      eval: isEval,
       workerData: task.workerData,
       transferList: task.transferList,
       resourceLimits: { maxOldGenerationSizeMb: task.heapMb, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },

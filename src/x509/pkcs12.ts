@@ -12,24 +12,21 @@
  *
  * A PFX is hostile input that sets its own work factor: each KDF runs as many iterations as the file asks, and
  * forge computes them in pure JavaScript. So:
- * - decoding runs in a worker thread (node:worker_threads, an inline CommonJS source) that never blocks the
- *   server's event loop, has its own heap limit, and is terminated after {@link PKCS12_TIMEOUT_MS};
+ * - decoding runs in a worker thread (pkcs12.worker.ts) that never blocks the server's event loop, has its own
+ *   heap limit, and is terminated after {@link PKCS12_TIMEOUT_MS};
  * - workers come from the bounded pool of isolate.ts (one per core, at most 4; a bounded queue);
  * - inside the worker, forge's PBKDF2 (RFC 8018 §5.2) and PKCS#12 KDF (RFC 7292 App. B) refuse iteration counts
- *   above {@link MAX_PKCS12_ITERATIONS} before doing any work. The worker has its own instance of forge, so
- *   patching it there touches nothing else in the process. PBKDF2 itself is computed by node:crypto (native),
- *   with the password as UTF-8 octets as OpenSSL does (forge would use the low byte of each UTF-16 code unit);
- *   the PKCS#12 KDF keeps forge's code, which encodes the password as BMPString (RFC 7292 App. B.1) correctly.
+ *   above {@link MAX_PKCS12_ITERATIONS} before doing any work (PBKDF2 itself runs natively, in node:crypto).
  *
  * The passphrase never appears in an error or a log. Key DER comes back from the worker as transferred
  * ArrayBuffers, which the caller owns and zeroes; forge's intermediate copies are JavaScript strings, which
  * cannot be zeroed, and die with the worker's heap when it is terminated right after.
  */
 import { X509Certificate } from "node:crypto";
-import { createRequire } from "node:module";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { describeOid } from "./der.js";
+import { contentOf, describeOid, sniffChildren, sniffTlv, TAG, type SniffedTlv } from "./der.js";
 import { isolatedTaskStats, runIsolated } from "./isolate.js";
+import type { Pkcs12Outcome, Pkcs12Refusal as Refusal, Pkcs12WorkerInput } from "./pkcs12.worker.js";
 import { X509Reason } from "./reasons.js";
 
 /** What a PKCS#12 file holds. */
@@ -115,25 +112,7 @@ export async function readPkcs12(der: Buffer, passphrase: string, options: Pkcs1
 export const pkcs12WorkerStats = isolatedTaskStats;
 
 // ---------------------------------------------------------------------------------------------------------------
-// Refusals reported by the worker, and their user-facing errors.
-
-/** Why the worker could not return the contents (the worker source below produces exactly these). */
-type Refusal =
-  /** The MAC does not verify: wrong or missing password. */
-  | { kind: "mac" }
-  /** Decryption failed; `macVerified` tells whether the MAC had passed with the same password. */
-  | { kind: "decrypt"; macVerified: boolean }
-  | { kind: "iterations"; iterations: number }
-  /** An algorithm or structure forge does not implement; `oid` when known. */
-  | { kind: "unsupported"; what: "encryption" | "mac" | "integrity" | "privacy" | "bag" | "certType" | "version"; oid?: string }
-  | { kind: "malformed" }
-  | { kind: "noCertificate" }
-  | { kind: "tooManyKeys"; count: number };
-
-/** Worker reply. `detail` is the library's own message, kept for the error's cause (logs) only. */
-type Outcome =
-  | { ok: true; certificates: ArrayBuffer[]; privateKeys: ArrayBuffer[] }
-  | { ok: false; refusal: Refusal; detail?: string };
+// Refusals reported by the worker (pkcs12.worker.ts), and their user-facing errors.
 
 function refusalError(r: Refusal, passphrase: string, detail: string | undefined): InvalidArgumentError {
   const cause = detail === undefined ? undefined : new Error(detail);
@@ -221,57 +200,6 @@ function unsupportedError(r: Extract<Refusal, { kind: "unsupported" }>, cause: E
 // ---------------------------------------------------------------------------------------------------------------
 // Telling a PFX from other things users send, before starting a worker.
 
-/** One BER/DER header: tag byte, where the contents start and end (end undefined: indefinite length). */
-interface Tlv {
-  tag: number;
-  contentStart: number;
-  end: number | undefined;
-}
-
-/**
- * Reads the TLV header at `at` (X.690 §8.1); undefined when the header itself is not within `limit`. Contents
- * that would run past `limit` are cut there: this is a sniff, and a truncated file should still be recognised
- * (the decoder then reports it as damaged).
- */
-function readTlv(b: Buffer, at: number, limit: number): Tlv | undefined {
-  if (at + 2 > limit) return undefined;
-  const tag = b[at];
-  if ((tag & 0x1f) === 0x1f) return undefined; // high tag numbers never occur in the structures we look at
-  let p = at + 2;
-  const first = b[at + 1];
-  if (first === 0x80) return tag & 0x20 ? { tag, contentStart: p, end: undefined } : undefined;
-  let len = first;
-  if (first & 0x80) {
-    const n = first & 0x7f;
-    if (n > 4 || p + n > limit) return undefined;
-    len = 0;
-    for (let i = 0; i < n; i += 1) len = len * 256 + b[p + i];
-    p += n;
-  }
-  return { tag, contentStart: p, end: Math.min(p + len, limit) };
-}
-
-/** Headers of the first `max` children of a constructed TLV (only definite-length children are followed). */
-function childrenOf(b: Buffer, parent: Tlv, max: number): Tlv[] {
-  const out: Tlv[] = [];
-  const limit = parent.end ?? b.length;
-  let at = parent.contentStart;
-  while (out.length < max && at < limit) {
-    const child = readTlv(b, at, limit);
-    if (child === undefined) break;
-    out.push(child);
-    if (child.end === undefined) break;
-    at = child.end;
-  }
-  return out;
-}
-
-const SEQUENCE = 0x30;
-const INTEGER = 0x02;
-const OCTET_STRING = 0x04;
-const BIT_STRING = 0x03;
-const OID = 0x06;
-const EXPLICIT_0 = 0xa0;
 /** DER of OID 1.2.840.113549.1.7.2 (PKCS#7 signedData, RFC 2315 §9.1): a .p7b certificate bundle. */
 const SIGNED_DATA_OID = Buffer.from("2a864886f70d010702", "hex");
 
@@ -282,12 +210,12 @@ const SIGNED_DATA_OID = Buffer.from("2a864886f70d010702", "hex");
  */
 function describeNonPfx(der: Buffer): string | undefined {
   if (der.length === 0) return "the file is empty";
-  const outer = readTlv(der, 0, der.length);
-  if (outer !== undefined && outer.tag === SEQUENCE) {
-    const kids = childrenOf(der, outer, 3);
-    if (kids[0]?.tag === INTEGER && kids[1]?.tag === SEQUENCE) {
-      const info = childrenOf(der, kids[1], 2);
-      if (info[0]?.tag === OID && info[1]?.tag === EXPLICIT_0) return undefined; // PFX-shaped: let the decoder judge
+  const outer = sniffTlv(der, 0);
+  if (outer?.tag === TAG.SEQUENCE) {
+    const kids = sniffChildren(der, outer, 3);
+    if (kids[0]?.tag === TAG.INTEGER && kids[1]?.tag === TAG.SEQUENCE) {
+      const info = sniffChildren(der, kids[1], 2);
+      if (info[0]?.tag === TAG.OID && info[1]?.tag === TAG.EXPLICIT_0) return undefined; // PFX-shaped: let the decoder judge
     }
     const what = describeDer(der, kids);
     if (what !== undefined) return what;
@@ -297,7 +225,8 @@ function describeNonPfx(der: Buffer): string | undefined {
 }
 
 /** Names common DER structures by their top-level shape. */
-function describeDer(der: Buffer, kids: Tlv[]): string | undefined {
+function describeDer(der: Buffer, kids: SniffedTlv[]): string | undefined {
+  const { SEQUENCE, INTEGER, OCTET_STRING, OID, BIT_STRING } = TAG;
   const tags = kids.map((k) => k.tag);
   if (tags[0] === SEQUENCE && tags[1] === SEQUENCE && tags[2] === BIT_STRING) {
     try {
@@ -314,7 +243,7 @@ function describeDer(der: Buffer, kids: Tlv[]): string | undefined {
   if (tags[0] === SEQUENCE && tags[1] === OCTET_STRING && tags.length === 2) {
     return "it is an encrypted DER private key (PKCS#8), not a PKCS#12 file; send it in private_key_der with its passphrase and the certificate in certificate_der";
   }
-  if (tags[0] === OID && kids[0].end !== undefined && der.subarray(kids[0].contentStart, kids[0].end).equals(SIGNED_DATA_OID)) {
+  if (tags[0] === OID && contentOf(der, kids[0]).equals(SIGNED_DATA_OID)) {
     return "it is a PKCS#7 certificate bundle (.p7b), which holds no private key; convert it with `openssl pkcs7 -inform DER -print_certs -in bundle.p7b` and paste the PEM in certificate and intermediates";
   }
   return undefined;
@@ -328,25 +257,22 @@ function describeText(der: Buffer): string | undefined {
     return `it is PEM text (a "${pem[1]}" block), not a binary PKCS#12 file; put PEM in the certificate, private_key and intermediates fields`;
   }
   const text = der.toString("latin1").replace(/\s+/g, "");
-  if (text.length >= 16 && /^[A-Za-z0-9+/]+={0,2}$/.test(text) && Buffer.from(text, "base64")[0] === SEQUENCE) {
+  if (text.length >= 16 && /^[A-Za-z0-9+/]+={0,2}$/.test(text) && Buffer.from(text, "base64")[0] === TAG.SEQUENCE) {
     return "it is base64 text, not the binary file; decode it first (e.g. `base64 -d bundle.p12.b64 > bundle.p12`) and send the bytes";
   }
   return undefined;
 }
 
-let forgePath: string | undefined;
-
 /**
  * Reads `der` in an isolated worker (isolate.ts). Rejects with INVALID_PKCS12 on time-out or heap exhaustion.
  */
-function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: AbortSignal): Promise<Outcome> {
-  // Resolved here, in the main thread, so that it works from the TS sources (vitest) and from dist/ alike.
-  forgePath ??= createRequire(import.meta.url).resolve("node-forge");
+function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: AbortSignal): Promise<Pkcs12Outcome> {
   // A copy of exactly these bytes (a pooled Buffer's ArrayBuffer may hold other data), moved to the worker.
   const input = new Uint8Array(der);
-  return runIsolated<Outcome>({
-    source: WORKER_SOURCE,
-    workerData: { forgePath, der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS },
+  const workerData: Pkcs12WorkerInput = { der: input, passphrase, maxIterations: MAX_PKCS12_ITERATIONS };
+  return runIsolated<Pkcs12Outcome>({
+    worker: "pkcs12",
+    workerData,
     transferList: [input.buffer],
     timeoutMs,
     signal,
@@ -358,177 +284,3 @@ function runWorker(der: Buffer, passphrase: string, timeoutMs: number, signal?: 
     onOutOfMemory: (cause) => invalid(`reading the file needs too much memory; ${REEXPORT_HINT}`, { cause }),
   });
 }
-
-/**
- * The worker (CommonJS, run with `eval: true`). workerData: forgePath, der (Uint8Array), passphrase,
- * maxIterations. It posts one Outcome; key and certificate DER go as transferred ArrayBuffers.
- *
- * Wrapped forge functions (this worker's own instance, looked up as properties at call time by forge):
- * - pkcs5.pbkdf2 (pbe.js getCipherForPBES2) and pbe.generatePkcs12Key / pkcs12.generateKey (pbe.js
- *   getCipherForPKCS12PBE, pkcs12.js MAC check): iteration cap; PBKDF2 through node:crypto with UTF-8 password.
- * - pbe.getCipher: marks that decryption started (a later failure means a wrong password when there is no
- *   MAC) and turns "unsupported algorithm" errors into a refusal naming the OID.
- * - pki.privateKeyFromAsn1 / pki.certificateFromAsn1: return the ASN.1 untouched, so every key and certificate
- *   (RSA included) comes back as the file's own DER instead of forge's re-encoding of its parsed objects.
- */
-const WORKER_SOURCE = String.raw`
-"use strict";
-const { parentPort, workerData } = require("node:worker_threads");
-const nodeCrypto = require("node:crypto");
-const forge = require(workerData.forgePath);
-const LIMIT = workerData.maxIterations;
-const asn1 = forge.asn1;
-const pki = forge.pki;
-
-class Refusal extends Error {
-  constructor(refusal, cause) {
-    super(refusal.kind);
-    this.refusal = refusal;
-    this.detail = cause && cause.message ? String(cause.message) : undefined;
-  }
-}
-
-const state = { decrypting: false, macKeyDerived: false };
-
-function capIterations(count) {
-  if (count > LIMIT) throw new Refusal({ kind: "iterations", iterations: count });
-}
-
-const NATIVE_DIGESTS = { sha1: "sha1", sha256: "sha256", sha384: "sha384", sha512: "sha512", "sha512/224": "sha224" };
-const forgePbkdf2 = forge.pkcs5.pbkdf2;
-function cappedPbkdf2(password, salt, count, dkLen, md) {
-  capIterations(count);
-  const pw = Buffer.from(password == null ? "" : String(password), "utf8");
-  try {
-    const digest = md == null ? "sha1" : typeof md === "object" ? NATIVE_DIGESTS[md.algorithm] : NATIVE_DIGESTS[md];
-    if (digest !== undefined && Number.isSafeInteger(count) && count >= 1) {
-      return nodeCrypto.pbkdf2Sync(pw, Buffer.from(salt, "latin1"), count, dkLen, digest).toString("latin1");
-    }
-    return forgePbkdf2(pw.toString("latin1"), salt, count, dkLen, md);
-  } finally {
-    pw.fill(0);
-  }
-}
-forge.pkcs5.pbkdf2 = cappedPbkdf2;
-forge.pbkdf2 = cappedPbkdf2;
-
-const forgePkcs12Key = forge.pbe.generatePkcs12Key;
-function cappedPkcs12Key(password, salt, id, iter, n, md) {
-  capIterations(iter);
-  if (id === 3) state.macKeyDerived = true;
-  return forgePkcs12Key(password, salt, id, iter, n, md);
-}
-forge.pbe.generatePkcs12Key = cappedPkcs12Key;
-forge.pkcs12.generateKey = cappedPkcs12Key;
-
-function oidString(value) {
-  if (typeof value !== "string" || value === "") return undefined;
-  if (/^[0-9]+(\.[0-9]+)+$/.test(value)) return value;
-  try { return asn1.derToOid(value); } catch (e) { return undefined; }
-}
-
-const forgeGetCipher = forge.pbe.getCipher;
-forge.pbe.getCipher = function getCipher(oid, params, password) {
-  let cipher;
-  try {
-    cipher = forgeGetCipher(oid, params, password);
-  } catch (e) {
-    if (e instanceof Refusal) throw e;
-    if (e && (e.oid !== undefined || e.algorithm !== undefined || /unsupported|unknown/i.test(String(e.message)))) {
-      throw new Refusal({ kind: "unsupported", what: "encryption", oid: oidString(e.oid) || oidString(oid) }, e);
-    }
-    throw new Refusal({ kind: "malformed" }, e);
-  }
-  state.decrypting = true;
-  return cipher;
-};
-
-pki.privateKeyFromAsn1 = function (obj) { return { rawAsn1: obj }; };
-pki.certificateFromAsn1 = function (obj) { return { rawAsn1: obj }; };
-
-function classify(e, hasMac) {
-  const msg = String(e && e.message);
-  if (/MAC could not be verified/.test(msg)) return { kind: "mac" };
-  const mac = /unsupported MAC algorithm: *([0-9.]+)/i.exec(msg);
-  if (mac) return { kind: "unsupported", what: "mac", oid: mac[1] };
-  if (/password integrity mode/.test(msg)) return { kind: "unsupported", what: "integrity", oid: oidString(e.oid) };
-  if (/Unsupported PKCS#12 contentType/.test(msg)) return { kind: "unsupported", what: "privacy", oid: oidString(e.contentType) };
-  if (/Unsupported PKCS#12 SafeBag type/.test(msg)) return { kind: "unsupported", what: "bag", oid: oidString(e.oid) };
-  if (/Unsupported certificate type/.test(msg)) return { kind: "unsupported", what: "certType", oid: oidString(e.oid) };
-  if (/version other than 3/.test(msg)) return { kind: "unsupported", what: "version" };
-  if (state.decrypting) return { kind: "decrypt", macVerified: hasMac && state.macKeyDerived };
-  return { kind: "malformed" };
-}
-
-function arrayBufferOf(asn1Object) {
-  const bytes = asn1.toDer(asn1Object).getBytes();
-  const ab = new ArrayBuffer(bytes.length);
-  Buffer.from(ab).write(bytes, "latin1");
-  return ab;
-}
-
-const input = Buffer.from(workerData.der.buffer, workerData.der.byteOffset, workerData.der.byteLength).toString("latin1");
-
-function read(password) {
-  state.decrypting = false;
-  state.macKeyDerived = false;
-  let pfxAsn1;
-  try {
-    pfxAsn1 = asn1.fromDer(forge.util.createBuffer(input), { strict: true, parseAllBytes: true, decodeBitStrings: false });
-  } catch (e) {
-    throw new Refusal({ kind: "malformed" }, e);
-  }
-  const hasMac = Array.isArray(pfxAsn1.value) && pfxAsn1.value.length > 2;
-  let pfx;
-  try {
-    pfx = forge.pkcs12.pkcs12FromAsn1(pfxAsn1, false, password);
-  } catch (e) {
-    if (e instanceof Refusal) throw e;
-    throw new Refusal(classify(e, hasMac), e);
-  }
-  const certs = [];
-  const keys = [];
-  for (const safe of pfx.safeContents) {
-    for (const bag of safe.safeBags) {
-      if (bag.type === pki.oids.certBag) {
-        const raw = bag.asn1 || (bag.cert && bag.cert.rawAsn1) || (bag.cert && pki.certificateToAsn1(bag.cert));
-        certs.push(raw);
-      } else if (bag.type === pki.oids.keyBag || bag.type === pki.oids.pkcs8ShroudedKeyBag) {
-        const raw = bag.asn1 || (bag.key && bag.key.rawAsn1) || (bag.key && pki.wrapRsaPrivateKey(pki.privateKeyToAsn1(bag.key)));
-        keys.push(raw);
-      }
-    }
-  }
-  return { certs, keys };
-}
-
-function main() {
-  const passphrase = workerData.passphrase;
-  let contents;
-  try {
-    contents = read(passphrase);
-  } catch (first) {
-    const refusal = first.refusal;
-    // An empty password has two encodings in the PKCS#12 KDF (RFC 7292 App. B.1): two zero bytes, or no bytes
-    // at all (pyca/cryptography, Java). OpenSSL tries both; so do we.
-    const retry = passphrase === "" && refusal && (refusal.kind === "mac" || refusal.kind === "decrypt");
-    if (!retry) return { ok: false, refusal: refusal || { kind: "malformed" }, detail: refusal ? first.detail : String(first && first.message) };
-    try {
-      contents = read(null);
-    } catch (second) {
-      return { ok: false, refusal, detail: first.detail };
-    }
-  }
-  if (contents.certs.length === 0) return { ok: false, refusal: { kind: "noCertificate" } };
-  if (contents.keys.length > 1) return { ok: false, refusal: { kind: "tooManyKeys", count: contents.keys.length } };
-  try {
-    return { ok: true, certificates: contents.certs.map(arrayBufferOf), privateKeys: contents.keys.map(arrayBufferOf) };
-  } catch (e) {
-    return { ok: false, refusal: { kind: "malformed" }, detail: String(e && e.message) };
-  }
-}
-
-const outcome = main();
-const transfer = outcome.ok ? outcome.certificates.concat(outcome.privateKeys) : [];
-parentPort.postMessage(outcome, transfer);
-`;

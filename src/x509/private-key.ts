@@ -10,8 +10,9 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, X509Certificate, type JsonWebKey, type KeyObject } from "node:crypto";
 import type { ImportRepair } from "../domain/certificate.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { decodeOid, derChildren, describeOid, readTlv, type Tlv } from "./der.js";
-import { decryptSync, legacyEncryptedKey, missingPassphrase, notAKeyAfterDecryption, pkcs8EncryptedKey, type EncryptedKey } from "./encrypted-key.js";
+import { isEncodedPoint } from "./certificate.js";
+import { contentOf, derChildren, describeOid, oidOf, readTlv, TAG, unsignedOf, type Tlv } from "./der.js";
+import { legacyEncryptedKey, notAKeyAfterDecryption, pkcs8EncryptedKey, undecryptedKey, type EncryptedKey } from "./encrypted-key.js";
 import { looksLikePemText, pemEncode, splitPemBlocks, type PemBlock } from "./pem.js";
 import { X509Reason } from "./reasons.js";
 
@@ -43,37 +44,28 @@ function invalid(field: string, message: string, cause?: unknown): InvalidArgume
 }
 
 /**
- * Decodes one private key in DER, trying the format its label names first and then the others.
+ * Decodes one unencrypted private key in DER, by the structure the DER itself has.
  *
  * @param der - key bytes (zeroed by the caller).
  * @param field - request field to name in errors.
- * @param passphrase - for encrypted PKCS#8; "" when none was given.
- * @param labelFormat - the format the PEM label claims, if any.
- * @returns the key and the format that decoded it, and whether it was encrypted.
- * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY, WRONG_PASSPHRASE (field `passphrase`) or INVALID_PRIVATE_KEY
- *   naming what the bytes are when they are not a key (certificate, public key).
+ * @param passphrase - "" when none was given (an encrypted key is refused, see undecryptedKey).
+ * @returns the key and the format that decoded it.
+ * @throws InvalidArgumentError ENCRYPTED_PRIVATE_KEY for an encrypted key; UNSUPPORTED_KEY_ALGORITHM; or
+ *   INVALID_PRIVATE_KEY naming what the bytes are when they are not a key (certificate, public key).
  */
-function decodeKeyDer(
-  der: Buffer,
-  field: string,
-  passphrase: string,
-  labelFormat?: KeyFormat,
-): { key: KeyObject; format: KeyFormat; encrypted: boolean } {
+function decodeKeyDer(der: Buffer, field: string, passphrase: string): { key: KeyObject; format: KeyFormat } {
   // The structure is read from the DER itself (OpenSSL 3's decoders accept any structure whatever type is
   // asked for, so the label proves nothing), and nothing OpenSSL would have to compute on is decoded: a DSA or
   // DH PKCS#8 key makes it derive the public key from huge parameters on this thread.
-  void labelFormat;
   const shape = sniffKeyShape(der);
   if (shape === undefined) {
     throw invalid(field, `${describeNonKey(der)}; send the certificate's private key (PKCS#8, PKCS#1 or SEC1, PEM or DER)`);
   }
-  if (shape.format === "encrypted") {
-    return { key: decryptSync(pkcs8EncryptedKey(der, field), passphrase), format: "pkcs8", encrypted: true };
-  }
+  if (shape.format === "encrypted") throw undecryptedKey(pkcs8EncryptedKey(der, field), passphrase);
   if (shape.format === "pkcs8") checkKeyAlgorithm(shape.algorithm, field);
   checkEcPrivateKey(der, shape, field);
   try {
-    return { key: createPrivateKey({ key: der, format: "der", type: shape.format }), format: shape.format, encrypted: false };
+    return { key: createPrivateKey({ key: der, format: "der", type: shape.format }), format: shape.format };
   } catch (err) {
     throw invalid(field, `it could not be decoded as a ${FORMAT_NAMES[shape.format]} private key; export the key again, e.g. with \`openssl pkey -in key.pem\``, err);
   }
@@ -138,28 +130,26 @@ function checkEcPrivateKey(der: Buffer, shape: KeyShape, field: string): void {
       const [, algId, octets] = kids;
       const [, algParams] = derChildren(der, algId);
       if (algParams) params = { der, tlv: algParams };
-      ecPrivateKey = der.subarray(octets.contentStart, octets.end);
+      ecPrivateKey = contentOf(der, octets);
     } else {
       ecPrivateKey = der;
     }
     const inner = derChildren(ecPrivateKey, readTlv(ecPrivateKey, 0));
     const d = inner[1];
-    if (d?.tag !== 0x04) throw damaged("it holds no private scalar");
-    const scalar = BigInt(`0x${ecPrivateKey.subarray(d.contentStart, d.end).toString("hex") || "0"}`);
+    if (d?.tag !== TAG.OCTET_STRING) throw damaged("it holds no private scalar");
+    const scalar = unsignedOf(contentOf(ecPrivateKey, d));
     for (const opt of inner.slice(2)) {
       const [content] = derChildren(ecPrivateKey, opt);
       if (opt.tag === 0xa0 && !params) params = { der: ecPrivateKey, tlv: content };
       if (opt.tag === 0xa1) {
         // BIT STRING: unused-bits octet, then the point.
-        const point = ecPrivateKey.subarray(content.contentStart + 1, content.end);
-        const ok = (point[0] === 0x04 && point.length >= 3) || ((point[0] === 0x02 || point[0] === 0x03) && point.length >= 2);
-        if (!ok) throw damaged("its public key is not an encoded curve point");
+        if (!isEncodedPoint(contentOf(ecPrivateKey, content).subarray(1))) throw damaged("its public key is not an encoded curve point");
       }
     }
     if (!params) throw damaged("it names no curve");
     let order: bigint | undefined;
-    if (params.tlv.tag === 0x06) {
-      const oid = decodeOid(params.der.subarray(params.tlv.contentStart, params.tlv.end));
+    if (params.tlv.tag === TAG.OID) {
+      const oid = oidOf(params.der, params.tlv);
       order = CURVE_ORDERS[oid];
       if (order === undefined) {
         throw new InvalidArgumentError(
@@ -169,11 +159,11 @@ function checkEcPrivateKey(der: Buffer, shape: KeyShape, field: string): void {
           { metadata: { keyAlgorithm: `EC curve ${oid}` } },
         );
       }
-    } else if (params.tlv.tag === 0x30) {
+    } else if (params.tlv.tag === TAG.SEQUENCE) {
       // ECParameters: version, fieldID, curve, base, order, cofactor.
       const orderTlv = derChildren(params.der, params.tlv)[4];
-      if (orderTlv?.tag !== 0x02) throw damaged("its explicit curve parameters have no order");
-      order = BigInt(`0x${params.der.subarray(orderTlv.contentStart, orderTlv.end).toString("hex") || "0"}`);
+      if (orderTlv?.tag !== TAG.INTEGER) throw damaged("its explicit curve parameters have no order");
+      order = unsignedOf(contentOf(params.der, orderTlv));
     } else {
       throw damaged("its curve parameters are neither a named curve nor explicit parameters");
     }
@@ -195,21 +185,21 @@ type KeyShape = { format: "pkcs8"; algorithm: string } | { format: "pkcs1" | "se
  * the key OCTET STRING). undefined when it is none of these, or is not DER.
  */
 export function sniffKeyShape(der: Buffer): KeyShape | undefined {
+  const { INTEGER, OCTET_STRING, OID, SEQUENCE } = TAG;
   try {
     const outer = readTlv(der, 0);
-    if (outer.tag !== 0x30 || outer.end !== der.length) return undefined;
+    if (outer.tag !== SEQUENCE || outer.end !== der.length) return undefined;
     const kids = derChildren(der, outer);
     const tags = kids.map((k) => k.tag);
-    if (kids.length === 2 && tags[0] === 0x30 && tags[1] === 0x04) return { format: "encrypted" };
-    if (tags[0] !== 0x02) return undefined;
-    if (tags[1] === 0x30 && tags[2] === 0x04) {
+    if (kids.length === 2 && tags[0] === SEQUENCE && tags[1] === OCTET_STRING) return { format: "encrypted" };
+    if (tags[0] !== INTEGER) return undefined;
+    if (tags[1] === SEQUENCE && tags[2] === OCTET_STRING) {
       const [oid] = derChildren(der, kids[1]);
-      if (oid?.tag !== 0x06) return undefined;
-      return { format: "pkcs8", algorithm: decodeOid(der.subarray(oid.contentStart, oid.end)) };
+      return oid?.tag === OID ? { format: "pkcs8", algorithm: oidOf(der, oid) } : undefined;
     }
     // RSAPrivateKey: version and eight INTEGERs, then (version 1, multi-prime) an otherPrimeInfos SEQUENCE.
-    if (kids.length >= 9 && tags.slice(0, 9).every((t) => t === 0x02) && kids.length <= 10) return { format: "pkcs1" };
-    if (tags[1] === 0x04) return { format: "sec1" };
+    if (kids.length >= 9 && tags.slice(0, 9).every((t) => t === INTEGER) && kids.length <= 10) return { format: "pkcs1" };
+    if (tags[1] === OCTET_STRING) return { format: "sec1" };
     return undefined;
   } catch {
     return undefined;
@@ -237,12 +227,12 @@ function describeNonKey(der: Buffer): string {
  *
  * @param text - the `private_key` field (or key blocks moved from another field, see parsePrivateKeyBlocks).
  * @param der - the `private_key_der` field; empty when absent. Zeroed here after decoding.
- * @param passphrase - the `passphrase` field; "" when absent.
+ * @param passphrase - the `passphrase` field; "" when absent. Nothing is decrypted here: an encrypted key goes
+ *   to the worker (findEncryptedKey, decryptIsolated) and comes back through parseDecryptedKey.
  * @returns the key (named-curve form for EC) and the repairs made, or undefined when both are empty.
- * @throws InvalidArgumentError (field `private_key`/`private_key_der` unless said): ENCRYPTED_PRIVATE_KEY for an
- *   encrypted key without passphrase; WRONG_PASSPHRASE (field `passphrase`) when it does not decrypt the key;
- *   INVALID_PRIVATE_KEY when there is no key, more than one, a block of another kind, bytes that are not a key,
- *   or an encryption OpenSSL 3 cannot read (DES-CBC, RC2).
+ * @throws InvalidArgumentError (field `private_key`/`private_key_der`): ENCRYPTED_PRIVATE_KEY for an encrypted
+ *   key without passphrase (undecryptedKey); INVALID_PRIVATE_KEY when there is no key, more than one, a block of
+ *   another kind, bytes that are not a key, or an encryption OpenSSL 3 cannot read (DES-CBC, RC2).
  */
 export function parsePrivateKey(text: string, der: Buffer, passphrase: string): ParsedPrivateKey | undefined {
   if (text.trim() !== "") {
@@ -257,10 +247,9 @@ export function parsePrivateKey(text: string, der: Buffer, passphrase: string): 
       const blocks = splitPemBlocks(der.toString("utf8"), { field, reason: X509Reason.INVALID_PRIVATE_KEY });
       return parsePrivateKeyBlocks(blocks, field, passphrase);
     }
-    const { key, format, encrypted } = decodeKeyDer(der, field, passphrase);
+    const { key, format } = decodeKeyDer(der, field, passphrase);
     const repairs: ImportRepair[] = [{ kind: "DER_CONVERTED", description: `${field}: the ${FORMAT_NAMES[format]} DER key was converted to PEM` }];
-    if (encrypted) repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the key was decrypted with the passphrase` });
-    return toCanonicalKey(key, format, encrypted, repairs, field);
+    return toCanonicalKey(key, format, false, repairs, field);
   } finally {
     der.fill(0);
   }
@@ -296,27 +285,21 @@ export function parsePrivateKeyBlocks(blocks: PemBlock[], field: string, passphr
   }
 }
 
+/** One unencrypted key block, read by its content; a label that names another structure is corrected. */
 function parseKeyBlock(block: PemBlock, field: string, passphrase: string): ParsedPrivateKey {
-  const repairs: ImportRepair[] = [];
-  const procType = block.headers["Proc-Type"] ?? "";
-  if (/ENCRYPTED/i.test(procType)) {
-    const encrypted = legacyEncryptedKey(block, field, KEY_LABELS[block.label] ?? "pkcs8");
-    if (passphrase === "") throw missingPassphrase(field, encrypted.what);
-    const key = decryptSync(encrypted, passphrase);
-    repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the key (${encrypted.what}) was decrypted with the passphrase` });
-    return toCanonicalKey(key, encrypted.format, true, repairs, field);
+  if (/ENCRYPTED/i.test(block.headers["Proc-Type"] ?? "")) {
+    throw undecryptedKey(legacyEncryptedKey(block, field, KEY_LABELS[block.label] ?? "pkcs8"), passphrase);
   }
-  const claimed = KEY_LABELS[block.label];
-  const { key, format, encrypted } = decodeKeyDer(block.der, field, passphrase, claimed);
-  const actual = encrypted ? "ENCRYPTED PRIVATE KEY" : format === "pkcs8" ? "PRIVATE KEY" : format === "pkcs1" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY";
+  const repairs: ImportRepair[] = [];
+  const { key, format } = decodeKeyDer(block.der, field, passphrase);
+  const actual = format === "pkcs8" ? "PRIVATE KEY" : format === "pkcs1" ? "RSA PRIVATE KEY" : "EC PRIVATE KEY";
   if (actual !== block.label) {
     repairs.push({
       kind: "PEM_LABEL_CORRECTED",
-      description: `${field}: the block labelled "${block.label}" holds a ${encrypted ? "encrypted PKCS#8" : FORMAT_NAMES[format]} key ("${actual}"); it was read as such`,
+      description: `${field}: the block labelled "${block.label}" holds a ${FORMAT_NAMES[format]} key ("${actual}"); it was read as such`,
     });
   }
-  if (encrypted) repairs.push({ kind: "PRIVATE_KEY_DECRYPTED", description: `${field}: the encrypted PKCS#8 key was decrypted with the passphrase` });
-  return toCanonicalKey(key, format, encrypted, repairs, field);
+  return toCanonicalKey(key, format, false, repairs, field);
 }
 
 /**
@@ -406,7 +389,7 @@ export function keyMatches(privateKey: KeyObject, publicKey: KeyObject): boolean
 
 /** base64url (RFC 4648 §5) big-endian unsigned integer of a JWK member (RFC 7518 §6.3) as a BigInt. */
 function jwkInt(value: string | undefined): bigint {
-  return value ? BigInt(`0x${Buffer.from(value, "base64url").toString("hex") || "0"}`) : 0n;
+  return unsignedOf(Buffer.from(value ?? "", "base64url"));
 }
 
 /**
@@ -476,22 +459,33 @@ export function parseContainedPrivateKey(der: Buffer, field: string): ParsedPriv
 }
 
 /**
- * The encrypted private key of a key field, its parameters checked, for decryption off the event loop
- * (encrypted-key.ts decryptIsolated); undefined when the field holds no single encrypted key (the synchronous
- * parse then reports whatever is there).
+ * The request's encrypted private key, its parameters checked, for decryption off the event loop
+ * (encrypted-key.ts decryptIsolated), looked for wherever a key may be: its own fields, else a combined PEM in
+ * `certificate` (or PEM text sent as `certificate_der`). undefined when that field holds no single encrypted key
+ * (the synchronous parse then reports whatever is there).
  *
- * @param text - PEM text of `field` (`private_key`, or `certificate` for a combined PEM); "" to use `der`.
- * @param der - the `private_key_der` bytes, when `text` is "".
+ * @param input - the ImportInput fields.
  * @throws InvalidArgumentError INVALID_PRIVATE_KEY as legacyEncryptedKey / pkcs8EncryptedKey.
  */
-export function findEncryptedKey(text: string, der: Buffer, field: string): EncryptedKey | undefined {
-  if (text.trim() === "" && der.length > 0 && !looksLikePemText(der)) {
-    return sniffKeyShape(der)?.format === "encrypted" ? pkcs8EncryptedKey(der, field) : undefined;
+export function findEncryptedKey(input: {
+  certificate: string;
+  privateKey: string;
+  certificateDer?: Buffer;
+  privateKeyDer?: Buffer;
+}): EncryptedKey | undefined {
+  if (input.privateKey.trim() !== "") return encryptedKeyIn(input.privateKey, "private_key");
+  if (input.privateKeyDer?.length) return encryptedKeyIn(input.privateKeyDer, "private_key_der");
+  return input.certificateDer?.length ? encryptedKeyIn(input.certificateDer, "certificate_der") : encryptedKeyIn(input.certificate, "certificate");
+}
+
+/** The single encrypted key of one field: PEM text, or bytes (DER, or PEM text sent as bytes). */
+function encryptedKeyIn(source: string | Buffer, field: string): EncryptedKey | undefined {
+  if (typeof source !== "string" && !looksLikePemText(source)) {
+    return sniffKeyShape(source)?.format === "encrypted" ? pkcs8EncryptedKey(source, field) : undefined;
   }
-  const source = text.trim() !== "" ? text : der.toString("utf8");
   let blocks: PemBlock[];
   try {
-    blocks = splitPemBlocks(source).filter((b) => b.label in KEY_LABELS);
+    blocks = splitPemBlocks(source.toString()).filter((b) => b.label in KEY_LABELS);
   } catch {
     return undefined;
   }

@@ -413,6 +413,23 @@ describe("parseImport refusals: private_key", () => {
   });
 
   it.each([
+    ["PKCS#8 ENCRYPTED PRIVATE KEY", false],
+    ["legacy Proc-Type: 4,ENCRYPTED", true],
+  ])("never decrypts a key (%s) itself, even with its passphrase: readImport does, in the worker", (_, legacy) => {
+    const encrypted = encryptKey(makeKey("ec256", "keys leaf"), { legacy, password: "pw-one-road" });
+    let thrown: unknown;
+    try {
+      parseImport(input({ certificate: chain.leafPem, privateKey: encrypted, passphrase: "pw-one-road" }));
+    } catch (err) {
+      thrown = err;
+    }
+    // A caller's bug, not the user's input: a plain Error (INTERNAL), not an InvalidArgumentError.
+    expect(thrown).toBeInstanceOf(Error);
+    expect(thrown).not.toBeInstanceOf(InvalidArgumentError);
+    expect((thrown as Error).message).toBe("private_key: an encrypted key reached parseImport undecrypted; readImport decrypts it first");
+  });
+
+  it.each([
     ["text without a block", "my key is secret", /no private key found/],
     ["a certificate", "CERT", /certificate and intermediates fields/],
     ["two keys", "TWO", /2 private keys/],
