@@ -15,9 +15,10 @@
  */
 import { randomBytes, randomFillSync } from "node:crypto";
 
+import { RootKeyError } from "../domain/errors.js";
 import { isInstanceName } from "../domain/names.js";
 import type { RootKeyBackend } from "../domain/rootkey.js";
-import { ROOT_KEY_BACKEND, ROOT_KEY_ID, ROOT_KEY_VERSION } from "../domain/rootkey-id.js";
+import { isRootKeyId, ROOT_KEY_BACKEND, ROOT_KEY_ID, ROOT_KEY_VERSION } from "../domain/rootkey-id.js";
 import { ALG_A256KW, ENC_A256GCM, GCM_IV_BYTES, assertAlgorithms, fail, splitCompact } from "./compact.js";
 import { DEK_BYTES, zero } from "./dek.js";
 import { gcmOpen, gcmSeal } from "./fastjwe.js";
@@ -62,13 +63,19 @@ function checkContext(context: WrapContext): void {
  * @param dek 32 bytes; not retained or zeroed.
  * @param context `instance` = `instances/{uuid}`, bound into the authenticated header.
  * @returns the JWE and the root key version used.
- * @throws whatever `backend.wrapKey` throws (RootKeyError); TypeError on a bad DEK size or context.
+ * @throws RootKeyError ROOT_KEY_NOT_FOUND for an id outside the grammar, else whatever `backend.wrapKey` throws;
+ *         TypeError on a bad DEK size or context.
  * @example
  * const { jwe, version } = await wrapDek(backend, "default", dek, { instance: "instances/0193..." });
  */
 export async function wrapDek(backend: RootKeyBackend, keyId: string, dek: Buffer, context: WrapContext): Promise<WrappedDek> {
   if (!Buffer.isBuffer(dek) || dek.length !== DEK_BYTES) throw new TypeError(`dek must be a ${DEK_BYTES}-byte Buffer`);
   checkContext(context);
+  // Only ids a kid can carry: a DEK wrapped under any other could never be unwrapped.
+  if (!isRootKeyId(keyId)) {
+    const ref = `${backend.name}/${String(keyId).slice(0, 80)}`;
+    throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key ${ref} cannot exist: key ids are [a-z][a-z0-9-]{0,62}; fix the key id`, { root_key: ref });
+  }
   const cek = randomFillSync(Buffer.alloc(DEK_BYTES));
   try {
     const { version, wrapped } = await backend.wrapKey(keyId, cek);
@@ -86,8 +93,8 @@ export async function wrapDek(backend: RootKeyBackend, keyId: string, dek: Buffe
 /**
  * Unwraps a DEK made by {@link wrapDek} (or by any RFC 7516 library with the same key material): strict compact
  * parsing, `alg`/`enc` allow-list, the exact header field set, a `kid` naming a version of a root key of this
- * backend; the backend unwraps the CEK (its own errors first: a disabled key says so), then `cm_instance` must
- * equal `context.instance`, then AES-256-GCM authenticates header and DEK.
+ * backend, `cm_instance` equal to `context.instance`; then the backend unwraps the CEK (its errors say when the
+ * key is disabled or destroyed) and AES-256-GCM authenticates header and DEK.
  *
  * @returns the 32-byte DEK; the caller zeroes it.
  * @throws DecryptionError when the JWE is malformed, names another backend, is tampered, bound to another
@@ -104,10 +111,11 @@ export async function unwrapDek(backend: RootKeyBackend, jwe: string, context: W
   if (Object.keys(header).sort().join(",") !== HEADER_FIELDS) fail("unexpected wrapped DEK header");
   const ref = kidRef(header.kid);
   if (!ref || ref.backend !== backend.name) fail("kid does not name a root key of this backend");
+  // Checked before the root key is used: a DEK replayed from another instance never costs (or shows in the
+  // audit log of) another customer's key. GCM authenticates the header below, so the check cannot be forged.
+  if (header.cm_instance !== context.instance) fail("wrapped DEK belongs to another instance");
   const cek = await backend.unwrapKey(ref.keyId, ref.version, parts.encryptedKey);
   try {
-    // Key state is reported first (above); the binding is checked before any decryption with the CEK.
-    if (header.cm_instance !== context.instance) fail("wrapped DEK belongs to another instance");
     const dek = gcmOpen(cek, parts.protectedB64, parts.iv, parts.ciphertext, parts.tag);
     if (dek.length !== DEK_BYTES) {
       zero(dek);

@@ -295,4 +295,46 @@ describe("crypto/rootkeys/local", () => {
     await fsp.rm(file);
     await expectRootKeyError(b.check(), "ROOT_KEY_BACKEND_UNAVAILABLE");
   });
+
+  it("still loads a keystore holding key ids the old CLI allowed, and names an invalid one with the rule", async () => {
+    const b = await openBackend();
+    const doc = await readDoc();
+    const legacy = { ...doc.keys[0]!, keyId: "Backup_2024", versions: doc.keys[0]!.versions.map((v) => ({ ...v, kid: `local/Backup_2024/${v.version}` })) };
+    await fsp.writeFile(file, JSON.stringify({ ...doc, keys: [...doc.keys, legacy] }), { mode: 0o600 });
+    await b.reload();
+    expect((await b.listKeys()).map((k) => k.keyId)).toEqual(["Backup_2024", "default"]);
+    expect((await b.setEnabled("Backup_2024", false)).state).toBe("DISABLED");
+    // No DEK can be wrapped under an id a kid cannot carry: it could never be unwrapped.
+    await expectRootKeyError(wrap(b, randomBytes(32), "Backup_2024", X), "ROOT_KEY_NOT_FOUND");
+    await expect(b.createKey("New_Key")).rejects.toThrow(TypeError);
+    await fsp.writeFile(file, JSON.stringify({ ...doc, keys: [...doc.keys, { ...legacy, keyId: "bad id!" }] }), { mode: 0o600 });
+    const err = await expectRootKeyError(b.reload(), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    expect(err.message).toContain(`keys[1].keyId "bad id!" is invalid: key ids are [a-z][a-z0-9-]{0,62}`);
+  });
+
+  it("rotate refuses a disabled current version (as pkcs11 does) and the last version number", async () => {
+    const b = await openBackend();
+    await b.setEnabled("default", false);
+    await expectRootKeyError(b.rotate("default"), "ROOT_KEY_DISABLED");
+    expect((await b.describe("default")).currentVersion).toBe(1);
+    await b.createKey("last");
+    const doc = await readDoc();
+    const last = doc.keys.find((k) => k.keyId === "last")!;
+    Object.assign(last.versions[0]!, { version: 999_999_999, kid: "local/last/999999999" });
+    last.currentVersion = 999_999_999;
+    await fsp.writeFile(file, JSON.stringify(doc), { mode: 0o600 });
+    const before = await fsp.readFile(file, "utf8");
+    await expect(b.rotate("last")).rejects.toThrow(RangeError);
+    expect(await fsp.readFile(file, "utf8")).toBe(before);
+    expect((await b.describe("last")).currentVersion).toBe(999_999_999);
+  });
+
+  it("scrubs the temp files of a writer killed mid-change at the next change", async () => {
+    const b = await openBackend();
+    const leftovers = [".keystore.json.4242.0123456789ab.tmp", ".keystore.json.4242.0123456789ab.old"];
+    for (const name of leftovers) await fsp.writeFile(path.join(dir, name), await fsp.readFile(file), { mode: 0o600 });
+    await fsp.writeFile(path.join(dir, "unrelated.tmp"), "keep");
+    await b.createKey("after-crash");
+    expect((await fsp.readdir(dir)).sort()).toEqual(["keystore.json", "unrelated.tmp"]);
+  });
 });

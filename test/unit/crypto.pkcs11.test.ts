@@ -113,6 +113,23 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
     for (const t of [token, spare, doomed]) t?.cleanup();
   });
 
+  it("key wrap in the HSM: 40 bytes out, the same key back, and any other size refused as undecryptable", async () => {
+    const cek = dek();
+    const { version, wrapped } = await hsm.wrapKey("alpha", cek);
+    expect([version, wrapped.length]).toEqual([1, 40]);
+    expect((await hsm.unwrapKey("alpha", 1, wrapped)).toString("hex")).toBe(cek.toString("hex"));
+    for (const size of [0, 39, 41]) await expectDecryptionError(hsm.unwrapKey("alpha", 1, randomBytes(size)));
+  });
+
+  it("destroyKey destroys every version, and is idempotent", async () => {
+    await hsm.createKey("gone");
+    await hsm.rotate("gone");
+    await hsm.destroyKey("gone");
+    await hsm.destroyKey("gone");
+    expect((await hsm.listKeys()).map((k) => k.keyId)).not.toContain("gone");
+    await expectRootKeyError(hsm.describe("gone"), "ROOT_KEY_NOT_FOUND");
+  });
+
   it("opens by token label, creates, describes and lists root keys", async () => {
     expect(hsm.name).toBe("pkcs11");
     await hsm.check();

@@ -97,4 +97,11 @@ describe("crypto/wrapped-dek: one framing around every backend's key wrap", () =
     const doc = JSON.parse(await fsp.readFile(file, "utf8")) as LocalKeystoreDocument;
     expect(doc.keys.find((k) => k.keyId === "tenant-a")!.versions.map((v) => v.k)).toEqual([undefined, undefined]);
   });
+
+  it("refuses a DEK of another instance before its root key is used (a disabled key does not even get asked)", async () => {
+    const { jwe } = await wrapDek(backend, "default", randomBytes(32), X);
+    await backend.setEnabled("default", false);
+    await expectDecryptionError(unwrapDek(backend, jwe, Y));
+    await expect(unwrapDek(backend, jwe, X)).rejects.toMatchObject({ reason: "ROOT_KEY_DISABLED" });
+  });
 });

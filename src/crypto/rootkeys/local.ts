@@ -16,7 +16,7 @@ import { AlreadyExistsError, RootKeyError } from "../../domain/errors.js";
 import { isRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
 import type { KeyWrapResult, RootKeyBackend, RootKeyDescription, RootKeyInfo } from "../../domain/rootkey.js";
 import { fail } from "../compact.js";
-import { acquireLock, ensureKeystore, fingerprintOf, keystoreUnavailable, loadKeystore, statChecked, writeAtomic } from "./local/files.js";
+import { acquireLock, ensureKeystore, fingerprintOf, keystoreUnavailable, loadKeystore, scrubLeftovers, statChecked, writeAtomic } from "./local/files.js";
 import { KekTable } from "./local/kek-table.js";
 import {
   KEK_BYTES,
@@ -192,12 +192,22 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * Adds a new ENABLED version to `keyId` and makes it current: new wraps use it, DEKs wrapped under older
    * versions keep unwrapping while those versions are ENABLED (rewrap them to retire a version).
    *
-   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_BACKEND_UNAVAILABLE.
+   * A key whose current version is destroyed gets fresh material for new wraps; nothing it wrapped before
+   * becomes readable again.
+   *
+   * @throws RootKeyError ROOT_KEY_NOT_FOUND | ROOT_KEY_DISABLED (the current version) |
+   *         ROOT_KEY_BACKEND_UNAVAILABLE; RangeError past version 999,999,999.
    */
   async rotate(keyId: string): Promise<RootKeyInfo> {
     return this.#mutate((doc, now) => {
       const record = findRecord(doc, keyId);
+      const current = findVersionRecord(record, record.currentVersion);
+      // As the port says (and pkcs11 does): a key that is off is turned on by enabling it, not by a new version.
+      if (current.state === "DISABLED") {
+        throw new RootKeyError("ROOT_KEY_DISABLED", `root key ${current.kid} is disabled; enable it before rotating`, meta(keyId, current.version));
+      }
       const next = Math.max(...record.versions.map((v) => v.version)) + 1;
+      if (!isRootKeyVersion(next)) throw new RangeError(`root key ${LOCAL_BACKEND}/${keyId} has used its last version number; create a new key`);
       record.versions.push(newVersionRecord(keyId, next, now));
       record.currentVersion = next;
       return record;
@@ -300,6 +310,9 @@ export class LocalRootKeyBackend implements RootKeyBackend {
         throw keystoreUnavailable(this.path, err);
       });
       try {
+        await scrubLeftovers(this.path).catch((err) => {
+          throw keystoreUnavailable(this.path, err);
+        });
         let snap: { doc: LocalKeystoreDocument };
         try {
           snap = await loadKeystore(this.path);

@@ -32,6 +32,7 @@
  * native memory cannot be zeroed from here.
  */
 import { AlreadyExistsError, RootKeyError } from "../../domain/errors.js";
+import { fail } from "../compact.js";
 import { isRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
 import {
   type KeyWrapResult,
@@ -43,6 +44,7 @@ import { PKCS11_BACKEND, TokenCalls, type KeyRef } from "./pkcs11/calls.js";
 import { acquireModule, ck, ckrName, ckrOf, releaseModule } from "./pkcs11/module.js";
 import {
   KEY_BYTES,
+  WRAPPED_KEY_BYTES,
   collectVersions,
   findAll,
   generateKey,
@@ -140,6 +142,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
    */
   async unwrapKey(keyId: string, version: number, wrapped: Buffer): Promise<Buffer> {
     const ref = this.#ref(keyId, version);
+    if (!Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) fail("wrapped key has the wrong size");
     return this.#calls.run(
       "unwrap",
       ref,
@@ -180,6 +183,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
         throw new RootKeyError("ROOT_KEY_DISABLED", `root key ${PKCS11_BACKEND}/${keyId} is disabled (version ${current.version}); enable it before rotating`, this.#calls.meta(keyId, current.version));
       }
       const next = current.version + 1;
+      if (!isRootKeyVersion(next)) throw new RangeError(`root key ${PKCS11_BACKEND}/${keyId} has used its last version number; create a new key`);
       await generateKey(t, rootKeyTemplate(keyId, next));
       return { backend: PKCS11_BACKEND, keyId, state: "ENABLED" as const, currentVersion: next };
     });

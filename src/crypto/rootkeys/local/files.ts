@@ -121,7 +121,8 @@ export async function writeAtomic(target: string, data: string, mode: "create" |
 /** Overwrites a replaced keystore's bytes with zeros, then unlinks it (best effort; see the module comment). */
 async function scrub(file: string): Promise<void> {
   try {
-    const fh = await fsp.open(file, "r+");
+    // O_NOFOLLOW: never write zeros through a link planted in place of our own temp file.
+    const fh = await fsp.open(file, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
     try {
       const { size } = await fh.stat();
       if (size > 0) await fh.write(Buffer.alloc(size), 0, size, 0);
@@ -132,6 +133,25 @@ async function scrub(file: string): Promise<void> {
   } finally {
     await fsp.rm(file, { force: true });
   }
+}
+
+/**
+ * Scrubs and removes the temp files of a writer that was killed mid-change (`.<keystore>.<pid>.<tag>.tmp` or
+ * `.old`): they hold key material, a destroyed key's included. Call while holding the lock, when no other writer
+ * can have one open.
+ * @returns how many were removed.
+ */
+export async function scrubLeftovers(target: string): Promise<number> {
+  const dir = path.dirname(target);
+  const escaped = path.basename(target).replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const leftover = new RegExp(`^\\.${escaped}\\.[0-9]+\\.[0-9a-f]{12}\\.(tmp|old)$`);
+  let removed = 0;
+  for (const name of await fsp.readdir(dir)) {
+    if (!leftover.test(name)) continue;
+    await scrub(path.join(dir, name)).catch(() => fsp.rm(path.join(dir, name), { force: true }));
+    removed++;
+  }
+  return removed;
 }
 
 async function fsyncDir(dir: string): Promise<void> {

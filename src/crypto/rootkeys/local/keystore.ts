@@ -28,7 +28,7 @@
 import { randomBytes } from "node:crypto";
 
 import { RootKeyError } from "../../../domain/errors.js";
-import { isRootKeyId, isRootKeyVersion } from "../../../domain/rootkey-id.js";
+import { isRootKeyId } from "../../../domain/rootkey-id.js";
 import type { RootKeyInfo, RootKeyState } from "../../../domain/rootkey.js";
 import { rootKeyKid } from "../../wrapped-dek.js";
 
@@ -40,6 +40,12 @@ export const LOCAL_BACKEND = "local";
 /** KEK length: AES-256. */
 export const KEK_BYTES = 32;
 const STATES: ReadonlySet<string> = new Set<RootKeyState>(["ENABLED", "DISABLED", "DESTROYED"]);
+/**
+ * Key ids that keystores written before the one root-key id grammar may hold (the keys CLI once allowed upper
+ * case and `_`). Such keys still load, list and change state, so an upgrade never locks an operator out; no
+ * instance can name them, and no new key gets such an id.
+ */
+const LEGACY_KEY_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
 /** One key version as stored (an oct JWK plus lifecycle members). */
 export interface LocalKeyVersionRecord {
@@ -177,7 +183,10 @@ export function parseDocument(file: string, text: string): LocalKeystoreDocument
   if (!Array.isArray(obj!.keys)) bad("keys must be an array");
   const seen = new Set<string>();
   const keys: LocalKeyRecord[] = obj!.keys!.map((k: Partial<LocalKeyRecord>, i: number) => {
-    if (!k || typeof k.keyId !== "string" || !isRootKeyId(k.keyId)) return bad(`keys[${i}].keyId is invalid`);
+    if (!k || typeof k.keyId !== "string" || !(isRootKeyId(k.keyId) || LEGACY_KEY_ID.test(k.keyId))) {
+      const shown = typeof k?.keyId === "string" ? ` ${JSON.stringify(k.keyId.slice(0, 80))}` : "";
+      return bad(`keys[${i}].keyId${shown} is invalid: key ids are [a-z][a-z0-9-]{0,62}; fix or remove that key`);
+    }
     const keyId = k.keyId;
     if (seen.has(keyId)) bad(`key ${keyId} appears twice`);
     seen.add(keyId);
@@ -185,7 +194,8 @@ export function parseDocument(file: string, text: string): LocalKeystoreDocument
     if (!Array.isArray(k.versions) || k.versions.length === 0) bad(`key ${keyId}: versions must be a non-empty array`);
     const numbers = new Set<number>();
     const versions = k.versions!.map((v: Partial<LocalKeyVersionRecord>) => {
-      if (!v || !isRootKeyVersion(v.version)) return bad(`key ${keyId}: a version number is invalid`);
+      // Any positive integer reads (older files); rotate refuses to go past the largest version a kid can name.
+      if (!v || !Number.isSafeInteger(v.version) || v.version! < 1) return bad(`key ${keyId}: a version number is invalid`);
       const n = v.version!;
       const where = `key ${keyId} version ${n}`;
       if (numbers.has(n)) bad(`${where} appears twice`);

@@ -41,7 +41,13 @@ const SESSION_DEAD = new Set<number>([
   ck.CKR_CRYPTOKI_NOT_INITIALIZED,
 ]);
 /** An object vanished between lookup and use (destroyed concurrently): look it up again, once. */
-const RETRY_ONCE = new Set<number>([ck.CKR_OBJECT_HANDLE_INVALID, ck.CKR_KEY_HANDLE_INVALID]);
+const RETRY_ONCE = new Set<number>([
+  ck.CKR_OBJECT_HANDLE_INVALID,
+  ck.CKR_KEY_HANDLE_INVALID,
+  // The root key itself was destroyed between its lookup and C_WrapKey / C_UnwrapKey.
+  ck.CKR_WRAPPING_KEY_HANDLE_INVALID,
+  ck.CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+]);
 /** The token refused our user: ROOT_KEY_ACCESS_DENIED. */
 const ACCESS = new Set<number>([
   ck.CKR_PIN_INCORRECT,

@@ -25,7 +25,7 @@ import { ck, ckrOf, type ModuleEntry } from "./module.js";
 /** Root keys and the keys they wrap: AES-256. */
 export const KEY_BYTES = 32;
 /** RFC 3394 output for a 256-bit key: 32 bytes + the 64-bit integrity block. */
-const WRAPPED_CEK_BYTES = 40;
+export const WRAPPED_KEY_BYTES = 40;
 
 /**
  * C_UnwrapKey results that mean "this ciphertext does not unwrap under this key". SoftHSM2 reports a failed
@@ -198,9 +198,9 @@ export async function hsmWrap(t: TokenSession, kek: Handle, cek: Buffer): Promis
   const obj = p.C_CreateObject(s, [...SESSION_KEY_TEMPLATE, { type: ck.CKA_VALUE, value: cek }]);
   try {
     const mech = { mechanism: ck.CKM_AES_KEY_WRAP };
-    const buf = Buffer.alloc(WRAPPED_CEK_BYTES + 16);
+    const buf = Buffer.alloc(WRAPPED_KEY_BYTES + 16);
     const out = t.threaded ? await p.C_WrapKeyAsync(s, mech, kek, obj, buf) : p.C_WrapKey(s, mech, kek, obj, buf);
-    if (out.length !== WRAPPED_CEK_BYTES) throw new Error(`C_WrapKey returned ${out.length} bytes, expected ${WRAPPED_CEK_BYTES}`);
+    if (out.length !== WRAPPED_KEY_BYTES) throw new Error(`C_WrapKey returned ${out.length} bytes, expected ${WRAPPED_KEY_BYTES}`);
     return Buffer.from(out);
   } finally {
     destroyQuietly(t.entry, s, obj);
