@@ -22,6 +22,7 @@ import { LocalRootKeyBackend } from "../crypto/rootkeys/local.js";
 import { Pkcs11RootKeyBackend } from "../crypto/rootkeys/pkcs11.js";
 import { DomainError } from "../domain/errors.js";
 import type { RootKeyBackend } from "../domain/rootkey.js";
+import { parseRootKeyVersion } from "../domain/rootkey-id.js";
 
 const USAGE = `usage: keys.js <keystore-path | pkcs11> init [default-key-id] | list | create <id> | rotate <id> |
        disable <id> [version] | enable <id> [version] | destroy <id> <version>`;
@@ -38,8 +39,9 @@ function parseVersion(s: string | undefined, required: boolean): number | undefi
     if (required) throw new UsageError("a version number is required");
     return undefined;
   }
-  if (!/^[1-9][0-9]{0,8}$/.test(s)) throw new UsageError(`version must be a positive integer, got ${JSON.stringify(s)}`);
-  return Number(s);
+  const version = parseRootKeyVersion(s);
+  if (version === undefined) throw new UsageError(`version must be a positive integer, got ${JSON.stringify(s)}`);
+  return version;
 }
 
 function need(s: string | undefined, what: string): string {

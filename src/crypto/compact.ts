@@ -6,6 +6,7 @@
  * failed); the internal cause is kept for logs only.
  */
 import { DecryptionError } from "../domain/errors.js";
+import { WRAPPED_KEY_BYTES } from "../domain/rootkey.js";
 
 /** The only content encryption we accept: AES-256-GCM (RFC 7518 §5.3). */
 export const ENC_A256GCM = "A256GCM";
@@ -19,7 +20,7 @@ export const GCM_IV_BYTES = 12;
 /** GCM tag length for JWE: 128 bits (RFC 7518 §5.3). Shorter tags are refused (truncation attacks). */
 export const GCM_TAG_BYTES = 16;
 /** RFC 3394 output for a 256-bit CEK: 32 bytes + the 8-byte integrity block. */
-export const A256KW_ENCRYPTED_KEY_BYTES = 40;
+export const A256KW_ENCRYPTED_KEY_BYTES = WRAPPED_KEY_BYTES;
 
 /** Header names a caller may not set: the algorithm fields are ours, and we support no zip or extensions. */
 export const RESERVED_HEADER_NAMES: ReadonlySet<string> = new Set(["alg", "enc", "zip", "crit"]);

@@ -17,7 +17,7 @@ export const DEK_BYTES = 32;
  * @returns 32 random bytes.
  * @example
  * const dek = generateDek();
- * try { const wrapped = await backend.wrap(dek, "default", { instance }); } finally { zero(dek); }
+ * try { const { jwe } = await wrapDek(backend, "default", dek, { instance }); } finally { zero(dek); }
  */
 export function generateDek(): Buffer {
   // Buffer.alloc (not allocUnsafe) gives the key its own memory rather than a slice of Node's shared pool,

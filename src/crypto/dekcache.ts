@@ -36,7 +36,7 @@ interface Inflight {
  *
  * @example
  * const cache = new DekCache({ max: 10_000, ttlMs: 5 * 60_000 });
- * const dek = await cache.getOrLoad(dekId, () => backend.unwrap(wrappedDek, { instance }));
+ * const dek = await cache.getOrLoad(dekId, () => unwrapDek(backend, wrappedDek, { instance }));
  * try { ... } finally { zero(dek); }
  */
 export class DekCache {
@@ -69,7 +69,7 @@ export class DekCache {
    * Returns the DEK `dekId`, loading it with `loader` on a miss. Concurrent misses for the same id share ONE
    * loader call (one unwrap for N callers). A failed load is not cached and rejects every waiter with its error.
    *
-   * @param loader produces the 32-byte DEK (e.g. `backend.unwrap`). The cache takes ownership of the returned
+   * @param loader produces the 32-byte DEK (e.g. `unwrapDek`). The cache takes ownership of the returned
    *        buffer: it is stored as is and zeroed on eviction, so the loader must not keep or reuse it.
    * @returns a fresh copy of the DEK that the caller owns and should zero after use.
    * @throws whatever `loader` throws (e.g. RootKeyError, DecryptionError).

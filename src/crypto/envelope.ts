@@ -16,7 +16,7 @@ import { DecryptionError } from "../domain/errors.js";
 import { certificateName, instanceName } from "../domain/names.js";
 import type { CertificateVersionRecord, InstanceRecord, Repositories } from "../domain/ports.js";
 import type { Keyring } from "./keyring.js";
-import { open, seal, type SecretField } from "./sealed-field.js";
+import { open as openField, seal as sealField, type SecretField } from "./sealed-field.js";
 
 /** The sealed fields of one certificate version, as stored; "" for an absent field. */
 export type SealedMaterial = Pick<CertificateVersionRecord, "dekId" | "certificateJwe" | "privateKeyJwe" | "intermediatesJwe">;
@@ -37,12 +37,16 @@ export class NeedsRotation extends Error {
   }
 }
 
-/** Which stored column holds which secret field. */
-const FIELDS: readonly { field: SecretField; column: "certificateJwe" | "privateKeyJwe" | "intermediatesJwe"; plain: keyof CertificateMaterial }[] = [
-  { field: "certificate", column: "certificateJwe", plain: "certificatePem" },
-  { field: "private_key", column: "privateKeyJwe", plain: "privateKeyPem" },
-  { field: "intermediates", column: "intermediatesJwe", plain: "intermediatesPem" },
-];
+/** One secret field: its name in the JWE header, its stored column, its member in the clear. */
+interface Field {
+  field: SecretField;
+  column: "certificateJwe" | "privateKeyJwe" | "intermediatesJwe";
+  plain: keyof CertificateMaterial;
+}
+const CERTIFICATE: Field = { field: "certificate", column: "certificateJwe", plain: "certificatePem" };
+const PRIVATE_KEY: Field = { field: "private_key", column: "privateKeyJwe", plain: "privateKeyPem" };
+const INTERMEDIATES: Field = { field: "intermediates", column: "intermediatesJwe", plain: "intermediatesPem" };
+const FIELDS: readonly Field[] = [CERTIFICATE, PRIVATE_KEY, INTERMEDIATES];
 
 /** Most encryptions one certificate version needs. */
 export const MAX_FIELDS_PER_VERSION = FIELDS.length;
@@ -82,7 +86,7 @@ export class CertificateEnvelope {
       for (const f of present) {
         const plain = Buffer.from(material[f.plain], "utf8");
         try {
-          out[f.column] = await seal(dek, plain, contextOf(instance.id, certificateId, f.field));
+          out[f.column] = await sealField(dek, plain, contextOf(instance.id, certificateId, f.field));
         } finally {
           plain.fill(0);
         }
@@ -154,9 +158,9 @@ export class CertificateEnvelope {
         for (const f of FIELDS) {
           if (v[f.column] === "") continue;
           const ctx = contextOf(instance.id, v.certificateId, f.field);
-          const plain = await open(v[f.column], resolver.resolve, ctx);
+          const plain = await openField(v[f.column], resolver.resolve, ctx);
           try {
-            next[f.column] = await seal(dek, plain, ctx);
+            next[f.column] = await sealField(dek, plain, ctx);
             sealed++;
           } finally {
             plain.fill(0);
@@ -185,9 +189,9 @@ export class CertificateEnvelope {
       for (const v of versions) {
         // A cancelled call stops work mid-batch, not only between batches.
         if (opts.signal?.aborted) break;
-        const bytes = (f: (typeof FIELDS)[number]): Promise<Buffer> | undefined =>
-          v[f.column] === "" ? undefined : open(v[f.column], resolver.resolve, contextOf(instance.id, v.certificateId, f.field));
-        const text = async (f: (typeof FIELDS)[number]): Promise<string> => {
+        const bytes = (f: Field): Promise<Buffer> | undefined =>
+          v[f.column] === "" ? undefined : openField(v[f.column], resolver.resolve, contextOf(instance.id, v.certificateId, f.field));
+        const text = async (f: Field): Promise<string> => {
           const b = await bytes(f);
           if (!b) return "";
           try {
@@ -196,9 +200,9 @@ export class CertificateEnvelope {
             b.fill(0);
           }
         };
-        const certificatePem = await text(FIELDS[0]!);
-        const intermediatesPem = await text(FIELDS[2]!);
-        out.push({ certificatePem, intermediatesPem, privateKey: opts.privateKeys ? await bytes(FIELDS[1]!) : undefined });
+        const certificatePem = await text(CERTIFICATE);
+        const intermediatesPem = await text(INTERMEDIATES);
+        out.push({ certificatePem, intermediatesPem, privateKey: opts.privateKeys ? await bytes(PRIVATE_KEY) : undefined });
       }
     } catch (err) {
       for (const m of out) m.privateKey?.fill(0);

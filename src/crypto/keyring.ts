@@ -161,7 +161,7 @@ export class Keyring {
    * as Vault's transit rewrap). Old versions keep unwrapping, so this can run online.
    * @returns true when the DEK was rewrapped by this call.
    */
-  async rewrap(repos: Repositories, instance: InstanceRecord, record: DekRecord): Promise<boolean> {
+  private async rewrap(repos: Repositories, instance: InstanceRecord, record: DekRecord): Promise<boolean> {
     const backend = this.backend(instance.rootKeyBackend);
     const current = await this.translate(instance, () => backend.describe(instance.rootKeyId));
     if (record.rootKeyVersion >= current.currentVersion) return false;
@@ -173,6 +173,18 @@ export class Keyring {
     } finally {
       zero(dek);
     }
+  }
+
+  /**
+   * Rewraps every DEK of the instance with the newest root key version (RewrapDataKeys).
+   * @returns how many DEKs this call rewrapped and how many the instance has.
+   * @throws RootKeyError ROOT_KEY_UNAVAILABLE when the root key is off.
+   */
+  async rewrapAll(repos: Repositories, instance: InstanceRecord): Promise<{ rewrapped: number; total: number }> {
+    const deks = await repos.deks.listForInstance(instance.id);
+    let rewrapped = 0;
+    for (const dek of deks) if (await this.rewrap(repos, instance, dek)) rewrapped++;
+    return { rewrapped, total: deks.length };
   }
 
   /**
@@ -284,8 +296,14 @@ async function withRetries<T>(fn: () => Promise<T>): Promise<T> {
 
 function withTimeout<T>(p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let timedOut = false;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `the root-key backend did not answer within ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
+    timer = setTimeout(() => {
+      timedOut = true;
+      reject(new RootKeyError("ROOT_KEY_BACKEND_UNAVAILABLE", `the root-key backend did not answer within ${CALL_TIMEOUT_MS} ms`));
+    }, CALL_TIMEOUT_MS);
   });
+  // A key that arrives after the caller gave up has no owner left to zero it: zero it here.
+  p.then((late) => timedOut && Buffer.isBuffer(late) && late.fill(0), () => undefined);
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

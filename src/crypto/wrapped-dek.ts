@@ -17,8 +17,8 @@ import { randomBytes, randomFillSync } from "node:crypto";
 
 import { RootKeyError } from "../domain/errors.js";
 import { isInstanceName } from "../domain/names.js";
-import type { RootKeyBackend } from "../domain/rootkey.js";
-import { isRootKeyId, ROOT_KEY_BACKEND, ROOT_KEY_ID, ROOT_KEY_VERSION } from "../domain/rootkey-id.js";
+import { WRAPPED_KEY_BYTES, type RootKeyBackend } from "../domain/rootkey.js";
+import { isRootKeyId, isRootKeyVersion, parseRootKeyKid, ROOT_KEY_ID_RULE, rootKeyKid } from "../domain/rootkey-id.js";
 import { ALG_A256KW, ENC_A256GCM, GCM_IV_BYTES, assertAlgorithms, fail, splitCompact } from "./compact.js";
 import { DEK_BYTES, zero } from "./dek.js";
 import { gcmOpen, gcmSeal } from "./fastjwe.js";
@@ -29,13 +29,6 @@ export interface WrapContext {
   instance: string;
 }
 
-/** Which root key version a wrapped DEK names in its `kid`. */
-export interface RootKeyVersionRef {
-  backend: string;
-  keyId: string;
-  version: number;
-}
-
 /** A DEK wrapped by {@link wrapDek}. */
 export interface WrappedDek {
   /** The JWE compact serialization that is stored. */
@@ -44,14 +37,8 @@ export interface WrappedDek {
   version: number;
 }
 
-const KID = new RegExp(`^(${ROOT_KEY_BACKEND})/(${ROOT_KEY_ID})/(${ROOT_KEY_VERSION})$`);
 /** The exact header field set of a wrapped DEK (sorted); anything more or less is refused. */
 const HEADER_FIELDS = "alg,cm_instance,enc,kid";
-
-/** `<backend>/<keyId>/<version>`: the `kid` of a wrapped DEK and the name of a root key version. */
-export function rootKeyKid(backend: string, keyId: string, version: number): string {
-  return `${backend}/${keyId}/${version}`;
-}
 
 function checkContext(context: WrapContext): void {
   if (!context || !isInstanceName(context.instance)) throw new TypeError("WrapContext.instance must be a resource name instances/{uuid}");
@@ -74,11 +61,15 @@ export async function wrapDek(backend: RootKeyBackend, keyId: string, dek: Buffe
   // Only ids a kid can carry: a DEK wrapped under any other could never be unwrapped.
   if (!isRootKeyId(keyId)) {
     const ref = `${backend.name}/${String(keyId).slice(0, 80)}`;
-    throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key ${ref} cannot exist: key ids are [a-z][a-z0-9-]{0,62}; fix the key id`, { root_key: ref });
+    throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key ${ref} cannot exist (${ROOT_KEY_ID_RULE}); fix the key id`, { root_key: ref });
   }
   const cek = randomFillSync(Buffer.alloc(DEK_BYTES));
   try {
     const { version, wrapped } = await backend.wrapKey(keyId, cek);
+    // Checked before anything is stored: a misbehaving backend must not leave DEKs that can never unwrap.
+    if (!isRootKeyVersion(version) || !Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) {
+      throw new TypeError(`root-key backend ${backend.name} returned a key wrap that is not RFC 3394 of 32 bytes under a valid version`);
+    }
     const header = { alg: ALG_A256KW, enc: ENC_A256GCM, kid: rootKeyKid(backend.name, keyId, version), cm_instance: context.instance };
     const protectedB64 = Buffer.from(JSON.stringify(header), "utf8").toString("base64url");
     const iv = randomBytes(GCM_IV_BYTES);
@@ -109,7 +100,7 @@ export async function unwrapDek(backend: RootKeyBackend, jwe: string, context: W
   assertAlgorithms(parts, ALG_A256KW);
   const header = parts.header;
   if (Object.keys(header).sort().join(",") !== HEADER_FIELDS) fail("unexpected wrapped DEK header");
-  const ref = kidRef(header.kid);
+  const ref = parseRootKeyKid(header.kid);
   if (!ref || ref.backend !== backend.name) fail("kid does not name a root key of this backend");
   // Checked before the root key is used: a DEK replayed from another instance never costs (or shows in the
   // audit log of) another customer's key. GCM authenticates the header below, so the check cannot be forged.
@@ -125,21 +116,4 @@ export async function unwrapDek(backend: RootKeyBackend, jwe: string, context: W
   } finally {
     zero(cek);
   }
-}
-
-/**
- * The root key version a wrapped DEK names in its `kid`, for routing (which backend; is it the current
- * version?). Not authenticated until the DEK unwraps.
- *
- * @throws DecryptionError when the JWE is malformed or its `kid` is not `<backend>/<key id>/<version>`.
- */
-export function wrappedDekRef(jwe: string): RootKeyVersionRef {
-  const ref = kidRef(splitCompact(jwe).header.kid);
-  if (!ref) return fail("kid is not <backend>/<key id>/<version>");
-  return ref;
-}
-
-function kidRef(kid: unknown): RootKeyVersionRef | undefined {
-  const m = typeof kid === "string" ? KID.exec(kid) : null;
-  return m ? { backend: m[1]!, keyId: m[2]!, version: Number(m[3]) } : undefined;
 }

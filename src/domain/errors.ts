@@ -72,7 +72,7 @@ export class AlreadyExistsError extends DomainError {
   }
 }
 
-/** The system is not in a state the operation needs (e.g. etag mismatch, key disabled). */
+/** The system is not in a state the operation needs (e.g. an instance pending reclamation, a root key off). */
 export class FailedPreconditionError extends DomainError {
   constructor(reason: string, message: string, metadata: Record<string, string> = {}, cause?: unknown) {
     super("FAILED_PRECONDITION", reason, message, { metadata, cause });
@@ -124,8 +124,8 @@ export class DecryptionError extends DomainError {
 /**
  * A root-key backend refused or could not serve a request, or (ROOT_KEY_UNAVAILABLE) an instance's data cannot
  * be used because its root key is disabled or destroyed. Backends throw NOT_FOUND, DISABLED, DESTROYED,
- * ACCESS_DENIED and BACKEND_UNAVAILABLE (retryable); the services turn DISABLED/DESTROYED met while serving an
- * existing instance into ROOT_KEY_UNAVAILABLE, the contract's reason for "your key is off".
+ * ACCESS_DENIED and BACKEND_UNAVAILABLE (retryable); the keyring (src/crypto/keyring.ts) turns DISABLED/DESTROYED
+ * met while serving an existing instance into ROOT_KEY_UNAVAILABLE, the contract's reason for "your key is off".
  */
 export class RootKeyError extends DomainError {
   constructor(
@@ -153,8 +153,9 @@ export class RootKeyError extends DomainError {
 }
 
 /**
- * A write hit a unique key (for example a second certificate with the same fingerprint racing the first).
- * Storage throws it; services turn it into the right answer after the transaction has rolled back.
+ * A write lost a race it must not win twice: storage throws it for a unique key (a second certificate with the
+ * same fingerprint racing the first), services for a conditional update another writer won first. Services turn
+ * it into the right answer after the transaction has rolled back.
  */
 export class UniqueConstraintError extends Error {
   constructor(readonly constraint: string, cause?: unknown) {

@@ -7,7 +7,7 @@
 /**
  * Root-key id pattern source, unanchored so it can be composed (for example into a `kid` pattern):
  * a lowercase letter, then up to 62 of a-z, 0-9 and `-`.
- * @example new RegExp(`^pkcs11/(${ROOT_KEY_ID})/([1-9][0-9]{0,8})$`)
+ * @example new RegExp(`^pkcs11/(${ROOT_KEY_ID})$`)
  */
 export const ROOT_KEY_ID = "[a-z][a-z0-9-]{0,62}";
 
@@ -17,6 +17,37 @@ export const ROOT_KEY_BACKEND = "[a-z0-9]+";
 export const ROOT_KEY_VERSION = "[1-9][0-9]{0,8}";
 const BACKEND = ROOT_KEY_BACKEND;
 const VERSION = new RegExp(`^${ROOT_KEY_VERSION}$`);
+const KID = new RegExp(`^(${ROOT_KEY_BACKEND})/(${ROOT_KEY_ID})/(${ROOT_KEY_VERSION})$`);
+
+/** One version of a root key: what a wrapped DEK's `kid` names. */
+export interface RootKeyVersionRef {
+  backend: string;
+  keyId: string;
+  version: number;
+}
+
+/** `<backend>/<key id>/<version>`: the `kid` of a wrapped DEK and the name of a root key version. */
+export function rootKeyKid(backend: string, keyId: string, version: number): string {
+  return `${backend}/${keyId}/${version}`;
+}
+
+/** Parses a `kid` made by {@link rootKeyKid}. @returns undefined when `kid` is not of that form. */
+export function parseRootKeyKid(kid: unknown): RootKeyVersionRef | undefined {
+  const m = typeof kid === "string" ? KID.exec(kid) : null;
+  return m ? { backend: m[1]!, keyId: m[2]!, version: Number(m[3]) } : undefined;
+}
+
+/** What an operator reads when an id breaks the grammar (built from the pattern, so it cannot drift). */
+export const ROOT_KEY_ID_RULE = `key ids match ${ROOT_KEY_ID}`;
+
+/**
+ * Refuses an id outside the grammar where one is being created (a caller's mistake, hence TypeError).
+ * Lookups of such an id answer ROOT_KEY_NOT_FOUND instead: no key can have it.
+ * @throws TypeError naming the rule.
+ */
+export function checkRootKeyId(keyId: unknown): asserts keyId is string {
+  if (!isRootKeyId(keyId)) throw new TypeError(`root key id ${JSON.stringify(String(keyId).slice(0, 80))} is invalid: ${ROOT_KEY_ID_RULE}`);
+}
 
 const KEY_ID = new RegExp(`^${ROOT_KEY_ID}$`);
 const REF = new RegExp(`^(${BACKEND})/(${ROOT_KEY_ID})$`);
@@ -35,6 +66,11 @@ export function isRootKeyId(keyId: unknown): keyId is string {
 /** True when `v` is a root key version number (an integer 1..999,999,999). */
 export function isRootKeyVersion(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && VERSION.test(String(v));
+}
+
+/** Parses a version number written in canonical decimal (`"7"`). @returns undefined for anything else. */
+export function parseRootKeyVersion(text: string): number | undefined {
+  return VERSION.test(text) ? Number(text) : undefined;
 }
 
 /**

@@ -2,7 +2,10 @@
  * Root-key backend port (see ARCHITECTURE.md, "Envelope format"). A root key (the KEK) never leaves its backend;
  * the backend only performs AES key wrap (RFC 3394) of 32-byte content keys under a version of a root key, and
  * manages root keys. The wrapped-DEK JWE around that key wrap is framed in one place (src/crypto/wrapped-dek.ts),
- * so a new backend (a cloud KMS, Vault Transit, another HSM) is one small file implementing this interface.
+ * so a new backend that can AES-key-wrap a key it is given (any PKCS#11 HSM, including cloud HSMs that speak
+ * PKCS#11, or a KMS with an RFC 3394 wrap operation) is one small file implementing this interface. A KMS that
+ * only encrypts data with its own format (Vault Transit, most cloud KMS encrypt APIs) needs another `alg` in
+ * the wrapped-DEK format first.
  */
 
 /** Lifecycle of one root key version (mirrors Cloud KMS CryptoKeyVersionState, simplified). */
@@ -44,6 +47,11 @@ export interface RootKeyInfo extends RootKeyDescription {
   versions: RootKeyVersionInfo[];
 }
 
+/** Root keys and the keys they wrap are AES-256 keys: 32 bytes (FIPS 197). */
+export const WRAPPED_KEY_INPUT_BYTES = 32;
+/** RFC 3394 output for a 32-byte key: the key plus the 8-byte integrity block (RFC 3394 §2.2.1). */
+export const WRAPPED_KEY_BYTES = 40;
+
 /** The result of wrapping a content key under the current version of a root key. */
 export interface KeyWrapResult {
   /** The root key version that wrapped it. */
@@ -74,7 +82,9 @@ export interface RootKeyBackend {
   describe(keyId: string): Promise<RootKeyDescription>;
   /**
    * Makes a new version of root key `keyId` the current one (older versions keep unwrapping).
-   * @throws RootKeyError as `describe`, and ROOT_KEY_DISABLED when the key is disabled.
+   * @returns the key's description after the rotation.
+   * @throws RootKeyError as `describe`, and ROOT_KEY_DISABLED when the key is disabled; RangeError when the key
+   *         has used its last version number (999,999,999, the largest a `kid` names).
    */
   rotate(keyId: string): Promise<RootKeyDescription>;
   /** Every root key with its versions, sorted by key id. */
@@ -101,6 +111,7 @@ export interface RootKeyBackend {
   /**
    * Destroys every version of root key `keyId` (per-instance key material at reclamation). Idempotent: a key
    * already destroyed, or never created, is not an error.
+   * @throws RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE; TypeError on a malformed id.
    */
   destroyKey(keyId: string): Promise<void>;
   /** Resolves when the backend can serve requests (for health checks); rejects otherwise. */

@@ -278,8 +278,8 @@ export class CertificateService {
   }
 
   /**
-   * Runs `write` in one transaction holding the locked active DEK (lock order: instance, then DEK), rotating the
-   * DEK first when it has no room for the three fields a version seals.
+   * Runs `write` in one transaction that has locked the instance (the envelope then locks the active DEK: one
+   * lock order), rotating the DEK first whenever the envelope reports it has no room for a version.
    */
   private sealing(instance: InstanceRecord, write: (repos: Repositories, locked: InstanceRecord) => Promise<void>): Promise<void> {
     return this.rotation.withRoom(instance, () =>

@@ -57,8 +57,8 @@ export class DekRotation {
 
   /**
    * Makes a new DEK active and the current one RETIRING, in one transaction that holds the same locks as the
-   * sealing writers. `unless` is evaluated on the locked active DEK: returning false skips the rotation (for
-   * automatic rotations, when another writer already rotated).
+   * sealing writers. `shouldRotate` is evaluated on the locked active DEK: returning false skips the rotation
+   * (for automatic rotations, when another writer already rotated).
    * @returns whether this call rotated.
    */
   async begin(

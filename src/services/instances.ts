@@ -111,10 +111,7 @@ export class InstanceService {
   async rewrapDataKeys(id: string): Promise<{ instance: InstanceRecord; rewrapped: number; total: number }> {
     const instance = await this.get(id);
     requireActive(instance);
-    const deks = await this.uow.repos.deks.listForInstance(id);
-    let rewrapped = 0;
-    for (const dek of deks) if (await this.keyring.rewrap(this.uow.repos, instance, dek)) rewrapped++;
-    return { instance, rewrapped, total: deks.length };
+    return { instance, ...(await this.keyring.rewrapAll(this.uow.repos, instance)) };
   }
 
   /**

@@ -7,8 +7,8 @@ describe("crypto/dek", () => {
     const a = generateDek();
     const b = generateDek();
     expect(a).toHaveLength(DEK_BYTES);
-    expect(a.equals(b)).toBe(false);
-    expect(a.equals(Buffer.alloc(32))).toBe(false);
+    expect(a).not.toEqual(b);
+    expect(a).not.toEqual(Buffer.alloc(32));
   });
 
   it("makes opaque URL-safe 128-bit ids", () => {
@@ -23,7 +23,7 @@ describe("crypto/dek", () => {
   it("zeroes in place and ignores null", () => {
     const k = generateDek();
     zero(k);
-    expect(k.equals(Buffer.alloc(32))).toBe(true);
+    expect(k).toEqual(Buffer.alloc(32));
     expect(() => zero(undefined)).not.toThrow();
   });
 });

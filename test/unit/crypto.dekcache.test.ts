@@ -33,10 +33,10 @@ describe("crypto/dekcache", () => {
     const a = await cache.getOrLoad("d1", loader);
     const b = await cache.getOrLoad("d1", loader);
     expect(loader).toHaveBeenCalledTimes(1);
-    expect(a.equals(b)).toBe(true);
+    expect(a).toEqual(b);
     expect(a).not.toBe(b);
     a.fill(0); // a caller zeroing its copy does not affect the cache
-    expect((await cache.getOrLoad("d1", loader)).equals(b)).toBe(true);
+    expect(await cache.getOrLoad("d1", loader)).toEqual(b);
   });
 
   it("concurrent getOrLoad for one id calls the loader once (one unwrap for N callers)", async () => {
@@ -54,12 +54,12 @@ describe("crypto/dekcache", () => {
     release();
     const results = await Promise.all(pending);
     expect(loader).toHaveBeenCalledTimes(1);
-    for (const r of results) expect(r.equals(original)).toBe(true);
+    for (const r of results) expect(r).toEqual(original);
     expect(new Set(results).size).toBe(20); // every caller its own copy
     for (const r of results) expect(r).not.toBe(dek);
     cache.clear();
-    expect(dek.equals(ZERO)).toBe(true); // the loader's buffer was the cached one
-    for (const r of results) expect(r.equals(original)).toBe(true); // callers' copies are untouched
+    expect(dek).toEqual(ZERO); // the loader's buffer was the cached one
+    for (const r of results) expect(r).toEqual(original); // callers' copies are untouched
   });
 
   it("a failed load rejects every waiter, is not cached, and the next call retries", async () => {
@@ -90,9 +90,9 @@ describe("crypto/dekcache", () => {
     await cache.getOrLoad("d", loader); // evicts b
     expect(cache.size).toBe(3);
     expect(cache.has("b")).toBe(false);
-    expect(cache.has("a") && cache.has("c") && cache.has("d")).toBe(true);
-    expect(given.get("b")![0]!.equals(ZERO)).toBe(true); // dispose wiped it
-    for (const id of ["a", "c", "d"]) expect(given.get(id)![0]!.equals(ZERO)).toBe(false);
+    expect(["a", "c", "d"].filter((id) => cache.has(id))).toEqual(["a", "c", "d"]);
+    expect(given.get("b")![0]!).toEqual(ZERO); // dispose wiped it
+    for (const id of ["a", "c", "d"]) expect(given.get(id)![0]!, `DEK ${id}`).not.toEqual(ZERO);
     expect(loader).toHaveBeenCalledTimes(4);
   });
 
@@ -102,10 +102,10 @@ describe("crypto/dekcache", () => {
     await cache.getOrLoad("a", loader);
     await cache.getOrLoad("b", loader);
     expect(cache.delete("a")).toBe(true);
-    expect(given.get("a")![0]!.equals(ZERO)).toBe(true);
-    expect(given.get("b")![0]!.equals(ZERO)).toBe(false);
+    expect(given.get("a")![0]!).toEqual(ZERO);
+    expect(given.get("b")![0]!).not.toEqual(ZERO);
     cache.clear();
-    expect(given.get("b")![0]!.equals(ZERO)).toBe(true);
+    expect(given.get("b")![0]!).toEqual(ZERO);
     expect(cache.size).toBe(0);
   });
 
@@ -126,8 +126,8 @@ describe("crypto/dekcache", () => {
     await ticks();
     gates.a!();
     gates.b!(); // inserting b evicts (and zeroes) a, possibly before a's waiters resume
-    for (const r of await Promise.all(a)) expect(r.equals(originals.a!)).toBe(true);
-    for (const r of await Promise.all(b)) expect(r.equals(originals.b!)).toBe(true);
+    for (const r of await Promise.all(a)) expect(r).toEqual(originals.a!);
+    for (const r of await Promise.all(b)) expect(r).toEqual(originals.b!);
   });
 
   it("expires by TTL from load time (injected clock), and reads do not extend it", async () => {
@@ -151,9 +151,9 @@ describe("crypto/dekcache", () => {
     await cache.getOrLoad("d1", loader);
     const stored = given.get("d1")![0]!;
     vi.advanceTimersByTime(999);
-    expect(stored.equals(ZERO)).toBe(false);
+    expect(stored).not.toEqual(ZERO);
     vi.advanceTimersByTime(10);
-    expect(stored.equals(ZERO)).toBe(true);
+    expect(stored).toEqual(ZERO);
     expect(cache.size).toBe(0);
   });
 

@@ -40,7 +40,7 @@ describe("crypto/fastjwe", () => {
     const pt = randomBytes(6144);
     const jwe = encryptDirFast(key, pt, header);
     const out = decryptDirFast(key, jwe);
-    expect(out.plaintext.equals(pt)).toBe(true);
+    expect(out.plaintext).toEqual(pt);
     expect(out.header).toEqual({ alg: "dir", enc: "A256GCM", ...header });
   });
 
@@ -49,7 +49,7 @@ describe("crypto/fastjwe", () => {
       const pt = randomBytes(size);
       const jwe = encryptDirFast(key, pt, header);
       const out = await decryptDir(key, jwe);
-      expect(out.plaintext.equals(pt)).toBe(true);
+      expect(out.plaintext).toEqual(pt);
       expect(out.header).toEqual({ alg: "dir", enc: "A256GCM", ...header });
     }
   });
@@ -59,7 +59,7 @@ describe("crypto/fastjwe", () => {
       const pt = randomBytes(size);
       const jwe = await encryptDir(key, pt, header);
       const out = decryptDirFast(key, jwe);
-      expect(out.plaintext.equals(pt)).toBe(true);
+      expect(out.plaintext).toEqual(pt);
       expect(out.header).toEqual({ alg: "dir", enc: "A256GCM", ...header });
     }
   });

@@ -83,7 +83,7 @@ describe("crypto/rootkeys/local", () => {
   it("two processes creating at once end up with one keystore (no clobbering)", async () => {
     const [a, b] = await Promise.all([openBackend(), openBackend()]);
     const dek = randomBytes(32);
-    expect((await unwrap(b, await wrap(a, dek, "default", X), X)).equals(dek)).toBe(true);
+    expect(await unwrap(b, await wrap(a, dek, "default", X), X)).toEqual(dek);
   });
 
   it("fails when missing and createIfMissing is false", async () => {
@@ -122,7 +122,7 @@ describe("crypto/rootkeys/local", () => {
     const dek = randomBytes(32);
     const wrapped = await wrap(b, dek, "default", X);
     expect(parseProtectedHeader(wrapped)).toEqual({ alg: "A256KW", enc: "A256GCM", kid: "local/default/1", cm_instance: X.instance });
-    expect((await unwrap(b, wrapped, X)).equals(dek)).toBe(true);
+    expect(await unwrap(b, wrapped, X)).toEqual(dek);
   });
 
   it("a wrapped DEK of instance X does not unwrap for instance Y", async () => {
@@ -164,8 +164,8 @@ describe("crypto/rootkeys/local", () => {
     const dek2 = randomBytes(32);
     const w2 = await wrap(b, dek2, "default", X);
     expect(parseProtectedHeader(w2).kid).toBe("local/default/2");
-    expect((await unwrap(b, w1, X)).equals(dek1)).toBe(true);
-    expect((await unwrap(b, w2, X)).equals(dek2)).toBe(true);
+    expect(await unwrap(b, w1, X)).toEqual(dek1);
+    expect(await unwrap(b, w2, X)).toEqual(dek2);
     expect(await b.describe("default")).toEqual({ backend: "local", keyId: "default", state: "ENABLED", currentVersion: 2 });
     // A v1 JWE relabelled as v2 is decrypted with v2's KEK and fails.
     const seg = w1.split(".");
@@ -194,7 +194,7 @@ describe("crypto/rootkeys/local", () => {
     await expectRootKeyError(wrap(b, randomBytes(32), "default", X), "ROOT_KEY_DISABLED");
     await expectRootKeyError(unwrap(b, wrapped, X), "ROOT_KEY_DISABLED");
     await b.setEnabled("default", true, 1);
-    expect((await unwrap(b, wrapped, X)).equals(dek)).toBe(true);
+    expect(await unwrap(b, wrapped, X)).toEqual(dek);
   });
 
   it("disabling a key without a version disables every version", async () => {
@@ -244,7 +244,7 @@ describe("crypto/rootkeys/local", () => {
     const dek = randomBytes(32);
     const w = await wrap(b, dek, "byok-1", X);
     expect(parseProtectedHeader(w).kid).toBe("local/byok-1/1");
-    expect((await unwrap(b, w, X)).equals(dek)).toBe(true);
+    expect(await unwrap(b, w, X)).toEqual(dek);
   });
 
   it("sees changes made by another process (e.g. the keys CLI) without a restart", async () => {
@@ -309,7 +309,7 @@ describe("crypto/rootkeys/local", () => {
     await expect(b.createKey("New_Key")).rejects.toThrow(TypeError);
     await fsp.writeFile(file, JSON.stringify({ ...doc, keys: [...doc.keys, { ...legacy, keyId: "bad id!" }] }), { mode: 0o600 });
     const err = await expectRootKeyError(b.reload(), "ROOT_KEY_BACKEND_UNAVAILABLE");
-    expect(err.message).toContain(`keys[1].keyId "bad id!" is invalid: key ids are [a-z][a-z0-9-]{0,62}`);
+    expect(err.message).toContain(`keys[1].keyId "bad id!" is invalid (key ids match [a-z][a-z0-9-]{0,62})`);
   });
 
   it("rotate refuses a disabled current version (as pkcs11 does) and the last version number", async () => {

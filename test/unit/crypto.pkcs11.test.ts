@@ -299,7 +299,7 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
     const jwe = await wrap(hsm, d, "dis", X);
     const off = await hsm.setEnabled("dis", false);
     expect(off.state).toBe("DISABLED");
-    expect(off.versions.every((v) => v.state === "DISABLED")).toBe(true);
+    expect(off.versions.map((v) => v.state)).toEqual(off.versions.map(() => "DISABLED"));
     await expectRootKeyError(wrap(hsm, dek(), "dis", X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis", version: "1" });
     await expectRootKeyError(unwrap(hsm, jwe, X), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis", version: "1" });
     await expectRootKeyError(hsm.rotate("dis"), "ROOT_KEY_DISABLED", { root_key: "pkcs11/dis" });
@@ -517,10 +517,10 @@ describe.skipIf(!softhsmAvailable())("crypto/rootkeys/pkcs11 (SoftHSM2)", () => 
     const pins = [token.pin, spare.pin, doomed.pin, token.soPin, WRONG_PIN];
     for (const err of seen) {
       const text = visibleText(err);
-      for (const pin of pins) expect(text.includes(pin), text).toBe(false);
+      for (const pin of pins) expect(text).not.toContain(pin);
     }
     expect(logs.length).toBeGreaterThan(0);
     const logText = JSON.stringify(logs);
-    for (const pin of pins) expect(logText.includes(pin)).toBe(false);
+    for (const pin of pins) expect(logText).not.toContain(pin);
   });
 });

@@ -21,7 +21,7 @@ describe("encryptToRecipient", () => {
     const jwe = encryptToRecipient(recipient, secret);
     const opened = await jose.JWE.createDecrypt(await jose.JWK.asKey(privateKey.export({ format: "jwk" }))).decrypt(jwe);
     expect(opened.header).toMatchObject({ alg, enc: "A256GCM" });
-    expect(opened.plaintext.equals(secret)).toBe(true);
+    expect(opened.plaintext).toEqual(secret);
     // Each call draws a fresh CEK (and ephemeral key): no two ciphertexts are alike.
     expect(encryptToRecipient(recipient, secret)).not.toBe(jwe);
   });

@@ -29,16 +29,16 @@ describe("crypto/envelope", () => {
       cm_certificate: "instances/0193e4a0-0000-7000-8000-00000000000a/certificates/0193e4a0-0000-7000-8000-0000000000c1",
       cm_field: "private_key",
     });
-    expect((await open(jwe, resolve, CTX)).equals(pt)).toBe(true);
+    expect(await open(jwe, resolve, CTX)).toEqual(pt);
     expect(parseProtectedHeader(jwe).kid).toBe(dek.id);
   });
 
   it("is readable by node-jose, and opens what node-jose wrote with the same header (both paths interoperate)", async () => {
     const pt = randomBytes(6144);
     const sealed = await seal(dek, pt, CTX);
-    expect((await decryptDir(dek.key, sealed)).plaintext.equals(pt)).toBe(true);
+    expect((await decryptDir(dek.key, sealed)).plaintext).toEqual(pt);
     const byJose = await encryptDir(dek.key, pt, { kid: dek.id, cm_instance: CTX.instance, cm_certificate: CTX.certificate, cm_field: CTX.field });
-    expect((await open(byJose, resolve, CTX)).equals(pt)).toBe(true);
+    expect(await open(byJose, resolve, CTX)).toEqual(pt);
   });
 
   it.each([
@@ -90,7 +90,7 @@ describe("crypto/envelope", () => {
   it("does not zero or keep the resolved key", async () => {
     const key = Buffer.from(dek.key);
     await open(await seal(dek, Buffer.from("x"), CTX), async () => key, CTX);
-    expect(key.equals(dek.key)).toBe(true);
+    expect(key).toEqual(dek.key);
   });
 
   it("rejects malformed contexts as programming errors", async () => {

@@ -24,7 +24,7 @@ describe("pemEncode (RFC 7468 §2)", () => {
     expect(lines[4]).toBe("-----END CERTIFICATE-----");
     expect(lines[5]).toBe("");
     expect(lines).toHaveLength(6);
-    expect(Buffer.from(lines.slice(1, 4).join(""), "base64").equals(der100)).toBe(true);
+    expect(Buffer.from(lines.slice(1, 4).join(""), "base64")).toEqual(der100);
   });
 });
 
@@ -38,7 +38,7 @@ describe("splitPemBlocks (RFC 7468 §3 lax parsing)", () => {
     const blocks = splitPemBlocks(messy);
     expect(blocks).toHaveLength(1);
     expect(blocks[0].label).toBe("CERTIFICATE");
-    expect(blocks[0].der.equals(der100)).toBe(true);
+    expect(blocks[0].der).toEqual(der100);
     expect(blocks[0].pem).toBe(pem);
     expect(blocks[0].headers).toEqual({});
   });
@@ -46,7 +46,7 @@ describe("splitPemBlocks (RFC 7468 §3 lax parsing)", () => {
   it("accepts a block pasted on one line", () => {
     const b64 = der100.toString("base64");
     const blocks = splitPemBlocks(`-----BEGIN PRIVATE KEY----- ${b64} -----END PRIVATE KEY-----`);
-    expect(blocks[0].der.equals(der100)).toBe(true);
+    expect(blocks[0].der).toEqual(der100);
   });
 
   it("returns several blocks in order, and RFC 1421 headers", () => {
@@ -60,7 +60,7 @@ ${der100.toString("base64")}
     const blocks = splitPemBlocks(text);
     expect(blocks.map((b) => b.label)).toEqual(["EC PARAMETERS", "RSA PRIVATE KEY"]);
     expect(blocks[1].headers).toEqual({ "Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF" });
-    expect(blocks[1].der.equals(der100)).toBe(true);
+    expect(blocks[1].der).toEqual(der100);
   });
 
   it("returns [] for text without blocks", () => {
@@ -99,7 +99,7 @@ ${der100.toString("base64")}
 
 describe("certificateDerFromPem", () => {
   it("returns the DER of the single certificate block", () => {
-    expect(certificateDerFromPem(`junk\n${pemEncode("CERTIFICATE", der100)}`).equals(der100)).toBe(true);
+    expect(certificateDerFromPem(`junk\n${pemEncode("CERTIFICATE", der100)}`)).toEqual(der100);
   });
 
   it("refuses zero or several blocks", () => {

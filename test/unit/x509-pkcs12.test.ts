@@ -89,7 +89,7 @@ function opensslReads(p12: Buffer, password: string): { certificates: Buffer[]; 
 function expectKeyOfCert(pkcs8: Buffer, certPemOrDer: string | Buffer): void {
   const spki = createPublicKey(createPrivateKey({ key: pkcs8, format: "der", type: "pkcs8" })).export({ type: "spki", format: "der" });
   const certSpki = new X509Certificate(certPemOrDer).publicKey.export({ type: "spki", format: "der" });
-  expect(spki.equals(certSpki)).toBe(true);
+  expect(spki).toEqual(certSpki);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -195,6 +195,9 @@ function encryptedPkcs8(keyPem: string, password: string, args: string[]): Buffe
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** `s` as a regular expression matching it literally. */
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
 /** Awaits a refusal, checks its shape and that no passphrase leaks into message or metadata. */
 async function refusal(p12: Buffer, passphrase: string, opts?: { timeoutMs?: number }): Promise<InvalidArgumentError> {
   const err = await readPkcs12(p12, passphrase, opts).then(
@@ -204,7 +207,7 @@ async function refusal(p12: Buffer, passphrase: string, opts?: { timeoutMs?: num
   expect(err).toBeInstanceOf(InvalidArgumentError);
   const e = err as InvalidArgumentError;
   expect(e.fieldViolations).toEqual([{ field: e.metadata.field, description: e.message }]);
-  expect(e.message.startsWith(`${e.metadata.field}: `)).toBe(true);
+  expect(e.message).toMatch(new RegExp(`^${escapeRegExp(String(e.metadata.field))}: `));
   if (passphrase.length >= 3) {
     expect(e.message).not.toContain(passphrase);
     expect(JSON.stringify(e.metadata)).not.toContain(passphrase);
@@ -339,7 +342,7 @@ describe("readPkcs12: files that read", () => {
     expect(key.byteOffset).toBe(0);
     expect(key.buffer.byteLength).toBe(key.length); // its own ArrayBuffer, not a slice of a shared pool
     key.fill(0);
-    expect(key.every((b) => b === 0)).toBe(true);
+    expect(key).toEqual(Buffer.alloc(key.length));
   });
 });
 
@@ -538,7 +541,7 @@ describe("readPkcs12: the worker", () => {
     expect(pkcs12WorkerStats().waiting).toBe(0);
     running[0].abort();
     expect(await reads[0]).toBe("CANCELLED");
-    expect((await Promise.all(reads.slice(1))).every((r) => r === "read")).toBe(true);
+    expect(await Promise.all(reads.slice(1))).toEqual(Array(MAX_PKCS12_WORKERS - 1).fill("read"));
     expect(pkcs12WorkerStats()).toEqual({ active: 0, waiting: 0 });
   });
 
@@ -574,7 +577,7 @@ describe.skipIf(!haveRealFixtures)("readPkcs12: pyca/cryptography vectors", () =
     expect(got.privateKeys.map(canonicalKey)).toEqual(expected.privateKeys.map(canonicalKey));
     for (const k of got.privateKeys) {
       const spki = createPublicKey(createPrivateKey({ key: k, format: "der", type: "pkcs8" })).export({ type: "spki", format: "der" });
-      expect(got.certificates.some((c) => new X509Certificate(c).publicKey.export({ type: "spki", format: "der" }).equals(spki))).toBe(true);
+      expect(got.certificates.map((c) => new X509Certificate(c).publicKey.export({ type: "spki", format: "der" }).toString("hex"))).toContain(spki.toString("hex"));
     }
   });
 });

@@ -12,14 +12,12 @@
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import path from "node:path";
 
-import { AlreadyExistsError, RootKeyError } from "../../domain/errors.js";
-import { isRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
-import type { KeyWrapResult, RootKeyBackend, RootKeyDescription, RootKeyInfo } from "../../domain/rootkey.js";
-import { fail } from "../compact.js";
+import { AlreadyExistsError, DecryptionError, RootKeyError } from "../../domain/errors.js";
+import { checkRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
+import { WRAPPED_KEY_BYTES, WRAPPED_KEY_INPUT_BYTES, type KeyWrapResult, type RootKeyBackend, type RootKeyDescription, type RootKeyInfo } from "../../domain/rootkey.js";
 import { acquireLock, ensureKeystore, fingerprintOf, keystoreUnavailable, loadKeystore, scrubLeftovers, statChecked, writeAtomic } from "./local/files.js";
 import { KekTable } from "./local/kek-table.js";
 import {
-  KEK_BYTES,
   LOCAL_KEYSTORE_FORMAT,
   LOCAL_BACKEND,
   destroyVersionRecord,
@@ -39,8 +37,6 @@ export { LOCAL_KEYSTORE_FORMAT, type LocalKeystoreDocument };
 
 /** RFC 3394 §2.2.3.1 default initial value. */
 const KW_IV = Buffer.from("A6A6A6A6A6A6A6A6", "hex");
-/** RFC 3394 output for a 256-bit key: 32 bytes + the 64-bit integrity block. */
-const WRAPPED_BYTES = 40;
 
 /** Options of {@link LocalRootKeyBackend.open}. */
 export interface LocalOpenOptions {
@@ -80,7 +76,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    *   { createIfMissing: true, defaultKeyId: "default" });
    */
   static async open(file: string, opts: LocalOpenOptions): Promise<LocalRootKeyBackend> {
-    checkKeyId(opts.defaultKeyId);
+    checkRootKeyId(opts.defaultKeyId);
     const backend = new LocalRootKeyBackend(path.resolve(file));
     await ensureKeystore(backend.path, opts.createIfMissing, opts.defaultKeyId);
     try {
@@ -104,7 +100,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * const { version, wrapped } = await backend.wrapKey("default", cek);
    */
   async wrapKey(keyId: string, key: Buffer): Promise<KeyWrapResult> {
-    if (!Buffer.isBuffer(key) || key.length !== KEK_BYTES) throw new TypeError(`key must be a ${KEK_BYTES}-byte Buffer`);
+    if (!Buffer.isBuffer(key) || key.length !== WRAPPED_KEY_INPUT_BYTES) throw new TypeError(`key must be a ${WRAPPED_KEY_INPUT_BYTES}-byte Buffer`);
     await this.#refresh(false);
     const version = this.#keys.usable(keyId);
     // Used synchronously after the lookup: a reload zeroes the map's buffers only between calls.
@@ -122,21 +118,21 @@ export class LocalRootKeyBackend implements RootKeyBackend {
   async unwrapKey(keyId: string, version: number, wrapped: Buffer): Promise<Buffer> {
     await this.#refresh(false);
     const v = this.#keys.usable(keyId, version);
-    if (!Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_BYTES) fail("wrapped key has the wrong size");
+    if (!Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) throw new DecryptionError(undefined, new Error("wrapped key has the wrong size"));
     const decipher = createDecipheriv("id-aes256-wrap", v.kek, KW_IV);
     let parts: Buffer[];
     try {
       // OpenSSL checks the RFC 3394 integrity block in update() for the wrap modes; final() adds nothing.
       parts = [decipher.update(wrapped), decipher.final()];
     } catch (err) {
-      return fail("RFC 3394 integrity check failed", err);
+      throw new DecryptionError(undefined, new Error("RFC 3394 integrity check failed", { cause: err }));
     }
-    const out = Buffer.alloc(KEK_BYTES);
+    const out = Buffer.alloc(WRAPPED_KEY_INPUT_BYTES);
     const n = parts[0]!.copy(out) + parts[1]!.copy(out, parts[0]!.length);
     for (const x of parts) x.fill(0);
-    if (n !== KEK_BYTES) {
+    if (n !== WRAPPED_KEY_INPUT_BYTES) {
       out.fill(0);
-      fail("unwrapped key has the wrong size");
+      throw new DecryptionError(undefined, new Error("unwrapped key has the wrong size"));
     }
     return out;
   }
@@ -177,7 +173,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * @throws AlreadyExistsError ROOT_KEY_ALREADY_EXISTS; TypeError on a malformed id; RootKeyError ROOT_KEY_BACKEND_UNAVAILABLE.
    */
   async createKey(keyId: string): Promise<RootKeyInfo> {
-    checkKeyId(keyId);
+    checkRootKeyId(keyId);
     return this.#mutate((doc, now) => {
       if (doc.keys.some((k) => k.keyId === keyId)) {
         throw new AlreadyExistsError("ROOT_KEY_ALREADY_EXISTS", `${LOCAL_BACKEND}/${keyId}`, `root key ${LOCAL_BACKEND}/${keyId} already exists; choose another key id`);
@@ -267,7 +263,7 @@ export class LocalRootKeyBackend implements RootKeyBackend {
    * @throws RootKeyError ROOT_KEY_BACKEND_UNAVAILABLE; TypeError on a malformed id.
    */
   async destroyKey(keyId: string): Promise<void> {
-    checkKeyId(keyId);
+    checkRootKeyId(keyId);
     if (!(await this.listKeys()).some((k) => k.keyId === keyId && k.versions.some((v) => v.state !== "DESTROYED"))) return;
     await this.#mutate((doc, now) => {
       const record = findRecord(doc, keyId);
@@ -337,9 +333,4 @@ export class LocalRootKeyBackend implements RootKeyBackend {
     return result;
   }
 }
-
-function checkKeyId(keyId: string): void {
-  if (!isRootKeyId(keyId)) throw new TypeError("root key id must match [a-z][a-z0-9-]{0,62}");
-}
-
 

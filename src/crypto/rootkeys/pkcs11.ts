@@ -31,10 +31,11 @@
  * message. CEKs are zeroed after use; key bytes are never logged. Copies that pkcs11js and the module make in
  * native memory cannot be zeroed from here.
  */
-import { AlreadyExistsError, RootKeyError } from "../../domain/errors.js";
-import { fail } from "../compact.js";
-import { isRootKeyId, isRootKeyVersion } from "../../domain/rootkey-id.js";
+import { AlreadyExistsError, DecryptionError, RootKeyError } from "../../domain/errors.js";
+import { checkRootKeyId, isRootKeyId, isRootKeyVersion, ROOT_KEY_ID_RULE } from "../../domain/rootkey-id.js";
 import {
+  WRAPPED_KEY_BYTES,
+  WRAPPED_KEY_INPUT_BYTES,
   type KeyWrapResult,
   type RootKeyBackend,
   type RootKeyDescription,
@@ -43,8 +44,6 @@ import {
 import { PKCS11_BACKEND, TokenCalls, type KeyRef } from "./pkcs11/calls.js";
 import { acquireModule, ck, ckrName, ckrOf, releaseModule } from "./pkcs11/module.js";
 import {
-  KEY_BYTES,
-  WRAPPED_KEY_BYTES,
   collectVersions,
   findAll,
   generateKey,
@@ -58,7 +57,6 @@ import { checkOpenOptions, type Pkcs11OpenOptions } from "./pkcs11/options.js";
 import { assertLoggedIn, TokenKeys } from "./pkcs11/versions.js";
 
 export type { Pkcs11OpenOptions };
-
 
 /** Root keys in a PKCS#11 token; see the module comment for states, threads and timeouts. */
 export class Pkcs11RootKeyBackend implements RootKeyBackend {
@@ -125,7 +123,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
    * const { version, wrapped } = await hsm.wrapKey("tenant-a", cek);
    */
   async wrapKey(keyId: string, key: Buffer): Promise<KeyWrapResult> {
-    if (!Buffer.isBuffer(key) || key.length !== KEY_BYTES) throw new TypeError(`key must be a ${KEY_BYTES}-byte Buffer`);
+    if (!Buffer.isBuffer(key) || key.length !== WRAPPED_KEY_INPUT_BYTES) throw new TypeError(`key must be a ${WRAPPED_KEY_INPUT_BYTES}-byte Buffer`);
     const ref = this.#ref(keyId);
     return this.#calls.run("wrap", ref, async (t) => {
       const v = this.#keys.resolve(t, ref, "wrap");
@@ -142,7 +140,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
    */
   async unwrapKey(keyId: string, version: number, wrapped: Buffer): Promise<Buffer> {
     const ref = this.#ref(keyId, version);
-    if (!Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) fail("wrapped key has the wrong size");
+    if (!Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) throw new DecryptionError(undefined, new Error("wrapped key has the wrong size"));
     return this.#calls.run(
       "unwrap",
       ref,
@@ -221,7 +219,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
    *         TypeError on a malformed key id; RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE.
    */
   async createKey(keyId: string): Promise<RootKeyInfo> {
-    if (!isRootKeyId(keyId)) throw new TypeError("root key id must match [a-z][a-z0-9-]{0,62}");
+    checkRootKeyId(keyId);
     return this.#mutate("createKey", { keyId }, async (t) => {
       // Private objects are invisible to a session that is not logged in: never conclude "absent" from that.
       assertLoggedIn(t);
@@ -279,7 +277,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
    * @throws RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE; TypeError on a malformed id.
    */
   async destroyKey(keyId: string): Promise<void> {
-    if (!isRootKeyId(keyId)) throw new TypeError("root key id must match [a-z][a-z0-9-]{0,62}");
+    checkRootKeyId(keyId);
     await this.#mutate("destroyKey", { keyId }, async (t) => {
       // Logged in, or private objects would look absent and the key would survive.
       assertLoggedIn(t);
@@ -316,7 +314,7 @@ export class Pkcs11RootKeyBackend implements RootKeyBackend {
   #ref(keyId: string, version?: number): KeyRef {
     if (!isRootKeyId(keyId)) {
       const shown = String(keyId).slice(0, 80);
-      throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key id "${shown}" is not a valid ${PKCS11_BACKEND} key id ([a-z][a-z0-9-]{0,62}); fix the key id`, this.#calls.meta(shown));
+      throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key id "${shown}" is not a valid ${PKCS11_BACKEND} key id (${ROOT_KEY_ID_RULE}); fix the key id`, this.#calls.meta(shown));
     }
     if (version !== undefined && !isRootKeyVersion(version)) throw new TypeError("version must be an integer >= 1");
     return version === undefined ? { keyId } : { keyId, version };

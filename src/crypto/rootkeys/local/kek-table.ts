@@ -6,7 +6,7 @@
  */
 import { RootKeyError } from "../../../domain/errors.js";
 import type { RootKeyState } from "../../../domain/rootkey.js";
-import { rootKeyKid } from "../../wrapped-dek.js";
+import { rootKeyKid } from "../../../domain/rootkey-id.js";
 import { LOCAL_BACKEND, decodeKek, meta, type LocalKeystoreDocument } from "./keystore.js";
 
 interface MemVersion {

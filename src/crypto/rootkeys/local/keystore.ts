@@ -28,17 +28,15 @@
 import { randomBytes } from "node:crypto";
 
 import { RootKeyError } from "../../../domain/errors.js";
-import { isRootKeyId } from "../../../domain/rootkey-id.js";
-import type { RootKeyInfo, RootKeyState } from "../../../domain/rootkey.js";
-import { rootKeyKid } from "../../wrapped-dek.js";
+import { isRootKeyId, ROOT_KEY_ID_RULE } from "../../../domain/rootkey-id.js";
+import { WRAPPED_KEY_INPUT_BYTES, type RootKeyInfo, type RootKeyState } from "../../../domain/rootkey.js";
+import { rootKeyKid } from "../../../domain/rootkey-id.js";
 
 /** The `format` member of a keystore file this code reads and writes. */
 export const LOCAL_KEYSTORE_FORMAT = "certificate-manager/local-keystore/v1";
 
 /** Backend name, the first segment of `kid`. */
 export const LOCAL_BACKEND = "local";
-/** KEK length: AES-256. */
-export const KEK_BYTES = 32;
 const STATES: ReadonlySet<string> = new Set<RootKeyState>(["ENABLED", "DISABLED", "DESTROYED"]);
 /**
  * Key ids that keystores written before the one root-key id grammar may hold (the keys CLI once allowed upper
@@ -76,8 +74,6 @@ export interface LocalKeystoreDocument {
   keys: LocalKeyRecord[];
 }
 
-/** What `listKeys` and the mutators report about a version (never key material). */
-
 /** Thrown for a keystore that cannot be used at all: bad mode, malformed, missing, locked. */
 export class KeystoreFileError extends Error {}
 
@@ -98,7 +94,7 @@ export function newVersionRecord(keyId: string, version: number, now: string): L
     kid: kidOf(keyId, version),
     version,
     state: "ENABLED",
-    k: randomBytes(KEK_BYTES).toString("base64url"),
+    k: randomBytes(WRAPPED_KEY_INPUT_BYTES).toString("base64url"),
     createTime: now,
     updateTime: now,
   };
@@ -156,7 +152,7 @@ export function stripKeyMaterial(doc: LocalKeystoreDocument): LocalKeystoreDocum
 /** The KEK of a validated `k` member, in its own zeroable buffer (the decoded copy is wiped). */
 export function decodeKek(k: string): Buffer {
   const raw = Buffer.from(k, "base64url");
-  const kek = Buffer.alloc(KEK_BYTES);
+  const kek = Buffer.alloc(WRAPPED_KEY_INPUT_BYTES);
   raw.copy(kek);
   raw.fill(0);
   return kek;
@@ -185,7 +181,7 @@ export function parseDocument(file: string, text: string): LocalKeystoreDocument
   const keys: LocalKeyRecord[] = obj!.keys!.map((k: Partial<LocalKeyRecord>, i: number) => {
     if (!k || typeof k.keyId !== "string" || !(isRootKeyId(k.keyId) || LEGACY_KEY_ID.test(k.keyId))) {
       const shown = typeof k?.keyId === "string" ? ` ${JSON.stringify(k.keyId.slice(0, 80))}` : "";
-      return bad(`keys[${i}].keyId${shown} is invalid: key ids are [a-z][a-z0-9-]{0,62}; fix or remove that key`);
+      return bad(`keys[${i}].keyId${shown} is invalid (${ROOT_KEY_ID_RULE}); fix or remove that key`);
     }
     const keyId = k.keyId;
     if (seen.has(keyId)) bad(`key ${keyId} appears twice`);
@@ -207,7 +203,7 @@ export function parseDocument(file: string, text: string): LocalKeystoreDocument
       if (v.state === "DESTROYED") {
         if (v.k !== undefined) bad(`${where}: a DESTROYED version must not have k`);
       } else if (typeof v.k !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(v.k) || Buffer.from(v.k, "base64url").toString("base64url") !== v.k) {
-        bad(`${where}: k must be base64url of ${KEK_BYTES} bytes`);
+        bad(`${where}: k must be base64url of ${WRAPPED_KEY_INPUT_BYTES} bytes`);
       }
       const out: LocalKeyVersionRecord = {
         kty: "oct",

@@ -15,7 +15,7 @@
 import type { Logger } from "pino";
 
 import { DomainError, RootKeyError } from "../../../domain/errors.js";
-import { rootKeyKid } from "../../wrapped-dek.js";
+import { rootKeyKid } from "../../../domain/rootkey-id.js";
 import { ck, ckrName, ckrOf, type ModuleEntry } from "./module.js";
 import type { TokenSession } from "./objects.js";
 import { PoolClosedError, PoolTimeoutError, SessionPool, TokenNotFoundError, type Lease } from "./pool.js";

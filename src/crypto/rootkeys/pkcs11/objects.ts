@@ -18,14 +18,11 @@ import { endianness } from "node:os";
 
 import type { Handle, Template } from "pkcs11js";
 
-import { isRootKeyId, isRootKeyVersion } from "../../../domain/rootkey-id.js";
-import { fail } from "../../compact.js";
+import { isRootKeyId, parseRootKeyVersion } from "../../../domain/rootkey-id.js";
+import { WRAPPED_KEY_BYTES, WRAPPED_KEY_INPUT_BYTES } from "../../../domain/rootkey.js";
+import { DecryptionError } from "../../../domain/errors.js";
 import { ck, ckrOf, type ModuleEntry } from "./module.js";
 
-/** Root keys and the keys they wrap: AES-256. */
-export const KEY_BYTES = 32;
-/** RFC 3394 output for a 256-bit key: 32 bytes + the 64-bit integrity block. */
-export const WRAPPED_KEY_BYTES = 40;
 
 /**
  * C_UnwrapKey results that mean "this ciphertext does not unwrap under this key". SoftHSM2 reports a failed
@@ -86,7 +83,7 @@ export function rootKeyTemplate(keyId: string, version: number): Template {
   return [
     { type: ck.CKA_CLASS, value: ck.CKO_SECRET_KEY },
     { type: ck.CKA_KEY_TYPE, value: ck.CKK_AES },
-    { type: ck.CKA_VALUE_LEN, value: KEY_BYTES },
+    { type: ck.CKA_VALUE_LEN, value: WRAPPED_KEY_INPUT_BYTES },
     { type: ck.CKA_LABEL, value: keyId },
     { type: ck.CKA_ID, value: Buffer.from(String(version), "ascii") },
     { type: ck.CKA_TOKEN, value: true },
@@ -124,7 +121,7 @@ export function findAll(entry: ModuleEntry, s: Handle, template: Template): Hand
   }
 }
 
-export function destroyQuietly(entry: ModuleEntry, s: Handle, obj: Handle): void {
+function destroyQuietly(entry: ModuleEntry, s: Handle, obj: Handle): void {
   try {
     entry.pkcs11.C_DestroyObject(s, obj);
   } catch {
@@ -169,8 +166,8 @@ export function collectVersions(t: TokenSession, keyId: string | undefined): Ver
     ]);
     const label = a[0]!.value.toString("utf8");
     const id = a[1]!.value.toString("latin1");
-    const version = /^[0-9]+$/.test(id) ? Number(id) : NaN;
-    if (!isRootKeyId(label) || !isRootKeyVersion(version) || String(version) !== id || readUlong(a[2]!.value) !== KEY_BYTES) continue;
+    const version = parseRootKeyVersion(id);
+    if (!isRootKeyId(label) || version === undefined || readUlong(a[2]!.value) !== WRAPPED_KEY_INPUT_BYTES) continue;
     out.push({
       handle,
       keyId: label,
@@ -220,16 +217,16 @@ export async function hsmUnwrap(t: TokenSession, kek: Handle, encryptedKey: Buff
     if (code !== undefined && UNWRAP_INTEGRITY.has(code)) {
       // A dead session also shows as CKR_GENERAL_ERROR on some tokens: this throws the real cause then.
       if (code === ck.CKR_GENERAL_ERROR) p.C_GetSessionInfo(s);
-      fail("RFC 3394 integrity check failed in the HSM", err);
+      throw new DecryptionError(undefined, new Error("RFC 3394 integrity check failed in the HSM", { cause: err }));
     }
     throw err;
   }
   try {
     const value = p.C_GetAttributeValue(s, obj, [{ type: ck.CKA_VALUE }])[0]!.value;
     try {
-      if (value.length !== KEY_BYTES) fail("unwrapped CEK has the wrong size");
+      if (value.length !== WRAPPED_KEY_INPUT_BYTES) throw new DecryptionError(undefined, new Error("unwrapped CEK has the wrong size"));
       // Our own allocation (not the shared pool slab) so zeroing it later zeroes the only JS copy.
-      const cek = Buffer.alloc(KEY_BYTES);
+      const cek = Buffer.alloc(WRAPPED_KEY_INPUT_BYTES);
       value.copy(cek);
       return cek;
     } finally {

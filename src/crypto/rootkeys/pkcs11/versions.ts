@@ -7,7 +7,7 @@
  */
 import { RootKeyError } from "../../../domain/errors.js";
 import type { RootKeyInfo, RootKeyState } from "../../../domain/rootkey.js";
-import { rootKeyKid } from "../../wrapped-dek.js";
+import { rootKeyKid } from "../../../domain/rootkey-id.js";
 import { PKCS11_BACKEND, type KeyRef } from "./calls.js";
 import { ck, CKS_RW_USER_FUNCTIONS } from "./module.js";
 import { collectVersions, type TokenSession, type VersionObject } from "./objects.js";

@@ -17,7 +17,7 @@ function nodeKeyUnwrap(kek: Buffer, wrapped: Buffer): Buffer {
   return Buffer.concat([d.update(wrapped), d.final()]);
 }
 
-describe("crypto/jwe dir + A256GCM (node-jose)", () => {
+describe("helpers/jose-reference dir + A256GCM (node-jose)", () => {
   const key = randomBytes(32);
   const header = { kid: "dek-1", cm_instance: "instances/a" };
 
@@ -31,7 +31,7 @@ describe("crypto/jwe dir + A256GCM (node-jose)", () => {
     expect(Buffer.from(seg[4]!, "base64url")).toHaveLength(16);
     expect(JSON.parse(Buffer.from(seg[0]!, "base64url").toString())).toEqual({ alg: "dir", enc: "A256GCM", ...header });
     const out = await decryptDir(key, jwe);
-    expect(out.plaintext.equals(pt)).toBe(true);
+    expect(out.plaintext).toEqual(pt);
     expect(out.header).toEqual({ alg: "dir", enc: "A256GCM", ...header });
   });
 
@@ -99,7 +99,7 @@ describe("crypto/jwe dir + A256GCM (node-jose)", () => {
   });
 });
 
-describe("crypto/jwe parseProtectedHeader", () => {
+describe("helpers/jose-reference parseProtectedHeader (re-exported from crypto/compact)", () => {
   it("returns the header of a well-formed JWE", async () => {
     const jwe = await encryptDir(randomBytes(32), Buffer.from("x"), { kid: "abc", cm_instance: "instances/a" });
     expect(parseProtectedHeader(jwe)).toEqual({ alg: "dir", enc: "A256GCM", kid: "abc", cm_instance: "instances/a" });
@@ -124,7 +124,7 @@ describe("crypto/jwe parseProtectedHeader", () => {
   });
 });
 
-describe("crypto/jwe A256KW + A256GCM (node-jose)", () => {
+describe("helpers/jose-reference A256KW + A256GCM (node-jose)", () => {
   const kek = randomBytes(32);
   const header = { kid: "local/default/1", cm_instance: "instances/a" };
 
@@ -135,7 +135,7 @@ describe("crypto/jwe A256KW + A256GCM (node-jose)", () => {
     expect(Buffer.from(seg[1]!, "base64url")).toHaveLength(40); // RFC 3394: 32-byte CEK + 8
     expect(Buffer.from(seg[3]!, "base64url")).toHaveLength(32);
     const out = await unwrapA256KW(kek, jwe);
-    expect(out.plaintext.equals(dek)).toBe(true);
+    expect(out.plaintext).toEqual(dek);
     expect(out.header).toEqual({ alg: "A256KW", enc: "A256GCM", ...header });
   });
 
@@ -167,7 +167,7 @@ describe("crypto/jwe A256KW + A256GCM (node-jose)", () => {
   const RFC3394_WRAPPED = Buffer.from("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21", "hex");
 
   it("RFC 3394 §4.6 vector: node's id-aes256-wrap reproduces it", () => {
-    expect(nodeKeyWrap(RFC3394_KEK, RFC3394_KEY).equals(RFC3394_WRAPPED)).toBe(true);
+    expect(nodeKeyWrap(RFC3394_KEK, RFC3394_KEY)).toEqual(RFC3394_WRAPPED);
   });
 
   it("RFC 3394 §4.6 vector as a JWE encrypted key: node-jose unwraps the known CEK", async () => {
@@ -177,7 +177,7 @@ describe("crypto/jwe A256KW + A256GCM (node-jose)", () => {
     const dek = randomBytes(32);
     const { ciphertext, tag } = gcmSeal(RFC3394_KEY, protectedB64, iv, dek);
     const jwe = [protectedB64, RFC3394_WRAPPED, iv, ciphertext, tag].map((p) => (typeof p === "string" ? p : p.toString("base64url"))).join(".");
-    expect((await unwrapA256KW(RFC3394_KEK, jwe)).plaintext.equals(dek)).toBe(true);
+    expect((await unwrapA256KW(RFC3394_KEK, jwe)).plaintext).toEqual(dek);
   });
 
   it("node-jose's encrypted_key is plain RFC 3394 (cross-checked with node's id-aes256-wrap) and its content is GCM with AAD = header", async () => {
@@ -187,10 +187,10 @@ describe("crypto/jwe A256KW + A256GCM (node-jose)", () => {
     const encryptedKey = Buffer.from(ek, "base64url");
     const cek = nodeKeyUnwrap(RFC3394_KEK, encryptedKey); // throws if the RFC 3394 integrity check fails
     expect(cek).toHaveLength(32);
-    expect(nodeKeyWrap(RFC3394_KEK, cek).equals(encryptedKey)).toBe(true); // deterministic: same bytes
+    expect(nodeKeyWrap(RFC3394_KEK, cek)).toEqual(encryptedKey); // deterministic: same bytes
     const d = createDecipheriv("aes-256-gcm", cek, Buffer.from(iv, "base64url"), { authTagLength: 16 });
     d.setAAD(Buffer.from(p, "ascii"));
     d.setAuthTag(Buffer.from(tag, "base64url"));
-    expect(Buffer.concat([d.update(Buffer.from(ct, "base64url")), d.final()]).equals(dek)).toBe(true);
+    expect(Buffer.concat([d.update(Buffer.from(ct, "base64url")), d.final()])).toEqual(dek);
   });
 });
