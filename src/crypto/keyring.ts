@@ -24,7 +24,6 @@ export interface LentDek {
   release(): void;
 }
 
-
 /** What GetInstance shows about an instance's root key. */
 export interface RootKeyStatus {
   /** undefined when the backend could not be asked. */

@@ -25,7 +25,7 @@
 import { X509Certificate } from "node:crypto";
 import { InvalidArgumentError } from "../domain/errors.js";
 import { contentOf, describeOid, sniffChildren, sniffTlv, TAG, type SniffedTlv } from "./der.js";
-import { isolatedTaskStats, runIsolated } from "./isolate.js";
+import { runIsolated } from "./isolate.js";
 import type { Pkcs12Outcome, Pkcs12Refusal as Refusal, Pkcs12WorkerInput } from "./pkcs12.worker.js";
 import { X509Reason } from "./reasons.js";
 
@@ -107,9 +107,6 @@ export async function readPkcs12(der: Buffer, passphrase: string, options: Pkcs1
   }
   throw refusalError(outcome.refusal, passphrase, outcome.detail);
 }
-
-/** Current use of the worker pool (for tests and metrics). */
-export const pkcs12WorkerStats = isolatedTaskStats;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Refusals reported by the worker (pkcs12.worker.ts), and their user-facing errors.

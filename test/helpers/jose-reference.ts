@@ -15,7 +15,6 @@
  */
 import jose from "node-jose";
 
-
 import {
   ALG_A256KW,
   ALG_DIR,
