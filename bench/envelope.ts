@@ -1,16 +1,22 @@
 /**
  * Seal+open throughput of a 6 KB secret: node-jose (the tests' reference, test/helpers/jose-reference.ts) vs the
- * node:crypto fast path (src/crypto/fastjwe.ts, used by src/crypto/sealed-field.ts). Also node-jose A256KW wrap/unwrap of a DEK.
+ * node:crypto fast path (src/crypto/fastjwe.ts, used by src/crypto/sealed-field.ts). Also A256KW wrap/unwrap of a
+ * DEK: node-jose against the service's framing (src/crypto/wrapped-dek.ts) over the local backend's key wrap.
  *
  *   npx tsx bench/envelope.ts [seconds-per-case, default 2]
  *
  * Sequential (concurrency 1), after a warm-up; numbers are for ratios on the machine you run it on.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 
 import { generateDek, newDekId } from "../src/crypto/dek.js";
 import { open, seal, type SecretContext } from "../src/crypto/sealed-field.js";
 import { decryptDirFast, encryptDirFast } from "../src/crypto/fastjwe.js";
+import { LocalRootKeyBackend } from "../src/crypto/rootkeys/local.js";
+import { unwrapDek, wrapDek } from "../src/crypto/wrapped-dek.js";
 import { decryptDir, encryptDir, unwrapA256KW, wrapA256KW } from "../test/helpers/jose-reference.js";
 
 const seconds = Number(process.argv[2] ?? 2);
@@ -37,7 +43,7 @@ async function measure(name: string, op: () => Promise<unknown> | unknown): Prom
 
 console.log(`node ${process.version}, 6 KB payload, ${seconds} s per case, concurrency 1`);
 await measure("node-jose   seal+open (encryptDir+decryptDir)", async () => decryptDir(dek.key, await encryptDir(dek.key, payload, header)));
-await measure("fast path   seal+open (envelope.seal+open)", async () => open(await seal(dek, payload, ctx), async () => dek.key, ctx));
+await measure("fast path   seal+open (sealed-field)", async () => open(await seal(dek, payload, ctx), async () => dek.key, ctx));
 await measure("fast path   encrypt+decrypt (fastjwe, sync)", () => decryptDirFast(dek.key, encryptDirFast(dek.key, payload, header)));
 
 const sealedByJose = await encryptDir(dek.key, payload, header);
@@ -50,3 +56,11 @@ await measure("fast path   seal only", () => encryptDirFast(dek.key, payload, he
 const wrapped = await wrapA256KW(kek, dek.key, { kid: "local/default/1", cm_instance: ctx.instance });
 await measure("node-jose   A256KW wrap DEK", () => wrapA256KW(kek, dek.key, { kid: "local/default/1", cm_instance: ctx.instance }));
 await measure("node-jose   A256KW unwrap DEK", () => unwrapA256KW(kek, wrapped));
+
+const dir = mkdtempSync(path.join(tmpdir(), "cm-bench-envelope-"));
+const local = await LocalRootKeyBackend.open(path.join(dir, "root-keys.json"), { createIfMissing: true, defaultKeyId: "default" });
+const framed = (await wrapDek(local, "default", dek.key, { instance: ctx.instance })).jwe;
+await measure("service     A256KW wrap DEK (wrapDek, local)", () => wrapDek(local, "default", dek.key, { instance: ctx.instance }));
+await measure("service     A256KW unwrap DEK (unwrapDek, local)", () => unwrapDek(local, framed, { instance: ctx.instance }));
+await local.close();
+rmSync(dir, { recursive: true, force: true });
