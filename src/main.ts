@@ -14,6 +14,7 @@ import { Pkcs11RootKeyBackend } from "./crypto/rootkeys/pkcs11.js";
 import type { Clock } from "./domain/ports.js";
 import type { RootKeyBackend } from "./domain/rootkey.js";
 import { bind, buildServer, drain } from "./grpc/server.js";
+import { ReloadingCertificateProvider } from "./grpc/tls.js";
 import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
 import { CertificateEnvelope } from "./crypto/envelope.js";
@@ -35,6 +36,8 @@ export interface RunningService {
   finishRotationsNow(): Promise<void>;
   /** Unwraps sent to root-key backends since start (benchmarks). */
   unwrapCount(): number;
+  /** Re-reads the TLS files now (SIGHUP does it); resolves whether a new certificate was published. */
+  reloadTls(reason?: string): Promise<boolean>;
   /** Drains in-flight calls (up to the configured grace), then closes the pool and the backends. */
   stop(): Promise<void>;
 }
@@ -119,7 +122,15 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     });
     const exporter = new ExportService(uow, envelope, pageTokens, config.exportBatchSize);
     const grpcServer = buildServer(log, { instances, certificates, reclamations, exporter }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
-    const port = await bind(grpcServer.server, config.listenAddress);
+    let tls: ReloadingCertificateProvider | undefined;
+    if (config.tls) {
+      tls = await ReloadingCertificateProvider.open(config.tls, log.child({ component: "tls" }));
+      closers.push(async () => tls!.close());
+    } else if (config.insecureNonLoopback) {
+      // Said at every start, as long as the setting stays: anyone on the network can read this traffic.
+      log.warn({ address: config.listenAddress }, "serving plaintext gRPC on a non-loopback address (CM_ALLOW_INSECURE_NON_LOOPBACK=true): callers' traffic, private keys included, is readable on the network unless something else encrypts it");
+    }
+    const port = await bind(grpcServer.server, config.listenAddress, tls?.credentials());
 
     // Health reflects the database and every root-key backend, checked now and every 5 s.
     const checkHealth = async () => {
@@ -140,13 +151,14 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     // Closers run in reverse: the jobs stop before keys and pool close.
     closers.push(() => purge.stop(), () => rekey.stop());
 
-    log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client }, "certificate manager serving");
+    log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client, tls: tls ? (config.tls!.clientCaFile ? "mutual" : "server") : "off" }, "certificate manager serving");
     let stopped: Promise<void> | undefined;
     return {
       port,
       purgeNow: () => purge.runOnce(),
       finishRotationsNow: () => rekey.runOnce(),
       unwrapCount: () => keyring.unwrapCount,
+      reloadTls: (reason = "requested") => tls?.reload(reason) ?? Promise.resolve(false),
       stop() {
         stopped ??= (async () => {
           clearInterval(healthTimer);
@@ -176,14 +188,14 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = pino({ level: config.logLevel, base: { service: "certmanager" } });
-  let service: RunningService;
-  try {
-    service = await startService(config, { log });
-  } catch (err) {
-    log.fatal({ err }, "could not start");
-    process.exit(1);
-  }
+  let service: RunningService | undefined;
+  let pendingSignal: string | undefined;
   const shutdown = (signal: string) => {
+    // A signal that arrives while the service is still starting stops it as soon as it is up.
+    if (!service) {
+      pendingSignal ??= signal;
+      return;
+    }
     log.info({ signal }, "shutting down: draining in-flight calls");
     service.stop().then(
       () => process.exit(0),
@@ -193,8 +205,18 @@ async function main(): Promise<void> {
       },
     );
   };
+  // Installed before the start, so no signal finds the process without its handlers.
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
+  // SIGHUP re-reads the TLS files (as nginx and Envoy do); open connections keep their certificate.
+  process.on("SIGHUP", () => void service?.reloadTls("SIGHUP"));
+  try {
+    service = await startService(config, { log });
+  } catch (err) {
+    log.fatal({ err }, "could not start");
+    process.exit(1);
+  }
+  if (pendingSignal) shutdown(pendingSignal);
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {

@@ -15,6 +15,17 @@ export type { DatabaseConfig };
 export interface Config {
   /** host:port to listen on. */
   listenAddress: string;
+  /** TLS from files (CM_TLS_CERT_FILE and CM_TLS_KEY_FILE); unset: plaintext, allowed on loopback only. */
+  tls?: {
+    certFile: string;
+    keyFile: string;
+    /** Client CA bundle for mutual TLS (CM_TLS_CLIENT_CA_FILE). */
+    clientCaFile?: string;
+    clientAuth: "request" | "require";
+    reloadIntervalMs: number;
+  };
+  /** Plaintext on a non-loopback address was explicitly accepted (CM_ALLOW_INSECURE_NON_LOOPBACK=true). */
+  insecureNonLoopback: boolean;
   /** Directory for the embedded database, the local keystore and the page-token key. */
   dataDir: string;
   database: DatabaseConfig;
@@ -91,6 +102,46 @@ function secret(env: Env, name: string): string | undefined {
   return v === undefined || v === "" ? undefined : v;
 }
 
+/** True for `true`, false for `false` or unset. @throws ConfigError otherwise. */
+function bool(env: Env, name: string): boolean {
+  const v = str(env, name, "false");
+  if (v !== "true" && v !== "false") throw new ConfigError(name, `must be true or false, got ${JSON.stringify(v)}`);
+  return v === "true";
+}
+
+/**
+ * Whether `host` (of a `host:port` listen address) only accepts connections from this machine: `localhost`,
+ * `127.0.0.0/8` or `::1`. Anything else (`0.0.0.0`, `::`, a LAN address, a host name) is reachable from others.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** TLS settings: both of CM_TLS_CERT_FILE and CM_TLS_KEY_FILE, or neither; the client CA only with them. */
+function tlsConfig(env: Env): Config["tls"] {
+  const certFile = str(env, "CM_TLS_CERT_FILE", "");
+  const keyFile = str(env, "CM_TLS_KEY_FILE", "");
+  const clientCaFile = str(env, "CM_TLS_CLIENT_CA_FILE", "");
+  if (certFile === "" && keyFile === "") {
+    if (clientCaFile !== "") throw new ConfigError("CM_TLS_CLIENT_CA_FILE", "needs CM_TLS_CERT_FILE and CM_TLS_KEY_FILE: mutual TLS is TLS first");
+    return undefined;
+  }
+  if (certFile === "") throw new ConfigError("CM_TLS_CERT_FILE", "is required with CM_TLS_KEY_FILE: the server certificate (PEM, leaf first)");
+  if (keyFile === "") throw new ConfigError("CM_TLS_KEY_FILE", "is required with CM_TLS_CERT_FILE: the server's private key (PEM)");
+  const clientAuth = str(env, "CM_TLS_CLIENT_AUTH", "require");
+  if (clientAuth !== "require" && clientAuth !== "request") {
+    throw new ConfigError("CM_TLS_CLIENT_AUTH", `must be require or request, got ${JSON.stringify(clientAuth)}`);
+  }
+  return {
+    certFile: path.resolve(certFile),
+    keyFile: path.resolve(keyFile),
+    ...(clientCaFile !== "" ? { clientCaFile: path.resolve(clientCaFile) } : {}),
+    clientAuth,
+    reloadIntervalMs: int(env, "CM_TLS_RELOAD_INTERVAL_SECONDS", 30, 1, 86_400) * 1000,
+  };
+}
+
 /** PKCS#11 settings: all of CM_PKCS11_MODULE, CM_PKCS11_TOKEN_LABEL and CM_PKCS11_PIN(_FILE), or none. */
 function pkcs11Config(env: Env): Config["pkcs11"] {
   const modulePath = env.CM_PKCS11_MODULE;
@@ -123,6 +174,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const listenAddress = str(env, "CM_LISTEN_ADDRESS", "127.0.0.1:50051");
   if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(listenAddress) || Number(listenAddress.split(":").pop()) > 65535) {
     throw new ConfigError("CM_LISTEN_ADDRESS", `must be host:port (for example 127.0.0.1:50051), got ${JSON.stringify(listenAddress)}`);
+  }
+
+  const tls = tlsConfig(env);
+  const insecureNonLoopback = bool(env, "CM_ALLOW_INSECURE_NON_LOOPBACK");
+  const host = listenAddress.slice(0, listenAddress.lastIndexOf(":"));
+  if (!tls && !isLoopbackHost(host) && !insecureNonLoopback) {
+    throw new ConfigError(
+      "CM_LISTEN_ADDRESS",
+      `is ${JSON.stringify(listenAddress)}, reachable from other machines, and TLS is off: set CM_TLS_CERT_FILE and CM_TLS_KEY_FILE, listen on 127.0.0.1, or set CM_ALLOW_INSECURE_NON_LOOPBACK=true if something else encrypts the traffic`,
+    );
   }
 
   const url = secret(env, "CM_DATABASE_URL");
@@ -161,6 +222,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
   return Object.freeze({
     listenAddress,
+    ...(tls ? { tls } : {}),
+    insecureNonLoopback: insecureNonLoopback && !tls && !isLoopbackHost(host),
     rootCertificate,
     dataDir,
     database,

@@ -70,11 +70,12 @@ export function buildServer(
   };
 }
 
-/** Binds `address` ("host:port", port 0 for any) without TLS. @returns the bound port. */
-export function bind(server: grpc.Server, address: string): Promise<number> {
-  return new Promise((resolve, reject) =>
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-  );
+/**
+ * Binds `address` ("host:port", port 0 for any) with `credentials` (TLS, see tls.ts) or, without, in plaintext.
+ * @returns the bound port.
+ */
+export function bind(server: grpc.Server, address: string, credentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port))));
 }
 
 /** Stops accepting calls and waits up to `graceMs` for in-flight calls, then forces the rest closed. */

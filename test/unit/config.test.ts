@@ -66,4 +66,35 @@ describe("loadConfig", () => {
   ])("refuses %s=%s naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`configuration error: ${name} `));
   });
+
+  it("refuses plaintext on a non-loopback address unless TLS is set or the risk is accepted explicitly", () => {
+    for (const address of ["0.0.0.0:50051", "[::]:50051", "10.0.0.5:50051", "certs.internal:50051"]) {
+      expect(() => loadConfig({ CM_LISTEN_ADDRESS: address })).toThrow(
+        /configuration error: CM_LISTEN_ADDRESS .* TLS is off: set CM_TLS_CERT_FILE and CM_TLS_KEY_FILE, listen on 127\.0\.0\.1, or set CM_ALLOW_INSECURE_NON_LOOPBACK=true/,
+      );
+      expect(loadConfig({ CM_LISTEN_ADDRESS: address, CM_ALLOW_INSECURE_NON_LOOPBACK: "true" }).insecureNonLoopback).toBe(true);
+      const tls = loadConfig({ CM_LISTEN_ADDRESS: address, CM_TLS_CERT_FILE: "/etc/cm/tls.crt", CM_TLS_KEY_FILE: "/etc/cm/tls.key" });
+      expect([tls.insecureNonLoopback, tls.tls?.certFile]).toEqual([false, "/etc/cm/tls.crt"]);
+    }
+    for (const address of ["127.0.0.1:1", "127.8.9.10:1", "localhost:1", "[::1]:1"]) {
+      expect(loadConfig({ CM_LISTEN_ADDRESS: address }).insecureNonLoopback).toBe(false);
+    }
+    expect(() => loadConfig({ CM_ALLOW_INSECURE_NON_LOOPBACK: "yes" })).toThrow(/CM_ALLOW_INSECURE_NON_LOOPBACK must be true or false/);
+  });
+
+  it("reads TLS settings: both files or neither, the client CA only with them, require by default", () => {
+    const c = loadConfig({ CM_TLS_CERT_FILE: "tls.crt", CM_TLS_KEY_FILE: "tls.key", CM_TLS_CLIENT_CA_FILE: "clients.pem" });
+    expect(c.tls).toEqual({
+      certFile: path.resolve("tls.crt"),
+      keyFile: path.resolve("tls.key"),
+      clientCaFile: path.resolve("clients.pem"),
+      clientAuth: "require",
+      reloadIntervalMs: 30_000,
+    });
+    expect(loadConfig({}).tls).toBeUndefined();
+    expect(() => loadConfig({ CM_TLS_CERT_FILE: "tls.crt" })).toThrow(/CM_TLS_KEY_FILE is required/);
+    expect(() => loadConfig({ CM_TLS_KEY_FILE: "tls.key" })).toThrow(/CM_TLS_CERT_FILE is required/);
+    expect(() => loadConfig({ CM_TLS_CLIENT_CA_FILE: "clients.pem" })).toThrow(/CM_TLS_CLIENT_CA_FILE needs CM_TLS_CERT_FILE/);
+    expect(() => loadConfig({ CM_TLS_CERT_FILE: "a", CM_TLS_KEY_FILE: "b", CM_TLS_CLIENT_AUTH: "optional" })).toThrow(/CM_TLS_CLIENT_AUTH must be require or request/);
+  });
 });
