@@ -124,7 +124,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     const grpcServer = buildServer(log, { instances, certificates, reclamations, exporter }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
     let tls: ReloadingCertificateProvider | undefined;
     if (config.tls) {
-      tls = await ReloadingCertificateProvider.open(config.tls, log.child({ component: "tls" }));
+      tls = await ReloadingCertificateProvider.open(config.tls, log.child({ component: "tls" }), () => clock.now());
       closers.push(async () => tls!.close());
     } else if (config.insecureNonLoopback) {
       // Said at every start, as long as the setting stays: anyone on the network can read this traffic.

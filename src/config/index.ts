@@ -123,6 +123,10 @@ function tlsConfig(env: Env): Config["tls"] {
   const certFile = str(env, "CM_TLS_CERT_FILE", "");
   const keyFile = str(env, "CM_TLS_KEY_FILE", "");
   const clientCaFile = str(env, "CM_TLS_CLIENT_CA_FILE", "");
+  // A client-auth mode without client CAs would silently accept every client: refuse it.
+  if (str(env, "CM_TLS_CLIENT_AUTH", "") !== "" && clientCaFile === "") {
+    throw new ConfigError("CM_TLS_CLIENT_AUTH", "needs CM_TLS_CLIENT_CA_FILE: the CAs whose client certificates are accepted");
+  }
   if (certFile === "" && keyFile === "") {
     if (clientCaFile !== "") throw new ConfigError("CM_TLS_CLIENT_CA_FILE", "needs CM_TLS_CERT_FILE and CM_TLS_KEY_FILE: mutual TLS is TLS first");
     return undefined;

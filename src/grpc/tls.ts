@@ -9,7 +9,7 @@
  * last good pair otherwise, so a rotation can never take the server off the air.
  */
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { createSecureContext } from "node:tls";
 
 import * as grpc from "@grpc/grpc-js";
@@ -43,21 +43,67 @@ interface Material {
   notAfter: string;
 }
 
-/**
- * Reads and checks the TLS files.
- * @throws Error naming the file and the problem (never its content) when the pair cannot serve.
- */
-async function readMaterial(s: TlsSettings): Promise<Material> {
-  const [certificate, privateKey, ca] = await Promise.all([
-    readFile(s.certFile),
-    readFile(s.keyFile),
-    s.clientCaFile ? readFile(s.clientCaFile) : Promise.resolve(undefined),
-  ]);
-  let leaf: X509Certificate;
+/** Largest TLS file read, bytes: real ones are a few KB; a huge file would be re-read at every check. */
+const MAX_TLS_FILE_BYTES = 1024 * 1024;
+/** A read that has not finished by then (a hung network mount) is abandoned, so later reloads still run. */
+const READ_TIMEOUT_MS = 10_000;
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** Reads one file, bounded in size and time. @throws Error naming the file. */
+async function readBounded(file: string): Promise<Buffer> {
+  let timer: NodeJS.Timeout | undefined;
+  const read = (async () => {
+    const st = await stat(file);
+    if (st.size > MAX_TLS_FILE_BYTES) throw new Error(`${file} is ${st.size} bytes, more than a TLS file can need (${MAX_TLS_FILE_BYTES})`);
+    return readFile(file);
+  })();
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${file} could not be read within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
+  });
   try {
-    leaf = new X509Certificate(certificate);
-  } catch {
-    throw new Error(`${s.certFile} does not hold a PEM certificate`);
+    return await Promise.race([read, timeout]);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw code ? new Error(`${file} cannot be read (${code})`) : err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Every PEM certificate in `pem`, parsed. @throws Error naming `file` when there is none or one does not parse. */
+function certificatesIn(pem: Buffer, file: string, what: string): X509Certificate[] {
+  const blocks = pem.toString("latin1").match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new Error(`${file} does not hold ${what} in PEM`);
+  return blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b);
+    } catch {
+      throw new Error(`${file}: certificate ${i + 1} of ${blocks.length} cannot be read`);
+    }
+  });
+}
+
+/**
+ * Reads and checks the TLS files: the server chain in order (each certificate issued by the next) with the leaf
+ * valid now and its private key, and a client CA bundle of CA certificates only (RFC 5280 §4.2.1.9) — anything
+ * that would make handshakes fail later is refused now.
+ * @throws Error naming the file and the problem (never its content) when the files cannot serve.
+ */
+async function readMaterial(s: TlsSettings, now = new Date()): Promise<Material> {
+  const [certificate, privateKey, ca] = await Promise.all([
+    readBounded(s.certFile),
+    readBounded(s.keyFile),
+    s.clientCaFile ? readBounded(s.clientCaFile) : Promise.resolve(undefined),
+  ]);
+  const chain = certificatesIn(certificate, s.certFile, "a certificate");
+  const leaf = chain[0]!;
+  for (let i = 0; i + 1 < chain.length; i++) {
+    if (!chain[i]!.checkIssued(chain[i + 1]!)) {
+      throw new Error(`${s.certFile}: certificate ${i + 2} did not issue certificate ${i + 1}; put the leaf first, then each issuer in order`);
+    }
+  }
+  if (now < new Date(leaf.validFrom) || now > new Date(leaf.validTo)) {
+    throw new Error(`${s.certFile}: the certificate is valid from ${new Date(leaf.validFrom).toISOString()} to ${new Date(leaf.validTo).toISOString()}, not now`);
   }
   try {
     if (!leaf.checkPrivateKey(createPrivateKey(privateKey))) throw new Error("mismatch");
@@ -65,11 +111,9 @@ async function readMaterial(s: TlsSettings): Promise<Material> {
     throw new Error(`${s.keyFile} does not hold the private key of the certificate in ${s.certFile}`);
   }
   if (ca) {
-    try {
-      new X509Certificate(ca);
-    } catch {
-      throw new Error(`${s.clientCaFile} does not hold a PEM CA certificate`);
-    }
+    const cas = certificatesIn(ca, s.clientCaFile!, "CA certificates");
+    const notCa = cas.findIndex((c) => !c.ca);
+    if (notCa >= 0) throw new Error(`${s.clientCaFile}: certificate ${notCa + 1} is not a CA certificate (basicConstraints CA:TRUE)`);
   }
   try {
     // What the server will do with it: a pair Node refuses here would otherwise drop connections later.
@@ -88,22 +132,27 @@ export class ReloadingCertificateProvider implements grpc.experimental.Certifica
   readonly #ca = new Set<CaListener>();
   #timer: NodeJS.Timeout | undefined;
   #reloading: Promise<boolean> | undefined;
+  /** One more read queued behind the running one. */
+  #again: Promise<boolean> | undefined;
+  #lastProblem: string | undefined;
 
   private constructor(
     readonly settings: TlsSettings,
     material: Material,
     private readonly log: Pick<Logger, "info" | "warn">,
+    private readonly now: () => Date,
   ) {
     this.#material = material;
   }
 
   /**
    * Loads the files (a bad pair stops the start) and starts watching them.
+   * @param now the service's clock: the leaf must be valid at its time.
    * @throws Error naming the file to fix.
    */
-  static async open(settings: TlsSettings, log: Pick<Logger, "info" | "warn">): Promise<ReloadingCertificateProvider> {
-    const material = await readMaterial(settings);
-    const provider = new ReloadingCertificateProvider(settings, material, log);
+  static async open(settings: TlsSettings, log: Pick<Logger, "info" | "warn">, now: () => Date = () => new Date()): Promise<ReloadingCertificateProvider> {
+    const material = await readMaterial(settings, now());
+    const provider = new ReloadingCertificateProvider(settings, material, log, now);
     log.info({ certificate: material.fingerprint, notAfter: material.notAfter, clientCa: settings.clientCaFile !== undefined }, "TLS certificate loaded");
     provider.#timer = setInterval(() => void provider.reload("file check"), settings.reloadIntervalMs);
     provider.#timer.unref();
@@ -117,18 +166,30 @@ export class ReloadingCertificateProvider implements grpc.experimental.Certifica
    * @returns whether a new pair was published.
    */
   reload(reason: string): Promise<boolean> {
-    this.#reloading ??= this.#reload(reason).finally(() => (this.#reloading = undefined));
+    if (this.#reloading) {
+      // A read already under way may have started before the files were replaced: read once more after it.
+      this.#again ??= this.#reloading.then(() => {
+        this.#again = undefined;
+        return this.reload(reason);
+      });
+      return this.#again;
+    }
+    this.#reloading = this.#reload(reason).finally(() => (this.#reloading = undefined));
     return this.#reloading;
   }
 
   async #reload(reason: string): Promise<boolean> {
     let next: Material;
     try {
-      next = await readMaterial(this.settings);
+      next = await readMaterial(this.settings, this.now());
     } catch (err) {
-      this.log.warn({ reason, err: (err as Error).message, certificate: this.#material.fingerprint }, "TLS files not reloaded: keeping the last good certificate");
+      const why = (err as Error).message;
+      // Once per distinct problem, not at every check while it lasts.
+      if (why !== this.#lastProblem) this.log.warn({ reason, err: why, certificate: this.#material.fingerprint }, "TLS files not reloaded: keeping the last good certificate");
+      this.#lastProblem = why;
       return false;
     }
+    this.#lastProblem = undefined;
     if (next.digest === this.#material.digest) return false;
     this.#material = next;
     for (const l of this.#identity) l(this.#identityUpdate());

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
 import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
 import { makeCa, makeLeaf, type IssuedCert } from "../helpers/openssl.js";
-import { databases, startTestService, type TestService } from "../helpers/service.js";
+import { databases, startTestService, TestClock, type TestService } from "../helpers/service.js";
 
 const dbs = await databases();
 
@@ -145,6 +145,53 @@ describe.each(dbs)("TLS transport (%s)", (db) => {
       writeFileSync(files.cert, server2.certPem);
       writeFileSync(files.key, server2.keyPem);
       await vi.waitFor(() => expect(w.logs.filter((l) => l.msg === "TLS certificate reloaded").map((l) => l.reason)).toEqual(["file check"]), { timeout: 5000, interval: 100 });
+      const c = client(w.address, serverCa);
+      await c.list();
+      expect(c.seen).toEqual([fingerprint(server2.certPem)]);
+      c.close();
+    } finally {
+      await w.stop();
+    }
+  });
+
+  it("refuses files that would fail handshakes later: expired, out of order, a client CA that is no CA, DER, oversized", async () => {
+    const start = (env: Record<string, string>, clock?: TestClock) =>
+      startTestService(db, { CM_TLS_CERT_FILE: files.cert, CM_TLS_KEY_FILE: files.key, ...env }, clock).then((s) => s.stop());
+    writeFileSync(files.cert, server1.certPem);
+    writeFileSync(files.key, server1.keyPem);
+    // The leaf is valid for 30 days from now: 60 days on, it has expired.
+    await expect(start({}, new TestClock(Date.now() + 60 * 86_400_000))).rejects.toThrow(/tls\.crt: the certificate is valid from .* to .*, not now/);
+    const stranger = makeCa({ cn: "Unrelated CA", keySlot: "tls-unrelated-ca" });
+    writeFileSync(files.cert, server1.certPem + stranger.certPem);
+    await expect(start({})).rejects.toThrow("certificate 2 did not issue certificate 1; put the leaf first, then each issuer in order");
+    writeFileSync(files.cert, server1.certPem + serverCa.certPem);
+    await start({});
+    const caFile = path.join(dir, "bad-ca.pem");
+    writeFileSync(caFile, serverCa.certPem + server2.certPem);
+    await expect(start({ CM_TLS_CLIENT_CA_FILE: caFile })).rejects.toThrow("bad-ca.pem: certificate 2 is not a CA certificate");
+    writeFileSync(caFile, new X509Certificate(serverCa.certPem).raw);
+    await expect(start({ CM_TLS_CLIENT_CA_FILE: caFile })).rejects.toThrow("bad-ca.pem does not hold CA certificates in PEM");
+    writeFileSync(files.cert, server1.certPem + "#".repeat(1024 * 1024));
+    await expect(start({})).rejects.toThrow(/tls\.crt is \d+ bytes, more than a TLS file can need/);
+    writeFileSync(files.cert, server1.certPem);
+  });
+
+  it("warns once per distinct problem, and a reload asked for during a read reads again after it", async () => {
+    writeFileSync(files.cert, server1.certPem);
+    writeFileSync(files.key, server1.keyPem);
+    const w = await startTestService(db, { CM_TLS_CERT_FILE: files.cert, CM_TLS_KEY_FILE: files.key, CM_TLS_RELOAD_INTERVAL_SECONDS: "3600" });
+    try {
+      writeFileSync(files.key, "half");
+      for (let i = 0; i < 3; i++) expect(await w.service.reloadTls()).toBe(false);
+      expect(w.logs.filter((l) => l.msg === "TLS files not reloaded: keeping the last good certificate")).toHaveLength(1);
+      // A reload asked for after the files were replaced serves them, even when another read was already running
+      // (whether that one saw old or new files depends on timing; the one asked for later must see the new ones).
+      writeFileSync(files.key, server1.keyPem);
+      const first = w.service.reloadTls();
+      writeFileSync(files.cert, server2.certPem);
+      writeFileSync(files.key, server2.keyPem);
+      const second = w.service.reloadTls();
+      expect([await first, await second]).toContain(true);
       const c = client(w.address, serverCa);
       await c.list();
       expect(c.seen).toEqual([fingerprint(server2.certPem)]);

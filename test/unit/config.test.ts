@@ -95,6 +95,10 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ CM_TLS_CERT_FILE: "tls.crt" })).toThrow(/CM_TLS_KEY_FILE is required/);
     expect(() => loadConfig({ CM_TLS_KEY_FILE: "tls.key" })).toThrow(/CM_TLS_CERT_FILE is required/);
     expect(() => loadConfig({ CM_TLS_CLIENT_CA_FILE: "clients.pem" })).toThrow(/CM_TLS_CLIENT_CA_FILE needs CM_TLS_CERT_FILE/);
-    expect(() => loadConfig({ CM_TLS_CERT_FILE: "a", CM_TLS_KEY_FILE: "b", CM_TLS_CLIENT_AUTH: "optional" })).toThrow(/CM_TLS_CLIENT_AUTH must be require or request/);
+    expect(() => loadConfig({ CM_TLS_CERT_FILE: "a", CM_TLS_KEY_FILE: "b", CM_TLS_CLIENT_CA_FILE: "c", CM_TLS_CLIENT_AUTH: "optional" })).toThrow(/CM_TLS_CLIENT_AUTH must be require or request/);
+    // Without client CAs a client-auth mode would accept anyone: refused, with or without TLS.
+    for (const env of [{ CM_TLS_CERT_FILE: "a", CM_TLS_KEY_FILE: "b", CM_TLS_CLIENT_AUTH: "require" }, { CM_TLS_CLIENT_AUTH: "require" }]) {
+      expect(() => loadConfig(env)).toThrow(/CM_TLS_CLIENT_AUTH needs CM_TLS_CLIENT_CA_FILE/);
+    }
   });
 });
