@@ -51,6 +51,17 @@ const failure = (p: Promise<unknown>): Promise<ServiceError> =>
 
 const fingerprint = (pem: string): string => new X509Certificate(pem).fingerprint256;
 
+/** The fingerprints a new connection to `address` is shown, after one call over it. */
+async function servedTo(address: string, ca: IssuedCert): Promise<string[]> {
+  const c = client(address, ca);
+  try {
+    await c.list();
+    return c.seen;
+  } finally {
+    c.close();
+  }
+}
+
 describe.each(dbs)("TLS transport (%s)", (db) => {
   let t: TestService;
   const dir = mkdtempSync(path.join(tmpdir(), "cm-tls-"));
@@ -145,10 +156,7 @@ describe.each(dbs)("TLS transport (%s)", (db) => {
       writeFileSync(files.cert, server2.certPem);
       writeFileSync(files.key, server2.keyPem);
       await vi.waitFor(() => expect(w.logs.filter((l) => l.msg === "TLS certificate reloaded").map((l) => l.reason)).toEqual(["file check"]), { timeout: 5000, interval: 100 });
-      const c = client(w.address, serverCa);
-      await c.list();
-      expect(c.seen).toEqual([fingerprint(server2.certPem)]);
-      c.close();
+      expect(await servedTo(w.address, serverCa)).toEqual([fingerprint(server2.certPem)]);
     } finally {
       await w.stop();
     }
@@ -192,10 +200,7 @@ describe.each(dbs)("TLS transport (%s)", (db) => {
       writeFileSync(files.key, server2.keyPem);
       const second = w.service.reloadTls();
       expect([await first, await second]).toContain(true);
-      const c = client(w.address, serverCa);
-      await c.list();
-      expect(c.seen).toEqual([fingerprint(server2.certPem)]);
-      c.close();
+      expect(await servedTo(w.address, serverCa)).toEqual([fingerprint(server2.certPem)]);
     } finally {
       await w.stop();
     }
