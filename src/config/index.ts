@@ -113,7 +113,7 @@ function bool(env: Env, name: string): boolean {
  * Whether `host` (of a `host:port` listen address) only accepts connections from this machine: `localhost`,
  * `127.0.0.0/8` or `::1`. Anything else (`0.0.0.0`, `::`, a LAN address, a host name) is reachable from others.
  */
-export function isLoopbackHost(host: string): boolean {
+function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").toLowerCase();
   return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

@@ -20,7 +20,7 @@ export const GCM_IV_BYTES = 12;
 /** GCM tag length for JWE: 128 bits (RFC 7518 §5.3). Shorter tags are refused (truncation attacks). */
 export const GCM_TAG_BYTES = 16;
 /** RFC 3394 output for a 256-bit CEK: 32 bytes + the 8-byte integrity block. */
-export const A256KW_ENCRYPTED_KEY_BYTES = WRAPPED_KEY_BYTES;
+const A256KW_ENCRYPTED_KEY_BYTES = WRAPPED_KEY_BYTES;
 
 /** Header names a caller may not set: the algorithm fields are ours, and we support no zip or extensions. */
 export const RESERVED_HEADER_NAMES: ReadonlySet<string> = new Set(["alg", "enc", "zip", "crit"]);

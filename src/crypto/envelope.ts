@@ -49,7 +49,7 @@ const INTERMEDIATES: Field = { field: "intermediates", column: "intermediatesJwe
 const FIELDS: readonly Field[] = [CERTIFICATE, PRIVATE_KEY, INTERMEDIATES];
 
 /** Most encryptions one certificate version needs. */
-export const MAX_FIELDS_PER_VERSION = FIELDS.length;
+const MAX_FIELDS_PER_VERSION = FIELDS.length;
 
 /** Envelope encryption of certificate versions for every instance. */
 export class CertificateEnvelope {

@@ -11,6 +11,7 @@ import { DecryptionError, DomainError, RootKeyError } from "../domain/errors.js"
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";
 import type { RootKeyBackend, RootKeyView } from "../domain/rootkey.js";
+import { formatRootKeyRef } from "../domain/rootkey-id.js";
 import { generateDek, newDekId, zero } from "./dek.js";
 import { DekCache } from "./dekcache.js";
 import { unwrapDek, wrapDek } from "./wrapped-dek.js";
@@ -33,7 +34,7 @@ export interface RootKeyStatus {
 
 type InstanceKey = Pick<InstanceRecord, "id" | "rootKeyBackend" | "rootKeyId">;
 
-const rootKeyRef = (i: Pick<InstanceRecord, "rootKeyBackend" | "rootKeyId">) => `${i.rootKeyBackend}/${i.rootKeyId}`;
+const rootKeyRef = (i: Pick<InstanceRecord, "rootKeyBackend" | "rootKeyId">) => formatRootKeyRef(i.rootKeyBackend, i.rootKeyId);
 
 /** How long a root key's described state is reused, ms: GetInstance/ListInstances should not hit an HSM per row. */
 const DESCRIBE_TTL_MS = 5_000;

@@ -12,10 +12,9 @@
 export const ROOT_KEY_ID = "[a-z][a-z0-9-]{0,62}";
 
 /** Backend names (`local`, `pkcs11`), pattern source, unanchored. */
-export const ROOT_KEY_BACKEND = "[a-z0-9]+";
+const ROOT_KEY_BACKEND = "[a-z0-9]+";
 /** Root key version numbers 1..999,999,999 in canonical decimal, pattern source, unanchored. */
-export const ROOT_KEY_VERSION = "[1-9][0-9]{0,8}";
-const BACKEND = ROOT_KEY_BACKEND;
+const ROOT_KEY_VERSION = "[1-9][0-9]{0,8}";
 const VERSION = new RegExp(`^${ROOT_KEY_VERSION}$`);
 const KID = new RegExp(`^(${ROOT_KEY_BACKEND})/(${ROOT_KEY_ID})/(${ROOT_KEY_VERSION})$`);
 
@@ -50,7 +49,7 @@ export function checkRootKeyId(keyId: unknown): asserts keyId is string {
 }
 
 const KEY_ID = new RegExp(`^${ROOT_KEY_ID}$`);
-const REF = new RegExp(`^(${BACKEND})/(${ROOT_KEY_ID})$`);
+const REF = new RegExp(`^(${ROOT_KEY_BACKEND})/(${ROOT_KEY_ID})$`);
 
 /** A root key named by its backend and its id inside that backend. */
 export interface RootKeyRef {

@@ -20,7 +20,7 @@ const LOCK_WAIT_MS = 5_000;
 const LOCK_STALE_MS = 30_000;
 
 /** The file's text and the identity it had when read (to notice later changes with one stat). */
-export interface FileSnapshot {
+interface FileSnapshot {
   text: string;
   fingerprint: string;
 }
@@ -56,7 +56,7 @@ function checkStat(file: string, st: BigIntStats): void {
  * Reads the file through one descriptor and re-stats it after reading: if a writer scrubbed the inode meanwhile
  * (see writeAtomic) the fingerprints differ and we read again from the path, which by then names the new file.
  */
-export async function readSnapshot(file: string): Promise<FileSnapshot> {
+async function readSnapshot(file: string): Promise<FileSnapshot> {
   for (let attempt = 0; ; attempt++) {
     const fh = await fsp.open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {

@@ -30,7 +30,7 @@ import { randomBytes } from "node:crypto";
 import { RootKeyError } from "../../../domain/errors.js";
 import { isRootKeyId, ROOT_KEY_ID_RULE } from "../../../domain/rootkey-id.js";
 import { WRAPPED_KEY_INPUT_BYTES, type RootKeyInfo, type RootKeyState } from "../../../domain/rootkey.js";
-import { rootKeyKid } from "../../../domain/rootkey-id.js";
+import { formatRootKeyRef, rootKeyKid } from "../../../domain/rootkey-id.js";
 
 /** The `format` member of a keystore file this code reads and writes. */
 export const LOCAL_KEYSTORE_FORMAT = "certificate-manager/local-keystore/v1";
@@ -80,8 +80,8 @@ export class KeystoreFileError extends Error {}
 /** Error metadata naming a key (and version); `root_key` is the key the contract documents. */
 export function meta(keyId: string, version?: number): Record<string, string> {
   return version === undefined
-    ? { root_key: `${LOCAL_BACKEND}/${keyId}`, backend: LOCAL_BACKEND, keyId }
-    : { root_key: `${LOCAL_BACKEND}/${keyId}`, backend: LOCAL_BACKEND, keyId, version: String(version) };
+    ? { root_key: formatRootKeyRef(LOCAL_BACKEND, keyId), backend: LOCAL_BACKEND, keyId }
+    : { root_key: formatRootKeyRef(LOCAL_BACKEND, keyId), backend: LOCAL_BACKEND, keyId, version: String(version) };
 }
 
 const kidOf = (keyId: string, version: number): string => rootKeyKid(LOCAL_BACKEND, keyId, version);

@@ -15,7 +15,7 @@
 import type { Logger } from "pino";
 
 import { DomainError, RootKeyError } from "../../../domain/errors.js";
-import { rootKeyKid } from "../../../domain/rootkey-id.js";
+import { formatRootKeyRef, rootKeyKid } from "../../../domain/rootkey-id.js";
 import { ck, ckrName, ckrOf, type ModuleEntry } from "./module.js";
 import type { TokenSession } from "./objects.js";
 import { PoolClosedError, PoolTimeoutError, SessionPool, TokenNotFoundError, type Lease } from "./pool.js";
@@ -136,7 +136,7 @@ export class TokenCalls {
   /** Error metadata; `root_key` is the key the contract documents (error_reason.proto), the rest add detail. */
   meta(keyId: string | undefined, version?: number): Record<string, string> {
     const meta: Record<string, string> = { backend: PKCS11_BACKEND, token: this.tokenLabel };
-    if (keyId !== undefined) Object.assign(meta, { root_key: `${PKCS11_BACKEND}/${keyId}`, keyId });
+    if (keyId !== undefined) Object.assign(meta, { root_key: formatRootKeyRef(PKCS11_BACKEND, keyId), keyId });
     if (version !== undefined) meta.version = String(version);
     return meta;
   }
