@@ -12,6 +12,7 @@ export type ErrorKind =
   | "FAILED_PRECONDITION"
   | "ABORTED"
   | "PERMISSION_DENIED"
+  | "UNAUTHENTICATED"
   | "UNAVAILABLE"
   | "RESOURCE_EXHAUSTED"
   | "CANCELLED"
@@ -168,5 +169,35 @@ export class UniqueConstraintError extends Error {
 export class CancelledError extends DomainError {
   constructor() {
     super("CANCELLED", "CANCELLED", "the call was cancelled by the client before the work was done");
+  }
+}
+
+/**
+ * The call carries no credential or a bad one. Every cause gets the same message, so a caller learns nothing
+ * about which keys or tokens exist; the cause goes to the log only.
+ */
+export class UnauthenticatedError extends DomainError {
+  constructor(cause?: unknown) {
+    super("UNAUTHENTICATED", "UNAUTHENTICATED", "the call needs a valid credential: send `authorization: Bearer <API key or JWT>` or a client certificate over mutual TLS", {
+      cause,
+    });
+  }
+}
+
+/** The caller may see `resource` but its roles lack `permission` (AIP-193, AIP-211). */
+export class PermissionDeniedError extends DomainError {
+  constructor(permission: string, resource: string) {
+    super("PERMISSION_DENIED", "PERMISSION_DENIED", `the caller lacks ${permission} on ${resource}; ask a manager of it (or an administrator) for a role that holds it`, {
+      metadata: { permission, resource },
+    });
+  }
+}
+
+/** The caller went over its rate limit; `retryAfterMs` becomes a google.rpc.RetryInfo detail. */
+export class RateLimitedError extends DomainError {
+  constructor(readonly retryAfterMs: number, limit: string) {
+    super("RESOURCE_EXHAUSTED", "RATE_LIMITED", `too many calls: the limit is ${limit}; retry after ${Math.ceil(retryAfterMs / 1000)} s`, {
+      metadata: { limit },
+    });
   }
 }

@@ -2,7 +2,9 @@
  * Repository ports: what the services need from persistence. `src/storage` implements them with Knex; the
  * services never see SQL. Ciphertext fields are opaque strings (JWE compact) at this level.
  */
+import type { AuditEventInput, AuditRecord, ChainHead } from "./audit.js";
 import type { CertificateMetadata, KeyAlgorithm } from "./certificate.js";
+import type { PolicyRecord } from "./iam.js";
 
 /** Lifecycle state of an instance as stored (see Instance.State in the contract). */
 export type InstanceState = "ACTIVE" | "PENDING_RECLAMATION" | "DELETED";
@@ -51,6 +53,8 @@ export interface ReclamationRecord {
 export interface ReclamationFilter {
   instanceId?: string;
   state?: ReclamationState;
+  /** Only reclamations of instances these members are bound on (AIP-211); unset: every instance. */
+  visibleTo?: readonly string[];
 }
 
 /** A wrapped DEK row. `wrappedKey` is a JWE (A256KW + A256GCM) made by the root-key backend. */
@@ -137,8 +141,11 @@ export interface InstanceRepository {
   get(id: string): Promise<InstanceRecord | undefined>;
   /** Reads under a shared row lock (MySQL `FOR SHARE`; SQLite transactions are serial anyway). */
   getForShare(id: string): Promise<InstanceRecord | undefined>;
-  /** Oldest first, keyset paginated on (create_time, id); only ACTIVE ones unless `showDeleted`. */
-  list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean): Promise<InstanceRecord[]>;
+  /**
+   * Oldest first, keyset paginated on (create_time, id); only ACTIVE ones unless `showDeleted`; with `visibleTo`,
+   * only instances whose policy binds one of those members (AIP-211).
+   */
+  list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean, visibleTo?: readonly string[]): Promise<InstanceRecord[]>;
   /** Writes the new values when `revision` still equals `expectedRevision`; returns false otherwise. */
   update(instance: InstanceRecord, expectedRevision: number): Promise<boolean>;
 }
@@ -249,6 +256,60 @@ export interface RequestIdRepository {
   deleteScope(scope: string): Promise<void>;
 }
 
+/** An API key as stored: never its secret, only the secret's HMAC-SHA-256 under the server pepper. */
+export interface ApiKeyRecord {
+  /** The public id, 16 characters of `[a-z0-9]`. */
+  id: string;
+  displayName: string;
+  /** HMAC-SHA-256(pepper, secret), lowercase hex. */
+  secretHmac: string;
+  /** The member who created it, or `system:bootstrap`. */
+  creator: string;
+  createTime: Date;
+  expireTime?: Date;
+  revokeTime?: Date;
+  /** Last authenticated call, written in batches (at most once a minute per key). */
+  lastUseTime?: Date;
+}
+
+/** API key persistence. */
+export interface ApiKeyRepository {
+  insert(key: ApiKeyRecord): Promise<void>;
+  get(id: string): Promise<ApiKeyRecord | undefined>;
+  /** Oldest first, keyset paginated on (create_time, id). */
+  list(limit: number, after?: KeysetCursor): Promise<ApiKeyRecord[]>;
+  /** Sets `revoke_time` if not yet revoked. @returns false when it was already revoked (or does not exist). */
+  revoke(id: string, now: Date): Promise<boolean>;
+  /** Raises each key's `last_use_time` to the time given (never lowers it). */
+  recordUse(lastUse: ReadonlyMap<string, Date>): Promise<void>;
+}
+
+/** IAM policy persistence; each policy's members are also indexed for the visibility of lists. */
+export interface PolicyRepository {
+  /** The stored policy of `resource`, or undefined when never set. */
+  get(resource: string): Promise<PolicyRecord | undefined>;
+  /**
+   * Stores `policy` (its revision already incremented) if the stored revision is still `expectedRevision`
+   * (0: none stored), and rewrites its member index. @returns false when another writer won.
+   */
+  put(policy: PolicyRecord, expectedRevision: number): Promise<boolean>;
+}
+
+/** The append-only audit log. */
+export interface AuditRepository {
+  /**
+   * Appends an event to `chain` under the chain head's row lock (sequence = head + 1, previous hash = head's
+   * hash), inside the caller's transaction so it commits or rolls back with the change it records.
+   */
+  append(chain: string, event: AuditEventInput): Promise<AuditRecord>;
+  /** Events of `chain` with `seq > afterSeq`, in sequence order, at most `limit`. */
+  list(chain: string, afterSeq: number, limit: number): Promise<AuditRecord[]>;
+  /** The chain's head as recorded in the head table (seq 0 and GENESIS_HASH for an empty chain). */
+  head(chain: string): Promise<ChainHead>;
+  /** Every chain that has a head, in name order. */
+  chains(): Promise<string[]>;
+}
+
 /** The repositories bound to one transaction. */
 export interface Repositories {
   instances: InstanceRepository;
@@ -256,6 +317,9 @@ export interface Repositories {
   certificates: CertificateRepository;
   requestIds: RequestIdRepository;
   reclamations: ReclamationRepository;
+  apiKeys: ApiKeyRepository;
+  policies: PolicyRepository;
+  audit: AuditRepository;
 }
 
 /** Runs work in one database transaction; throwing inside rolls everything back. */

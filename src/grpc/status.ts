@@ -6,9 +6,9 @@
  */
 import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 import { ErrorReason, errorReasonFromJSON } from "../../gen/ts/certmanager/v1/error_reason.js";
-import { BadRequest, ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { BadRequest, ErrorInfo, RetryInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
-import { DomainError, type ErrorKind } from "../domain/errors.js";
+import { DomainError, type ErrorKind, RateLimitedError } from "../domain/errors.js";
 
 /** ErrorInfo.domain of every error this service returns. */
 const ERROR_DOMAIN = "certmanager";
@@ -20,6 +20,7 @@ const CODES: Record<ErrorKind, Code> = {
   FAILED_PRECONDITION: Code.FAILED_PRECONDITION,
   ABORTED: Code.ABORTED,
   PERMISSION_DENIED: Code.PERMISSION_DENIED,
+  UNAUTHENTICATED: Code.UNAUTHENTICATED,
   UNAVAILABLE: Code.UNAVAILABLE,
   RESOURCE_EXHAUSTED: Code.RESOURCE_EXHAUSTED,
   CANCELLED: Code.CANCELLED,
@@ -83,6 +84,13 @@ export function toStatus(err: unknown, callId?: string): { status: Status; expec
           fieldViolations: violations.map((v) => ({ field: v.field, description: v.description, reason: "", localizedMessage: undefined })),
         }).finish(),
       ),
+    });
+  }
+  if (err instanceof RateLimitedError) {
+    const ms = Math.max(0, Math.ceil(err.retryAfterMs));
+    details.push({
+      typeUrl: "type.googleapis.com/google.rpc.RetryInfo",
+      value: Buffer.from(RetryInfo.encode({ retryDelay: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 } }).finish()),
     });
   }
   return { status: { code, message, details }, expected };

@@ -48,6 +48,9 @@ export function translatingRepositories(repos: Repositories): Repositories {
     certificates: translating(repos.certificates),
     requestIds: translating(repos.requestIds),
     reclamations: translating(repos.reclamations),
+    apiKeys: translating(repos.apiKeys),
+    policies: translating(repos.policies),
+    audit: translating(repos.audit),
   };
 }
 

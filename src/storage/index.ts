@@ -12,6 +12,9 @@ import { KnexDekRepository } from "./repositories/deks.js";
 import { KnexInstanceRepository } from "./repositories/instances.js";
 import { KnexReclamationRepository } from "./repositories/reclamations.js";
 import { KnexRequestIdRepository } from "./repositories/request-ids.js";
+import { KnexApiKeyRepository } from "./repositories/api-keys.js";
+import { KnexAuditRepository } from "./repositories/audit.js";
+import { KnexPolicyRepository } from "./repositories/policies.js";
 
 function bind(db: Knex | Knex.Transaction): Repositories {
   return {
@@ -20,6 +23,9 @@ function bind(db: Knex | Knex.Transaction): Repositories {
     certificates: new KnexCertificateRepository(db),
     requestIds: new KnexRequestIdRepository(db),
     reclamations: new KnexReclamationRepository(db),
+    apiKeys: new KnexApiKeyRepository(db),
+    policies: new KnexPolicyRepository(db),
+    audit: new KnexAuditRepository(db),
   };
 }
 

@@ -173,7 +173,75 @@ const keyManagement: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, reclamations, keyManagement];
+const security: Migration = {
+  name: "0004_security",
+  async up(knex) {
+    await knex.schema.createTable("api_keys", (t) => {
+      utf8mb4(knex, t);
+      t.string("id", 16).primary();
+      t.string("display_name", 256).notNullable();
+      t.string("secret_hmac", 64).notNullable();
+      t.string("creator", 255).notNullable();
+      t.bigInteger("create_time").notNullable();
+      t.bigInteger("expire_time").nullable();
+      t.bigInteger("revoke_time").nullable();
+      t.bigInteger("last_use_time").nullable();
+      t.index(["create_time", "id"], "api_keys_create_time_id");
+    });
+    await knex.schema.createTable("iam_policies", (t) => {
+      utf8mb4(knex, t);
+      t.string("resource", 64).primary();
+      t.text("bindings", "mediumtext").notNullable();
+      t.integer("revision").notNullable();
+      t.bigInteger("update_time").notNullable();
+    });
+    // One row per (policy, role, member), so lists can keep to what a caller may see with an index (AIP-211).
+    await knex.schema.createTable("iam_members", (t) => {
+      utf8mb4(knex, t);
+      t.string("resource", 64).notNullable();
+      t.string("role", 32).notNullable();
+      t.string("member", 255).notNullable();
+      // The instance id of an instance policy; NULL for the service policy.
+      t.string("instance_id", 36).nullable();
+      t.primary(["resource", "role", "member"]);
+      t.index(["member", "instance_id"], "iam_members_member_instance");
+    });
+    // Append-only; one hash chain per instance plus the service's (domain/audit.ts). No foreign key: events
+    // outlive the instance's permanent deletion.
+    await knex.schema.createTable("audit_events", (t) => {
+      utf8mb4(knex, t);
+      t.string("chain", 64).notNullable();
+      t.bigInteger("seq").notNullable();
+      t.bigInteger("event_time").notNullable();
+      t.string("principal", 255).notNullable();
+      t.string("method", 128).notNullable();
+      t.string("resource", 255).notNullable();
+      t.integer("code").notNullable();
+      t.string("reason", 64).notNullable();
+      t.string("request_id", 64).notNullable();
+      t.string("call_id", 64).notNullable();
+      t.string("peer", 128).notNullable();
+      t.string("prev_hash", 64).notNullable();
+      t.string("hash", 64).notNullable();
+      t.primary(["chain", "seq"]);
+    });
+    // The head of every append-only chain, one row per (log, chain): appends lock it to take the next sequence
+    // number (an AUTO_INCREMENT has gaps and interleaves across Galera nodes). `log` names the table using it.
+    await knex.schema.createTable("chain_heads", (t) => {
+      utf8mb4(knex, t);
+      t.string("log", 32).notNullable();
+      t.string("chain", 64).notNullable();
+      t.bigInteger("seq").notNullable();
+      t.string("hash", 64).notNullable();
+      t.primary(["log", "chain"]);
+    });
+  },
+  async down(knex) {
+    for (const table of ["chain_heads", "audit_events", "iam_members", "iam_policies", "api_keys"]) await knex.schema.dropTableIfExists(table);
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, reclamations, keyManagement, security];
 
 /** Knex migration source serving MIGRATIONS in order. */
 class CodeMigrationSource implements Knex.MigrationSource<Migration> {

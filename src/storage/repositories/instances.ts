@@ -1,6 +1,7 @@
 /** Instance repository: table `instances`. */
 import type { Knex } from "knex";
 import { firstRow, isMysql, keysetAfter } from "../db.js";
+import { visibleInstanceIds } from "./policies.js";
 import type { InstanceRecord, InstanceRepository, KeysetCursor } from "../../domain/ports.js";
 
 const TABLE = "instances";
@@ -96,8 +97,9 @@ export class KnexInstanceRepository implements InstanceRepository {
     return firstRow(q, rowToInstance);
   }
 
-  async list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean): Promise<InstanceRecord[]> {
+  async list(limit: number, after: KeysetCursor | undefined, showDeleted: boolean, visibleTo?: readonly string[]): Promise<InstanceRecord[]> {
     const q = this.db(TABLE).select(COLUMNS);
+    if (visibleTo) q.whereIn("id", visibleInstanceIds(this.db, visibleTo));
     if (!showDeleted) q.where("state", "ACTIVE");
     if (after) keysetAfter(q, "create_time", "id", after.value, after.id, false);
     const rows = (await q.orderBy([{ column: "create_time" }, { column: "id" }]).limit(limit)) as Row[];

@@ -2,6 +2,7 @@
  * Reclamation repository: table `reclamations`. Every transition is one conditional UPDATE whose affected-row
  * count says who won, so races between replicas are decided by the database.
  */
+import { visibleInstanceIds } from "./policies.js";
 import type { Knex } from "knex";
 import { UniqueConstraintError } from "../../domain/errors.js";
 import type { KeysetCursor, ReclamationFilter, ReclamationRecord, ReclamationRepository } from "../../domain/ports.js";
@@ -72,6 +73,7 @@ export class KnexReclamationRepository implements ReclamationRepository {
     const q = this.db(TABLE).select(COLUMNS);
     if (filter.instanceId) q.where("instance_id", filter.instanceId);
     if (filter.state) q.where("state", filter.state);
+    if (filter.visibleTo) q.whereIn("instance_id", visibleInstanceIds(this.db, filter.visibleTo));
     if (after) keysetAfter(q, "create_time", "id", after.value, after.id, true);
     const rows = (await q.orderBy([{ column: "create_time", order: "desc" }, { column: "id", order: "desc" }]).limit(limit)) as Row[];
     return rows.map(rowToReclamation);

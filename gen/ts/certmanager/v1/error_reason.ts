@@ -196,6 +196,28 @@ export enum ErrorReason {
    * such as reading a PKCS#12 file; nothing was written.
    */
   ERROR_REASON_CANCELLED = 44,
+  /**
+   * ERROR_REASON_UNAUTHENTICATED - UNAUTHENTICATED: the call carries no credential, or one that is malformed, unknown, expired, revoked or not
+   * meant for this service. Send `authorization: Bearer <API key or JWT>`, or a client certificate over mTLS.
+   */
+  ERROR_REASON_UNAUTHENTICATED = 45,
+  /**
+   * ERROR_REASON_PERMISSION_DENIED - PERMISSION_DENIED: the caller may see the resource but its roles lack the permission the method needs.
+   * Metadata: `permission`, `resource`.
+   */
+  ERROR_REASON_PERMISSION_DENIED = 46,
+  /**
+   * ERROR_REASON_RATE_LIMITED - RESOURCE_EXHAUSTED: the caller sent more calls than its rate limit allows; a `google.rpc.RetryInfo` detail
+   * says how long to wait.
+   */
+  ERROR_REASON_RATE_LIMITED = 47,
+  /**
+   * ERROR_REASON_POLICY_ETAG_MISMATCH - ABORTED: the IAM policy changed since its `etag` was read; read it again, apply the change and set it again
+   * (AIP-154).
+   */
+  ERROR_REASON_POLICY_ETAG_MISMATCH = 48,
+  /** ERROR_REASON_API_KEY_NOT_FOUND - NOT_FOUND: the API key does not exist. */
+  ERROR_REASON_API_KEY_NOT_FOUND = 49,
   UNRECOGNIZED = -1,
 }
 
@@ -336,6 +358,21 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 44:
     case "ERROR_REASON_CANCELLED":
       return ErrorReason.ERROR_REASON_CANCELLED;
+    case 45:
+    case "ERROR_REASON_UNAUTHENTICATED":
+      return ErrorReason.ERROR_REASON_UNAUTHENTICATED;
+    case 46:
+    case "ERROR_REASON_PERMISSION_DENIED":
+      return ErrorReason.ERROR_REASON_PERMISSION_DENIED;
+    case 47:
+    case "ERROR_REASON_RATE_LIMITED":
+      return ErrorReason.ERROR_REASON_RATE_LIMITED;
+    case 48:
+    case "ERROR_REASON_POLICY_ETAG_MISMATCH":
+      return ErrorReason.ERROR_REASON_POLICY_ETAG_MISMATCH;
+    case 49:
+    case "ERROR_REASON_API_KEY_NOT_FOUND":
+      return ErrorReason.ERROR_REASON_API_KEY_NOT_FOUND;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -435,6 +472,16 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_SERVER_BUSY";
     case ErrorReason.ERROR_REASON_CANCELLED:
       return "ERROR_REASON_CANCELLED";
+    case ErrorReason.ERROR_REASON_UNAUTHENTICATED:
+      return "ERROR_REASON_UNAUTHENTICATED";
+    case ErrorReason.ERROR_REASON_PERMISSION_DENIED:
+      return "ERROR_REASON_PERMISSION_DENIED";
+    case ErrorReason.ERROR_REASON_RATE_LIMITED:
+      return "ERROR_REASON_RATE_LIMITED";
+    case ErrorReason.ERROR_REASON_POLICY_ETAG_MISMATCH:
+      return "ERROR_REASON_POLICY_ETAG_MISMATCH";
+    case ErrorReason.ERROR_REASON_API_KEY_NOT_FOUND:
+      return "ERROR_REASON_API_KEY_NOT_FOUND";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
