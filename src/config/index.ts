@@ -60,6 +60,23 @@ export interface Config {
   shutdownGraceMs: number;
   /** What imports do with a self-signed root among the intermediates when the request does not say. */
   rootCertificate: "keep" | "drop";
+  /**
+   * JWT bearer tokens, when CM_JWT_ISSUER is set. The same shape as `JwtSettings` in src/auth/jwt.ts (config may
+   * not import auth; the types match structurally). Durations in seconds.
+   */
+  jwt?: {
+    issuer: string;
+    audience: string;
+    /** Exactly one of jwksFile (absolute path) and jwksUrl (https://, or http:// on loopback). */
+    jwksFile?: string;
+    jwksUrl?: string;
+    /** Asymmetric algorithms only (RFC 8725 §3.1): HS* and `none` are refused. */
+    algorithms: string[];
+    principalClaim: string;
+    groupsClaim: string;
+    clockSkewSeconds: number;
+    jwksCacheSeconds: number;
+  };
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 }
 
@@ -168,6 +185,75 @@ function pkcs11Config(env: Env): Config["pkcs11"] {
   };
 }
 
+/** The algorithms a JWT may be signed with: asymmetric only, so no holder of the public keys can sign one. */
+const JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
+
+/** A claim name: printable ASCII without spaces (namespaced claims such as `https://example.com/groups` included). */
+function claimName(env: Env, name: string, fallback: string): string {
+  const v = str(env, name, fallback);
+  if (!/^[\x21-\x7e]{1,256}$/.test(v)) throw new ConfigError(name, `must be a claim name (printable ASCII, no spaces), got ${JSON.stringify(v.slice(0, 100))}`);
+  return v;
+}
+
+/**
+ * JWT settings: enabled by CM_JWT_ISSUER, which then needs CM_JWT_AUDIENCE and exactly one of CM_JWT_JWKS_FILE
+ * and CM_JWT_JWKS_URL; any other CM_JWT_* without the issuer is a mistake, refused.
+ */
+function jwtConfig(env: Env): Config["jwt"] {
+  const issuer = str(env, "CM_JWT_ISSUER", "");
+  if (issuer === "") {
+    const stray = Object.keys(env).filter((k) => k.startsWith("CM_JWT_") && env[k] !== undefined && env[k] !== "").sort();
+    if (stray.length > 0) throw new ConfigError("CM_JWT_ISSUER", `is required when ${stray.join(", ")} ${stray.length > 1 ? "are" : "is"} set: JWTs are accepted from one issuer`);
+    return undefined;
+  }
+  const audience = str(env, "CM_JWT_AUDIENCE", "");
+  if (audience === "") throw new ConfigError("CM_JWT_AUDIENCE", "is required with CM_JWT_ISSUER: the `aud` tokens for this service carry");
+  const file = str(env, "CM_JWT_JWKS_FILE", "");
+  const url = str(env, "CM_JWT_JWKS_URL", "");
+  if (file !== "" && url !== "") throw new ConfigError("CM_JWT_JWKS_FILE", "and CM_JWT_JWKS_URL are both set; set one");
+  if (file === "" && url === "") throw new ConfigError("CM_JWT_JWKS_URL", "(or CM_JWT_JWKS_FILE) is required with CM_JWT_ISSUER: where the issuer's public keys are");
+  if (url !== "") {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new ConfigError("CM_JWT_JWKS_URL", "is not a valid URL");
+    }
+    // Keys fetched in the clear could be swapped by anyone on the path, who could then sign any token.
+    if (u.protocol === "http:" && !isLoopbackHost(u.hostname)) {
+      throw new ConfigError("CM_JWT_JWKS_URL", `must be https:// (http:// only on 127.0.0.1, ::1 or localhost), got http://${u.host}`);
+    }
+    if (u.protocol !== "https:" && u.protocol !== "http:") throw new ConfigError("CM_JWT_JWKS_URL", `must be https://, got ${u.protocol}`);
+  }
+  if (file !== "" && str(env, "CM_JWT_JWKS_CACHE_SECONDS", "") !== "") {
+    throw new ConfigError("CM_JWT_JWKS_CACHE_SECONDS", "applies to CM_JWT_JWKS_URL only; a JWKS file is re-read on SIGHUP");
+  }
+  const algorithms = [
+    ...new Set(
+      str(env, "CM_JWT_ALGORITHMS", "RS256,PS256,ES256,EdDSA")
+        .split(",")
+        .map((a) => a.trim())
+        .filter((a) => a !== ""),
+    ),
+  ];
+  for (const alg of algorithms) {
+    if (!JWT_ALGORITHMS.includes(alg)) {
+      throw new ConfigError("CM_JWT_ALGORITHMS", `names ${JSON.stringify(alg)}, which is not accepted: use ${JWT_ALGORITHMS.join(", ")} (asymmetric only; never HS* or none)`);
+    }
+  }
+  if (algorithms.length === 0) throw new ConfigError("CM_JWT_ALGORITHMS", `must name at least one of ${JWT_ALGORITHMS.join(", ")}`);
+  return {
+    issuer,
+    audience,
+    ...(file !== "" ? { jwksFile: path.resolve(file) } : { jwksUrl: url }),
+    algorithms,
+    principalClaim: claimName(env, "CM_JWT_PRINCIPAL_CLAIM", "sub"),
+    groupsClaim: claimName(env, "CM_JWT_GROUPS_CLAIM", "groups"),
+    clockSkewSeconds: int(env, "CM_JWT_CLOCK_SKEW_SECONDS", 30, 0, 300),
+    jwksCacheSeconds: int(env, "CM_JWT_JWKS_CACHE_SECONDS", 300, 10, 86_400),
+  };
+}
+
 /**
  * Builds the configuration from `env`.
  * @throws ConfigError naming the first invalid variable.
@@ -181,6 +267,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   }
 
   const tls = tlsConfig(env);
+  const jwt = jwtConfig(env);
   const insecureNonLoopback = bool(env, "CM_ALLOW_INSECURE_NON_LOOPBACK");
   const host = listenAddress.slice(0, listenAddress.lastIndexOf(":"));
   if (!tls && !isLoopbackHost(host) && !insecureNonLoopback) {
@@ -248,6 +335,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     reencryptBatchSize: int(env, "CM_REENCRYPT_BATCH_SIZE", 200, 1, 500),
     exportBatchSize: int(env, "CM_EXPORT_BATCH_SIZE", 250, 1, 1000),
     pkcs11: pkcs11Config(env),
+    ...(jwt ? { jwt } : {}),
     logLevel,
   });
 }

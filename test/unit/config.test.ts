@@ -101,4 +101,64 @@ describe("loadConfig", () => {
       expect(() => loadConfig(env)).toThrow(/CM_TLS_CLIENT_AUTH needs CM_TLS_CLIENT_CA_FILE/);
     }
   });
+  it("reads JWT settings when CM_JWT_ISSUER is set, with defaults", () => {
+    const base = { CM_JWT_ISSUER: "https://idp.example.com/", CM_JWT_AUDIENCE: "certmanager" };
+    expect(loadConfig({}).jwt).toBeUndefined();
+    expect(loadConfig({ ...base, CM_JWT_JWKS_FILE: "jwks.json" }).jwt).toEqual({
+      issuer: "https://idp.example.com/",
+      audience: "certmanager",
+      jwksFile: path.resolve("jwks.json"),
+      algorithms: ["RS256", "PS256", "ES256", "EdDSA"],
+      principalClaim: "sub",
+      groupsClaim: "groups",
+      clockSkewSeconds: 30,
+      jwksCacheSeconds: 300,
+    });
+    const c = loadConfig({
+      ...base,
+      CM_JWT_JWKS_URL: "https://idp.example.com/.well-known/jwks.json",
+      CM_JWT_ALGORITHMS: " ES384, EdDSA,ES384 ",
+      CM_JWT_PRINCIPAL_CLAIM: "email",
+      CM_JWT_GROUPS_CLAIM: "https://example.com/roles",
+      CM_JWT_CLOCK_SKEW_SECONDS: "0",
+      CM_JWT_JWKS_CACHE_SECONDS: "60",
+    });
+    expect(c.jwt).toEqual({
+      issuer: "https://idp.example.com/",
+      audience: "certmanager",
+      jwksUrl: "https://idp.example.com/.well-known/jwks.json",
+      algorithms: ["ES384", "EdDSA"],
+      principalClaim: "email",
+      groupsClaim: "https://example.com/roles",
+      clockSkewSeconds: 0,
+      jwksCacheSeconds: 60,
+    });
+    for (const host of ["127.0.0.1:8080", "localhost", "[::1]:9000"]) {
+      expect(loadConfig({ ...base, CM_JWT_JWKS_URL: `http://${host}/jwks` }).jwt?.jwksUrl).toBe(`http://${host}/jwks`);
+    }
+  });
+
+  it("refuses incomplete, contradictory or unsafe JWT settings, naming the variable", () => {
+    const base = { CM_JWT_ISSUER: "https://idp.example.com/", CM_JWT_AUDIENCE: "certmanager", CM_JWT_JWKS_FILE: "/etc/cm/jwks.json" };
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ CM_JWT_AUDIENCE: "certmanager" }, /configuration error: CM_JWT_ISSUER is required when CM_JWT_AUDIENCE is set/],
+      [{ CM_JWT_JWKS_URL: "https://x/jwks", CM_JWT_ALGORITHMS: "RS256" }, /CM_JWT_ISSUER is required when CM_JWT_ALGORITHMS, CM_JWT_JWKS_URL are set/],
+      [{ ...base, CM_JWT_AUDIENCE: "" }, /configuration error: CM_JWT_AUDIENCE is required with CM_JWT_ISSUER/],
+      [{ ...base, CM_JWT_JWKS_FILE: "" }, /configuration error: CM_JWT_JWKS_URL \(or CM_JWT_JWKS_FILE\) is required/],
+      [{ ...base, CM_JWT_JWKS_URL: "https://idp.example.com/jwks" }, /configuration error: CM_JWT_JWKS_FILE and CM_JWT_JWKS_URL are both set/],
+      [{ ...base, CM_JWT_ALGORITHMS: "RS256,HS256" }, /configuration error: CM_JWT_ALGORITHMS names "HS256", which is not accepted/],
+      [{ ...base, CM_JWT_ALGORITHMS: "none" }, /configuration error: CM_JWT_ALGORITHMS names "none", which is not accepted/],
+      [{ ...base, CM_JWT_ALGORITHMS: "rs256" }, /CM_JWT_ALGORITHMS names "rs256"/],
+      [{ ...base, CM_JWT_ALGORITHMS: " , " }, /configuration error: CM_JWT_ALGORITHMS must name at least one/],
+      [{ ...base, CM_JWT_PRINCIPAL_CLAIM: "user id" }, /configuration error: CM_JWT_PRINCIPAL_CLAIM must be a claim name/],
+      [{ ...base, CM_JWT_CLOCK_SKEW_SECONDS: "301" }, /configuration error: CM_JWT_CLOCK_SKEW_SECONDS must be between 0 and 300/],
+      [{ ...base, CM_JWT_JWKS_CACHE_SECONDS: "60" }, /configuration error: CM_JWT_JWKS_CACHE_SECONDS applies to CM_JWT_JWKS_URL only/],
+      [{ ...base, CM_JWT_JWKS_FILE: "", CM_JWT_JWKS_URL: "https://x/jwks", CM_JWT_JWKS_CACHE_SECONDS: "9" }, /CM_JWT_JWKS_CACHE_SECONDS must be between 10 and 86400/],
+      [{ ...base, CM_JWT_JWKS_FILE: "", CM_JWT_JWKS_URL: "http://idp.example.com/jwks" }, /configuration error: CM_JWT_JWKS_URL must be https:\/\/ .*got http:\/\/idp\.example\.com/],
+      [{ ...base, CM_JWT_JWKS_FILE: "", CM_JWT_JWKS_URL: "http://10.0.0.7:8080/jwks" }, /CM_JWT_JWKS_URL must be https:\/\//],
+      [{ ...base, CM_JWT_JWKS_FILE: "", CM_JWT_JWKS_URL: "ftp://idp.example.com/jwks" }, /CM_JWT_JWKS_URL must be https:\/\/, got ftp:/],
+      [{ ...base, CM_JWT_JWKS_FILE: "", CM_JWT_JWKS_URL: "not a url" }, /CM_JWT_JWKS_URL is not a valid URL/],
+    ];
+    for (const [env, problem] of cases) expect(() => loadConfig(env), JSON.stringify(env)).toThrow(problem);
+  });
 });
