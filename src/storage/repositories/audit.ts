@@ -119,4 +119,15 @@ export class KnexAuditRepository implements AuditRepository {
   async chains(): Promise<string[]> {
     return ((await this.db(HEADS).select("chain").where({ log: LOG }).orderBy("chain")) as { chain: string }[]).map((r) => r.chain);
   }
+
+  /**
+   * Every chain with a head or with events, in name order: what the verifier reads, so a chain whose head row
+   * was deleted is still checked (it then shows rows past an empty head). Scans the events' primary key: for
+   * operator tools, not for the request path.
+   */
+  async everyChain(): Promise<string[]> {
+    const heads = await this.chains();
+    const withEvents = ((await this.db(TABLE).distinct("chain")) as { chain: string }[]).map((r) => r.chain);
+    return [...new Set([...heads, ...withEvents])].sort();
+  }
 }
