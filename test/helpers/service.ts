@@ -18,6 +18,7 @@ import { Status } from "../../gen/ts/google/rpc/status.js";
 import { loadConfig, type Config } from "../../src/config/index.js";
 import type { Clock } from "../../src/domain/ports.js";
 import { startService, type RunningService } from "../../src/main.js";
+import { assertNoSecretsLogged, configSecrets } from "./log-scan.js";
 
 /** Root URL of the test MariaDB server (no database part). */
 export const MYSQL_URL = process.env.CM_TEST_MYSQL_URL ?? "mysql://root@127.0.0.1:3306";
@@ -74,6 +75,12 @@ export interface TestService {
   raw(): Knex;
   /** Stops the server and starts it again on the same data directory and database (new port, new clients). */
   restart(): Promise<void>;
+  /**
+   * Registers a secret this test sends or plants (a passphrase, an API key's secret, a private key PEM; at
+   * least 6 bytes): stop() fails if it, its base64/base64url/hex forms, or a PEM key's DER show up in any log line.
+   */
+  plantSecret(secret: string | Buffer): void;
+  /** Stops the service and cleans up; then fails if its logs hold a secret (secret-scanner.ts). */
   stop(): Promise<void>;
 }
 
@@ -104,9 +111,13 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
   });
   const raws: Knex[] = [];
   const logs: Record<string, unknown>[] = [];
+  // Every raw line too: stop() scans them for secrets, as written (what production writes at info).
+  const logLines: string[] = [];
+  const planted: (string | Buffer)[] = [];
   // Records at info and above are kept for assertions; CM_TEST_LOG_LEVEL also prints them.
   const sink = {
     write(line: string) {
+      logLines.push(line.replace(/\n$/, ""));
       logs.push(JSON.parse(line) as Record<string, unknown>);
       if (process.env.CM_TEST_LOG_LEVEL) process.stdout.write(line);
     },
@@ -149,11 +160,17 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
       live = await connect();
       Object.assign(t, live);
     },
+    plantSecret(secret) {
+      if (Buffer.byteLength(secret) < 6) throw new Error("plantSecret: a secret under 6 bytes would match by chance; plant a longer canary");
+      planted.push(secret);
+    },
     async stop() {
       for (const k of raws) await k.destroy();
       await live.close();
       await dropDb?.();
+      const known = [...planted, ...configSecrets(config)];
       rmSync(dataDir, { recursive: true, force: true });
+      assertNoSecretsLogged(`the test service on ${db} (${dataDir})`, logLines, known);
     },
   };
   return t;
