@@ -23,8 +23,17 @@ import { ReclamationService } from "./services/reclamations.js";
 import { ExportService } from "./services/export.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
 import { DekRotation } from "./services/dek-rotation.js";
-import { PageTokenCodec } from "./services/page-token.js";
+import { PageTokenCodec } from "./domain/page-token.js";
 import { createKnex, KnexUnitOfWork, migrateLatest } from "./storage/index.js";
+import { ApiKeyService, ApiKeyVerifier } from "./auth/api-keys.js";
+import { Authenticator } from "./auth/authenticate.js";
+import { Authorizer } from "./auth/authorize.js";
+import { bootstrapAdministrators } from "./auth/bootstrap.js";
+import { JwtVerifier } from "./auth/jwt.js";
+import { PolicyService } from "./auth/policies.js";
+import { RateLimiter } from "./auth/rate-limit.js";
+import { Gate } from "./grpc/gate.js";
+import { AuditService } from "./services/audit.js";
 
 /** A running service. */
 export interface RunningService {
@@ -38,6 +47,12 @@ export interface RunningService {
   unwrapCount(): number;
   /** Re-reads the TLS files now (SIGHUP does it); resolves whether a new certificate was published. */
   reloadTls(reason?: string): Promise<boolean>;
+  /** Re-reads the JWKS file now (SIGHUP does it); resolves whether the keys changed. */
+  reloadJwks(): Promise<boolean>;
+  /** Logs the audit chains' checkpoints now (tests; production does it every CM_AUDIT_CHECKPOINT_SECONDS). */
+  auditCheckpointNow(): Promise<void>;
+  /** Writes the batched API key last-use times now (tests; production flushes every minute). */
+  flushApiKeyUses(): Promise<void>;
   /** Drains in-flight calls (up to the configured grace), then closes the pool and the backends. */
   stop(): Promise<void>;
 }
@@ -48,7 +63,7 @@ const systemClock: Clock = { now: () => new Date() };
  * Reads a 32-byte key file, creating it with mode 0600 from the CSPRNG when missing. Refuses a file that
  * group or others can read, as OpenSSH does for private keys.
  */
-function loadOrCreateKeyFile(file: string): Buffer {
+function loadOrCreateKeyFile(file: string, variable: string): Buffer {
   mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   try {
     const fd = openSync(file, "wx", 0o600);
@@ -63,10 +78,10 @@ function loadOrCreateKeyFile(file: string): Buffer {
   const fd = openSync(file, "r");
   try {
     if ((fstatSync(fd).mode & 0o077) !== 0) {
-      throw new ConfigError("CM_PAGE_TOKEN_KEY_FILE", `names ${file}, which group or others can read; run chmod 600 on it`);
+      throw new ConfigError(variable, `names ${file}, which group or others can read; run chmod 600 on it`);
     }
     const key = Buffer.from(readFileSync(fd, "utf8").trim(), "base64url");
-    if (key.length < 32) throw new ConfigError("CM_PAGE_TOKEN_KEY_FILE", `names ${file}, which does not hold a base64url key of at least 32 bytes`);
+    if (key.length < 32) throw new ConfigError(variable, `names ${file}, which does not hold a base64url key of at least 32 bytes`);
     return key;
   } finally {
     closeSync(fd);
@@ -102,7 +117,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     const cache = new DekCache({ max: config.dekCacheMax, ttlMs: config.dekCacheTtlMs, now: opts.clock && (() => clock.now().getTime()) });
     const keyring = new Keyring(backends, cache, clock);
     closers.push(async () => keyring.clear());
-    const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath));
+    const pageTokens = new PageTokenCodec(loadOrCreateKeyFile(config.pageTokenKeyPath, "CM_PAGE_TOKEN_KEY_FILE"));
 
     const envelope = new CertificateEnvelope(keyring, config.dekMaxEncryptions);
     const rotation = new DekRotation(uow, keyring, envelope, log.child({ component: "dek-rotation" }), { batchSize: config.reencryptBatchSize });
@@ -121,7 +136,45 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       leaseMs: config.purgeLeaseMs,
     });
     const exporter = new ExportService(uow, envelope, pageTokens, config.exportBatchSize);
-    const grpcServer = buildServer(log, { instances, certificates, reclamations, exporter }, { maxReceiveMessageBytes: config.maxReceiveMessageBytes });
+
+    // Who is calling and what they may do (src/auth), and the audit trail of it.
+    const now = () => clock.now();
+    const apiKeys = new ApiKeyService(uow, clock, loadOrCreateKeyFile(config.auth.apiKeyPepperPath, "CM_API_KEY_PEPPER_FILE"), pageTokens, config.auth.cacheTtlMs);
+    await bootstrapAdministrators(uow, apiKeys, clock, log.child({ component: "bootstrap" }), { keyPath: config.auth.bootstrapKeyPath, adminMembers: config.auth.adminMembers });
+    const apiKeyVerifier = new ApiKeyVerifier(apiKeys.pepper, apiKeys.lookup, now);
+    let jwt: JwtVerifier | undefined;
+    if (config.jwt) {
+      jwt = await JwtVerifier.open(config.jwt, log.child({ component: "jwt" }));
+      closers.push(async () => jwt!.close());
+    }
+    const authenticator = new Authenticator(apiKeyVerifier, jwt);
+    const authorizer = new Authorizer(
+      {
+        policy: (resource) => uow.repos.policies.get(resource),
+        reclamationInstance: async (id) => (await uow.repos.reclamations.get(id))?.instanceId,
+      },
+      config.auth.cacheTtlMs,
+    );
+    const policies = new PolicyService(uow, clock, (resource) => authorizer.invalidate(resource));
+    const { ratePerSecond, rateBurst } = config.auth;
+    const audit = new AuditService(uow, pageTokens);
+    const gate = new Gate({
+      authenticator,
+      authorizer,
+      audit,
+      callLimiter: ratePerSecond > 0 ? new RateLimiter({ ratePerSecond, burst: rateBurst, maxKeys: 100_000 }) : undefined,
+      callLimit: `${ratePerSecond} calls/s per caller (burst ${rateBurst})`,
+      unauthenticatedAuditLimiter: new RateLimiter({ ratePerSecond: 1, burst: 10, maxKeys: 10_000 }),
+      now,
+      log: log.child({ component: "gate" }),
+    });
+    const flushUses = async () => apiKeys.flushUses(apiKeyVerifier.takeUses());
+    const grpcServer = buildServer(
+      log,
+      { instances, certificates, reclamations, exporter, policies, apiKeys, audit },
+      { gate, authenticator, authorizer, now, open: { health: config.auth.openHealth, reflection: config.auth.openReflection } },
+      { maxReceiveMessageBytes: config.maxReceiveMessageBytes },
+    );
     let tls: ReloadingCertificateProvider | undefined;
     if (config.tls) {
       tls = await ReloadingCertificateProvider.open(config.tls, log.child({ component: "tls" }), () => clock.now());
@@ -148,8 +201,32 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     healthTimer.unref();
     const purge = startPeriodicJob("purge", async () => (await reclamations.purgeDue()).length, config.purgeIntervalMs, log);
     const rekey = startPeriodicJob("finish-dek-rotations", () => rotation.resumeAll(), config.purgeIntervalMs, log);
-    // Closers run in reverse: the jobs stop before keys and pool close.
-    closers.push(() => purge.stop(), () => rekey.stop());
+    // Checkpoints of the audit chains, in the log (ship it off the machine): `npm run audit -- verify --checkpoint`
+    // holds a chain against them, so a tail cut off together with its head row is found.
+    const logged = new Map<string, number>();
+    const checkpoints = startPeriodicJob(
+      "audit-checkpoint",
+      async () => {
+        let n = 0;
+        for (const { chain, head } of await audit.heads()) {
+          if (logged.get(chain) === head.seq) continue;
+          logged.set(chain, head.seq);
+          log.info({ chain, seq: head.seq, hash: head.hash, checkpoint: `${chain}=${head.seq}:${head.hash}` }, "audit checkpoint");
+          n++;
+        }
+        return n;
+      },
+      config.auditCheckpointIntervalMs,
+      log,
+    );
+    closers.push(() => checkpoints.stop());
+    // Last-use times of API keys: one write per key per minute at most, never one per call.
+    const uses = startPeriodicJob("api-key-last-use", async () => (await flushUses(), 0), 60_000, log);
+    // Closers run in reverse: the jobs stop (and the last uses are written) before keys and pool close.
+    closers.push(() => purge.stop(), () => rekey.stop(), async () => {
+      await uses.stop();
+      await flushUses().catch((err: unknown) => log.warn({ err: (err as Error).message }, "could not record API key last use at stop"));
+    });
 
     log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client, tls: tls ? (config.tls!.clientCaFile ? "mutual" : "server") : "off" }, "certificate manager serving");
     let stopped: Promise<void> | undefined;
@@ -159,6 +236,9 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       finishRotationsNow: () => rekey.runOnce(),
       unwrapCount: () => keyring.unwrapCount,
       reloadTls: (reason = "requested") => tls?.reload(reason) ?? Promise.resolve(false),
+      reloadJwks: () => jwt?.reload() ?? Promise.resolve(false),
+      flushApiKeyUses: flushUses,
+      auditCheckpointNow: () => checkpoints.runOnce(),
       stop() {
         stopped ??= (async () => {
           clearInterval(healthTimer);
@@ -209,7 +289,10 @@ async function main(): Promise<void> {
   process.once("SIGTERM", () => shutdown("SIGTERM"));
   process.once("SIGINT", () => shutdown("SIGINT"));
   // SIGHUP re-reads the TLS files (as nginx and Envoy do); open connections keep their certificate.
-  process.on("SIGHUP", () => void service?.reloadTls("SIGHUP"));
+  process.on("SIGHUP", () => {
+    void service?.reloadTls("SIGHUP");
+    void service?.reloadJwks();
+  });
   try {
     service = await startService(config, { log });
   } catch (err) {

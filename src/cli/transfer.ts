@@ -8,13 +8,15 @@
  * clear, so it is created with mode 0600; prefer `recipient_public_key` for transfers between parties.
  * Import sends every line as one item of one stream, with a request_id derived from the instance and the
  * certificate's fingerprint, so running the import again after an interruption imports nothing twice.
- * Prints a JSON summary; exit code 1 when any item failed. `address` defaults to 127.0.0.1:50051.
+ * Prints a JSON summary; exit code 1 when any item failed. `address` defaults to 127.0.0.1:50051. The caller's
+ * credential (an API key or a JWT, sent as `authorization: Bearer`) is read from the file named by
+ * `CM_TOKEN_FILE`, or from `CM_TOKEN`.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, readFileSync } from "node:fs";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
-import { credentials } from "@grpc/grpc-js";
+import { credentials, InterceptingCall, type Interceptor } from "@grpc/grpc-js";
 import {
   CertificateServiceClient,
   ExportCertificatesRequest,
@@ -28,7 +30,20 @@ if (!["export", "import"].includes(command ?? "") || !instance || !file) {
   process.stderr.write("usage: transfer export|import <instances/...> <file> [host:port]\n");
   process.exit(2);
 }
-const client = new CertificateServiceClient(address, credentials.createInsecure(), { "grpc.max_receive_message_length": 64 * 1024 * 1024 });
+const token = process.env.CM_TOKEN_FILE ? readFileSync(process.env.CM_TOKEN_FILE, "utf8").trim() : process.env.CM_TOKEN;
+if (!token) {
+  process.stderr.write("transfer needs a credential: set CM_TOKEN_FILE to a file holding an API key or JWT (or CM_TOKEN)\n");
+  process.exit(2);
+}
+/** Sends the credential with every call. */
+const bearer: Interceptor = (options, next) =>
+  new InterceptingCall(next(options), {
+    start(metadata, listener, go) {
+      metadata.set("authorization", `Bearer ${token}`);
+      go(metadata, listener);
+    },
+  });
+const client = new CertificateServiceClient(address, credentials.createInsecure(), { "grpc.max_receive_message_length": 64 * 1024 * 1024, interceptors: [bearer] });
 
 /** Export: stream to the file, honouring the file's backpressure. */
 async function exportTo(): Promise<object> {

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
+import { isMember } from "../domain/iam.js";
 import { isRootKeyId, ROOT_KEY_ID } from "../domain/rootkey-id.js";
 import type { DatabaseConfig } from "../storage/db.js";
 
@@ -24,6 +25,25 @@ export interface Config {
     clientAuth: "request" | "require";
     reloadIntervalMs: number;
   };
+  /** Authentication and authorization settings. */
+  auth: {
+    /** File with the 32-byte pepper API key secrets are HMACed under (created with mode 0600 if missing). */
+    apiKeyPepperPath: string;
+    /** Where the first start writes the bootstrap administrator API key; undefined: no bootstrap key. */
+    bootstrapKeyPath?: string;
+    /** Members bound to roles/administrator in the service policy when it is first created. */
+    adminMembers: string[];
+    /** How long API keys and policies are cached, ms (a revocation on another replica holds within it). */
+    cacheTtlMs: number;
+    /** Calls per second per principal, and the burst; 0: no limit. */
+    ratePerSecond: number;
+    rateBurst: number;
+    /** Health and reflection open to unauthenticated callers. */
+    openHealth: boolean;
+    openReflection: boolean;
+  };
+  /** How often the heads of audit chains that moved are logged as checkpoints, ms. */
+  auditCheckpointIntervalMs: number;
   /** Plaintext on a non-loopback address was explicitly accepted (CM_ALLOW_INSECURE_NON_LOOPBACK=true). */
   insecureNonLoopback: boolean;
   /** Directory for the embedded database, the local keystore and the page-token key. */
@@ -121,7 +141,12 @@ function secret(env: Env, name: string): string | undefined {
 
 /** True for `true`, false for `false` or unset. @throws ConfigError otherwise. */
 function bool(env: Env, name: string): boolean {
-  const v = str(env, name, "false");
+  return boolDefault(env, name, false);
+}
+
+/** True for `true`, false for `false`, `fallback` when unset. @throws ConfigError otherwise. */
+function boolDefault(env: Env, name: string, fallback: boolean): boolean {
+  const v = str(env, name, String(fallback));
   if (v !== "true" && v !== "false") throw new ConfigError(name, `must be true or false, got ${JSON.stringify(v)}`);
   return v === "true";
 }
@@ -311,8 +336,33 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     throw new ConfigError("CM_ROOT_CERTIFICATE", `must be keep or drop, got ${JSON.stringify(rootCertificate)}`);
   }
 
+  const adminMembers = str(env, "CM_ADMIN_MEMBERS", "")
+    .split(",")
+    .map((m) => m.trim())
+    .filter((m) => m !== "");
+  for (const m of adminMembers) {
+    if (!isMember(m)) throw new ConfigError("CM_ADMIN_MEMBERS", `holds ${JSON.stringify(m.slice(0, 100))}, which is not a member (user:, group:, apiKey:, spiffe:spiffe://..., dns:)`);
+  }
+  const bootstrapKey = boolDefault(env, "CM_BOOTSTRAP_ADMIN_KEY", true);
+  if (!bootstrapKey && adminMembers.length === 0) {
+    throw new ConfigError("CM_BOOTSTRAP_ADMIN_KEY", "is false and CM_ADMIN_MEMBERS is empty: nobody could administer a new service; name its administrators in CM_ADMIN_MEMBERS");
+  }
+  const ratePerSecond = int(env, "CM_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000);
+  const auth: Config["auth"] = {
+    apiKeyPepperPath: path.resolve(str(env, "CM_API_KEY_PEPPER_FILE", path.join(dataDir, "api-key-pepper.key"))),
+    ...(bootstrapKey ? { bootstrapKeyPath: path.resolve(str(env, "CM_BOOTSTRAP_ADMIN_KEY_FILE", path.join(dataDir, "bootstrap-admin.key"))) } : {}),
+    adminMembers,
+    cacheTtlMs: int(env, "CM_AUTH_CACHE_SECONDS", 5, 0, 300) * 1000,
+    ratePerSecond,
+    rateBurst: int(env, "CM_RATE_LIMIT_BURST", Math.max(1, ratePerSecond * 2), 1, 10_000_000),
+    openHealth: boolDefault(env, "CM_OPEN_HEALTH", true),
+    openReflection: boolDefault(env, "CM_OPEN_REFLECTION", true),
+  };
+
   return Object.freeze({
     listenAddress,
+    auth,
+    auditCheckpointIntervalMs: int(env, "CM_AUDIT_CHECKPOINT_SECONDS", 300, 1, 86_400) * 1000,
     ...(tls ? { tls } : {}),
     insecureNonLoopback: insecureNonLoopback && !tls && !isLoopbackHost(host),
     rootCertificate,

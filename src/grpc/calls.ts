@@ -1,8 +1,9 @@
 /**
- * What every call does whatever its use case: a `call_id` for the log, an AbortSignal that fires when the client
- * cancels or its deadline passes (so costly work such as PKCS#12 files or encrypted keys stops), one log line
- * per call (never payloads), and errors mapped in one place (status.ts). `unary`, `serverStream` and
- * `bidiStream` wrap a use case into a grpc-js handler of each call kind.
+ * What every call does whatever its use case: a `call_id` for the log, the gate (gate.ts: authentication, rate
+ * limit, authorization, audit) before the use case runs, an AbortSignal that fires when the client cancels or its
+ * deadline passes (so costly work such as PKCS#12 files or encrypted keys stops), one log line per call (never
+ * payloads), and errors mapped in one place (status.ts). `Calls#unary`, `#serverStream` and `#bidiStream` wrap a
+ * use case into a grpc-js handler of each call kind.
  */
 import { randomUUID } from "node:crypto";
 import type {
@@ -13,7 +14,10 @@ import type {
   ServerWritableStream,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import type { ServerSurfaceCall } from "@grpc/grpc-js/build/src/server-call.js";
 import type { Status } from "../../gen/ts/google/rpc/status.js";
+import type { Caller } from "../auth/authenticate.js";
+import { callFacts, type Admitted, type Gate } from "./gate.js";
 import { toServiceError, toStatus } from "./status.js";
 
 /** The call a use case runs in. */
@@ -22,10 +26,16 @@ export interface CallContext {
   signal: AbortSignal;
   /** Names the call in the log; an unexpected error carries it in ErrorInfo.metadata `call_id`. */
   callId: string;
+  /** Who is calling. */
+  caller: Caller;
+  /** For lists: only instances bound to these members are visible (AIP-211); undefined: everything. */
+  visibleTo?: readonly string[];
 }
 
-/** A call being served: its context and when it started. */
-interface Served extends CallContext {
+/** A call being served: its id, signal and when it started, before the gate let it in. */
+interface Served {
+  signal: AbortSignal;
+  callId: string;
   started: bigint;
 }
 
@@ -35,6 +45,13 @@ function serve(call: { on(event: "cancelled", listener: () => void): unknown }):
   call.on("cancelled", () => cancelled.abort());
   return { signal: cancelled.signal, callId: randomUUID(), started: process.hrtime.bigint() };
 }
+
+const contextOf = (served: Served, admitted: Admitted): CallContext => ({
+  signal: served.signal,
+  callId: served.callId,
+  caller: admitted.caller,
+  visibleTo: admitted.visibleTo,
+});
 
 const elapsedMs = (served: Served): number => Number(process.hrtime.bigint() - served.started) / 1e6;
 
@@ -57,76 +74,101 @@ function failed(log: Logger, method: string, served: Served, err: unknown, what:
   return error;
 }
 
-/**
- * Wraps a unary use case: runs it, answers, maps any error in one place and logs the call.
- * @param fn the use case; it may watch `ctx.signal` to stop costly work for a client that went away.
- */
-export function unary<Req, Res>(log: Logger, method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>): handleUnaryCall<Req, Res> {
-  return (call, callback) => {
-    const served = serve(call);
-    fn(call.request, served).then(
-      (res) => {
-        log.debug({ method, call_id: served.callId, code: 0, ms: elapsedMs(served) }, "call");
-        callback(null, res);
-      },
-      (err: unknown) => callback(failed(log, method, served, err, "call")),
-    );
-  };
-}
+/** The call wrappers of one gRPC service, e.g. `certmanager.v1.InstanceService`. */
+export class Calls {
+  constructor(
+    private readonly log: Logger,
+    private readonly gate: Gate,
+    private readonly service: string,
+  ) {}
 
-/**
- * Wraps a server-streaming use case. `fn` validates the request and returns the responses; a failure before
- * the first response fails the call with a clear status. Responses are written with flow control (a slow
- * reader holds the producer back), and the producer stops when the client goes away.
- */
-export function serverStream<Req, Res>(
-  log: Logger,
-  method: string,
-  fn: (req: Req, ctx: CallContext) => Promise<AsyncIterable<Res>>,
-): handleServerStreamingCall<Req, Res> {
-  return (call) => {
-    const served = serve(call);
-    stream(log, method, call, served, { sent: 0 }, async () => fn(call.request, served));
-  };
-}
+  private path(method: string): string {
+    return `/${this.service}/${method}`;
+  }
 
-/**
- * Wraps a bidirectional stream that answers each request message with one response, in order. A message whose
- * use case fails is answered by `failed(req, index, status)`, the error mapped as for a unary call, and the
- * stream goes on; only a broken stream fails the call.
- */
-export function bidiStream<Req, Res>(
-  log: Logger,
-  method: string,
-  handlers: {
-    each: (req: Req, index: number, ctx: CallContext) => Promise<Res>;
-    failed: (req: Req, index: number, status: Status) => Res;
-  },
-): handleBidiStreamingCall<Req, Res> {
-  return (call) => {
-    const served = serve(call);
-    const stats = { sent: 0, failed: 0 };
-    // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which would
-    // drop the responses still being written.
-    const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Req> }).iterator({ destroyOnReturn: false });
-    async function* responses(): AsyncGenerator<Res> {
-      let index = 0;
-      for await (const req of requests) {
-        let res: Res;
-        try {
-          res = await handlers.each(req, index, served);
-        } catch (err) {
-          const { status, expected } = toStatus(err, served.callId);
-          if (!expected) log.error({ method, call_id: served.callId, index, err: loggableError(err) }, "item failed unexpectedly");
-          stats.failed++;
-          res = handlers.failed(req, index, status);
-        }
-        index++;
-        yield res;
-      }
-    }
-    stream(log, method, call, served, stats, async () => responses());
-  };
+  /**
+   * Wraps a unary use case: lets it through the gate, runs it, answers, maps any error in one place and logs.
+   * @param fn the use case; it may watch `ctx.signal` to stop costly work for a client that went away.
+   */
+  unary<Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>): handleUnaryCall<Req, Res> {
+    const { log, gate } = this;
+    const path = this.path(method);
+    return (call, callback) => {
+      const served = serve(call);
+      gate
+        .admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request)
+        .then((admitted) => admitted.run(() => fn(call.request, contextOf(served, admitted))))
+        .then(
+          (res) => {
+            log.debug({ method, call_id: served.callId, code: 0, ms: elapsedMs(served) }, "call");
+            callback(null, res);
+          },
+          (err: unknown) => callback(failed(log, method, served, err, "call")),
+        );
+    };
+  }
+
+  /**
+   * Wraps a server-streaming use case. `fn` validates the request and returns the responses; a failure before
+   * the first response fails the call with a clear status. Responses are written with flow control (a slow
+   * reader holds the producer back), and the producer stops when the client goes away.
+   */
+  serverStream<Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<AsyncIterable<Res>>): handleServerStreamingCall<Req, Res> {
+    const { log, gate } = this;
+    const path = this.path(method);
+    return (call) => {
+      const served = serve(call);
+      stream(log, method, call, served, { sent: 0 }, async () => {
+        const admitted = await gate.admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request);
+        return admitted.run(() => fn(call.request, contextOf(served, admitted)));
+      });
+    };
+  }
+
+  /**
+   * Wraps a bidirectional stream that answers each request message with one response, in order. The caller is
+   * authenticated once, when the stream starts; each message is authorized on its own (`each` runs only for a
+   * message the caller may send). A message whose check or use case fails is answered by
+   * `failed(req, index, status)`, the error mapped as for a unary call, and the stream goes on; only a broken
+   * stream fails the call.
+   */
+  bidiStream<Req, Res>(
+    method: string,
+    handlers: {
+      each: (req: Req, index: number, ctx: CallContext) => Promise<Res>;
+      failed: (req: Req, index: number, status: Status) => Res;
+    },
+  ): handleBidiStreamingCall<Req, Res> {
+    const { log, gate } = this;
+    const path = this.path(method);
+    return (call) => {
+      const served = serve(call);
+      const stats = { sent: 0, failed: 0 };
+      // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which would
+      // drop the responses still being written.
+      const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Req> }).iterator({ destroyOnReturn: false });
+      stream(log, method, call, served, stats, async () => {
+        const admitted = await gate.admit(path, callFacts(call as unknown as ServerSurfaceCall, served.callId), undefined);
+        const ctx = contextOf(served, admitted);
+        return (async function* responses(): AsyncGenerator<Res> {
+          let index = 0;
+          for await (const req of requests) {
+            let res: Res;
+            try {
+              res = await admitted.runItem(req, () => handlers.each(req, index, ctx));
+            } catch (err) {
+              const { status, expected } = toStatus(err, served.callId);
+              if (!expected) log.error({ method, call_id: served.callId, index, err: loggableError(err) }, "item failed unexpectedly");
+              stats.failed++;
+              res = handlers.failed(req, index, status);
+            }
+            index++;
+            yield res;
+          }
+        })();
+      });
+    };
+  }
 }
 
 /**

@@ -3,7 +3,6 @@
  * calls one service use case and maps the result; call ids, logging, cancellation and error mapping are the
  * call wrappers' (calls.ts).
  */
-import type { Logger } from "pino";
 import type {
   CertificateServiceServer,
   ImportCertificateRequest,
@@ -20,7 +19,7 @@ import type { InstanceService } from "../services/instances.js";
 import type { ReclamationServiceServer } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { ReclamationService } from "../services/reclamations.js";
 import { fromRootCertificate, toCertificate, toInstance, toReclamation, toRepairs } from "./mappers.js";
-import { bidiStream, serverStream, unary } from "./calls.js";
+import type { Calls } from "./calls.js";
 import type { CertificateRecord, InstanceRecord } from "../domain/ports.js";
 import { checkEncryption, checkRequestId, checkUpdateMask, checkUserFields } from "./validate.js";
 
@@ -30,37 +29,37 @@ function required<T>(value: T | undefined, field: string): T {
 }
 
 /** InstanceService handlers. */
-export function instanceHandlers(log: Logger, instances: InstanceService): InstanceServiceServer {
+export function instanceHandlers(calls: Calls, instances: InstanceService): InstanceServiceServer {
   const view = async (i: InstanceRecord) => toInstance(i, await instances.keyView(i));
   return {
-    createInstance: unary(log, "CreateInstance", async (req) => {
+    createInstance: calls.unary("CreateInstance", async (req) => {
       const inst = required(req.instance, "instance");
       const created = await instances.create(checkUserFields("instance.", inst), checkRequestId(req.requestId), checkEncryption(inst, instances.backendNames()));
       return { instance: await view(created) };
     }),
-    getInstance: unary(log, "GetInstance", async (req) => ({ instance: await view(await instances.get(parseInstanceName(req.name, "name"))) })),
-    listInstances: unary(log, "ListInstances", async (req) => {
-      const page = await instances.list(req.pageSize, req.pageToken, req.showDeleted);
+    getInstance: calls.unary("GetInstance", async (req) => ({ instance: await view(await instances.get(parseInstanceName(req.name, "name"))) })),
+    listInstances: calls.unary("ListInstances", async (req, { visibleTo }) => {
+      const page = await instances.list(req.pageSize, req.pageToken, req.showDeleted, visibleTo);
       const out = [];
       for (const i of page.instances) out.push(await view(i));
       return { instances: out, nextPageToken: page.nextPageToken };
     }),
-    updateInstance: unary(log, "UpdateInstance", async (req) => {
+    updateInstance: calls.unary("UpdateInstance", async (req) => {
       const inst = required(req.instance, "instance");
       const id = parseInstanceName(inst.name, "instance.name");
       const fields = checkUserFields("instance.", inst, checkUpdateMask(req.updateMask, inst));
       return { instance: await view(await instances.update(id, fields, inst.etag)) };
     }),
-    deleteInstance: unary(log, "DeleteInstance", async (req) => {
+    deleteInstance: calls.unary("DeleteInstance", async (req) => {
       const id = parseInstanceName(req.name, "name");
       const { instance, reclamation } = await instances.delete(id, req.etag);
       return { instance: await view(instance), reclamation: toReclamation(reclamation) };
     }),
-    rewrapDataKeys: unary(log, "RewrapDataKeys", async (req) => {
+    rewrapDataKeys: calls.unary("RewrapDataKeys", async (req) => {
       const r = await instances.rewrapDataKeys(parseInstanceName(req.name, "name"));
       return { instance: await view(r.instance), rewrappedCount: r.rewrapped, totalCount: r.total };
     }),
-    rotateDataKey: unary(log, "RotateDataKey", async (req) => {
+    rotateDataKey: calls.unary("RotateDataKey", async (req) => {
       const r = await instances.rotateDataKey(parseInstanceName(req.name, "name"));
       return { instance: await view(r.instance), reencryptedCount: r.reencrypted, retiredCount: r.retired };
     }),
@@ -68,17 +67,17 @@ export function instanceHandlers(log: Logger, instances: InstanceService): Insta
 }
 
 /** ReclamationService handlers. */
-export function reclamationHandlers(log: Logger, reclamations: ReclamationService): ReclamationServiceServer {
+export function reclamationHandlers(calls: Calls, reclamations: ReclamationService): ReclamationServiceServer {
   return {
-    listReclamations: unary(log, "ListReclamations", async (req) => {
-      const page = await reclamations.list(req);
+    listReclamations: calls.unary("ListReclamations", async (req, { visibleTo }) => {
+      const page = await reclamations.list(req, visibleTo);
       return { reclamations: page.reclamations.map(toReclamation), nextPageToken: page.nextPageToken };
     }),
-    getReclamation: unary(log, "GetReclamation", async (req) => ({ reclamation: toReclamation(await reclamations.get(parseReclamationName(req.name, "name"))) })),
-    restoreReclamation: unary(log, "RestoreReclamation", async (req) => ({
+    getReclamation: calls.unary("GetReclamation", async (req) => ({ reclamation: toReclamation(await reclamations.get(parseReclamationName(req.name, "name"))) })),
+    restoreReclamation: calls.unary("RestoreReclamation", async (req) => ({
       reclamation: toReclamation(await reclamations.restore(parseReclamationName(req.name, "name"))),
     })),
-    deleteReclamation: unary(log, "DeleteReclamation", async (req) => ({
+    deleteReclamation: calls.unary("DeleteReclamation", async (req) => ({
       reclamation: toReclamation(await reclamations.reclaimNow(parseReclamationName(req.name, "name"))),
     })),
   };
@@ -99,7 +98,7 @@ function materialOf(req: ImportCertificateRequest | ReimportCertificateRequest):
 }
 
 /** CertificateService handlers. */
-export function certificateHandlers(log: Logger, certificates: CertificateService, exporter: ExportService): CertificateServiceServer {
+export function certificateHandlers(calls: Calls, certificates: CertificateService, exporter: ExportService): CertificateServiceServer {
   // Validity (expired, not yet valid) is derived from the service's clock at answer time.
   const toProto = (c: CertificateRecord) => toCertificate(c, certificates.now());
   const importOne = async (req: ImportCertificateRequest, signal?: AbortSignal) => {
@@ -108,11 +107,11 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
     return certificates.import(instanceId, materialOf(req), fields, checkRequestId(req.requestId), signal);
   };
   return {
-    importCertificate: unary(log, "ImportCertificate", async (req, { signal }) => {
+    importCertificate: calls.unary("ImportCertificate", async (req, { signal }) => {
       const { certificate, repairs } = await importOne(req, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
-    exportCertificates: serverStream(log, "ExportCertificates", async (req, { signal }) => {
+    exportCertificates: calls.serverStream("ExportCertificates", async (req, { signal }) => {
       // Validation happens here, before the first message, so a bad request fails the call with a clear status.
       const items = await exporter.start(
         {
@@ -137,7 +136,7 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
         }
       })();
     }),
-    importCertificates: bidiStream<ImportCertificatesRequest, ImportCertificatesResponse>(log, "ImportCertificates", {
+    importCertificates: calls.bidiStream<ImportCertificatesRequest, ImportCertificatesResponse>("ImportCertificates", {
       async each({ item }, index, { signal }) {
         if (!item) throw new InvalidArgumentError("INVALID_FIELD", "item", "item is required: each stream message carries one ImportCertificateRequest");
         const { certificate, repairs } = await importOne(item, signal);
@@ -145,32 +144,32 @@ export function certificateHandlers(log: Logger, certificates: CertificateServic
       },
       failed: ({ item }, index, status) => ({ index, requestId: item?.requestId ?? "", certificate: undefined, error: status, repairs: [] }),
     }),
-    reimportCertificate: unary(log, "ReimportCertificate", async (req, { signal }) => {
+    reimportCertificate: calls.unary("ReimportCertificate", async (req, { signal }) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
       const { certificate, repairs } = await certificates.reimport(instanceId, certificateId, materialOf(req), req.etag, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
-    getCertificate: unary(log, "GetCertificate", async (req) => {
+    getCertificate: calls.unary("GetCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
       return { certificate: toProto(await certificates.get(instanceId, certificateId)) };
     }),
-    accessCertificate: unary(log, "AccessCertificate", async (req) => {
+    accessCertificate: calls.unary("AccessCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
       const m = await certificates.access(instanceId, certificateId, req.version);
       return { name: req.name, version: m.version, certificate: m.certificatePem, privateKey: m.privateKeyPem, intermediates: m.intermediatesPem };
     }),
-    listCertificates: unary(log, "ListCertificates", async (req) => {
+    listCertificates: calls.unary("ListCertificates", async (req) => {
       const instanceId = parseInstanceName(req.parent, "parent");
       const page = await certificates.list(instanceId, req);
       return { certificates: page.certificates.map(toProto), nextPageToken: page.nextPageToken };
     }),
-    updateCertificate: unary(log, "UpdateCertificate", async (req) => {
+    updateCertificate: calls.unary("UpdateCertificate", async (req) => {
       const cert = required(req.certificate, "certificate");
       const { instanceId, certificateId } = parseCertificateName(cert.name, "certificate.name");
       const fields = checkUserFields("certificate.", cert, checkUpdateMask(req.updateMask, cert));
       return { certificate: toProto(await certificates.update(instanceId, certificateId, fields, cert.etag)) };
     }),
-    deleteCertificate: unary(log, "DeleteCertificate", async (req) => {
+    deleteCertificate: calls.unary("DeleteCertificate", async (req) => {
       const { instanceId, certificateId } = parseCertificateName(req.name, "name");
       await certificates.delete(instanceId, certificateId, req.etag);
       return {};

@@ -1,6 +1,8 @@
 /**
- * The grpc-js server: CertificateService, InstanceService, grpc.health.v1.Health and server reflection
- * (v1 and v1alpha, from the buf-built descriptor set shipped in gen/, so grpcurl needs no proto files).
+ * The grpc-js server: CertificateService, InstanceService, ReclamationService, IamService, ApiKeyService,
+ * AuditService, grpc.health.v1.Health and server reflection (v1 and v1alpha, from the buf-built descriptor set
+ * shipped in gen/, so grpcurl needs no proto files). A server interceptor refuses any method that is neither in
+ * the permission table (those pass through the gate in calls.ts) nor configured open (health, reflection).
  */
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
@@ -9,6 +11,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
+import { PermissionDeniedError } from "../domain/errors.js";
 import { CertificateServiceService } from "../../gen/ts/certmanager/v1/certificate.js";
 import { InstanceServiceService } from "../../gen/ts/certmanager/v1/instance.js";
 import type { CertificateService } from "../services/certificates.js";
@@ -17,9 +20,67 @@ import type { InstanceService } from "../services/instances.js";
 import { ReclamationServiceService } from "../../gen/ts/certmanager/v1/reclamation.js";
 import type { ReclamationService } from "../services/reclamations.js";
 import { certificateHandlers, instanceHandlers, reclamationHandlers } from "./handlers.js";
+import { ApiKeyServiceService } from "../../gen/ts/certmanager/v1/api_key.js";
+import { IamServiceService } from "../../gen/ts/certmanager/v1/iam.js";
+import type { ApiKeyService } from "../auth/api-keys.js";
+import type { Authenticator } from "../auth/authenticate.js";
+import type { Authorizer } from "../auth/authorize.js";
+import { METHOD_RULES } from "../auth/methods.js";
+import type { PolicyService } from "../auth/policies.js";
+import { apiKeyHandlers, auditHandlers, iamHandlers } from "./access-handlers.js";
+import { AuditServiceService } from "../../gen/ts/certmanager/v1/audit.js";
+import type { AuditService } from "../services/audit.js";
+import { Calls } from "./calls.js";
+import { callFacts, type Gate } from "./gate.js";
+import { toStatus } from "./status.js";
 
 /** Fully qualified names of the services whose health is reported. */
-const SERVICE_NAMES = ["certmanager.v1.InstanceService", "certmanager.v1.CertificateService", "certmanager.v1.ReclamationService"] as const;
+const SERVICE_NAMES = [
+  "certmanager.v1.InstanceService",
+  "certmanager.v1.CertificateService",
+  "certmanager.v1.ReclamationService",
+  "certmanager.v1.IamService",
+  "certmanager.v1.ApiKeyService",
+  "certmanager.v1.AuditService",
+] as const;
+
+/** Method path prefixes of the health and reflection services. */
+const HEALTH_PREFIX = "/grpc.health.v1.Health/";
+const REFLECTION_PREFIXES = ["/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+
+/**
+ * Refuses, before any handler runs, a method that is not in the permission table and not open: health and
+ * reflection need only an authenticated caller unless configured open; anything else is PERMISSION_DENIED.
+ */
+function accessInterceptor(authenticator: Authenticator, open: { health: boolean; reflection: boolean }): grpc.ServerInterceptor {
+  return (method, call) => {
+    const path = method.path;
+    if (METHOD_RULES[path]) return new grpc.ServerInterceptingCall(call);
+    const isHealth = path.startsWith(HEALTH_PREFIX);
+    const isReflection = REFLECTION_PREFIXES.some((p) => path.startsWith(p));
+    if ((isHealth && open.health) || (isReflection && open.reflection)) return new grpc.ServerInterceptingCall(call);
+    return new grpc.ServerInterceptingCall(call, {
+      start(next) {
+        next(
+          new grpc.ServerListenerBuilder()
+            .withOnReceiveMetadata((metadata, mdNext) => {
+              const facts = callFacts({ metadata, getPeer: () => call.getPeer(), getAuthContext: () => call.getAuthContext() } as never, "");
+              const refuse = (err: unknown) => {
+                const { status } = toStatus(err);
+                call.sendStatus({ code: status.code, details: status.message });
+              };
+              if (!isHealth && !isReflection) {
+                refuse(new PermissionDeniedError("(none: the method has no rule)", path));
+                return;
+              }
+              authenticator.authenticate(facts).then(() => mdNext(metadata), refuse);
+            })
+            .build(),
+        );
+      },
+    });
+  };
+}
 
 const DESCRIPTOR_SET = new URL("../../gen/descriptor.binpb", import.meta.url);
 
@@ -44,19 +105,36 @@ export interface GrpcServer {
   setServing(serving: boolean): void;
 }
 
+/** What the server serves. */
+export interface ServedServices {
+  instances: InstanceService;
+  certificates: CertificateService;
+  reclamations: ReclamationService;
+  exporter: ExportService;
+  policies: PolicyService;
+  apiKeys: ApiKeyService;
+  audit: AuditService;
+}
+
 /** Builds the server with every service registered; does not bind. */
 export function buildServer(
   log: Logger,
-  services: { instances: InstanceService; certificates: CertificateService; reclamations: ReclamationService; exporter: ExportService },
+  services: ServedServices,
+  access: { gate: Gate; authenticator: Authenticator; authorizer: Authorizer; now: () => Date; open: { health: boolean; reflection: boolean } },
   opts: { maxReceiveMessageBytes: number },
 ): GrpcServer {
   const server = new grpc.Server({
     "grpc.max_receive_message_length": opts.maxReceiveMessageBytes,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
+    interceptors: [accessInterceptor(access.authenticator, access.open)],
   });
-  server.addService(InstanceServiceService, instanceHandlers(log.child({ rpc_service: "InstanceService" }), services.instances));
-  server.addService(CertificateServiceService, certificateHandlers(log.child({ rpc_service: "CertificateService" }), services.certificates, services.exporter));
-  server.addService(ReclamationServiceService, reclamationHandlers(log.child({ rpc_service: "ReclamationService" }), services.reclamations));
+  const calls = (service: string) => new Calls(log.child({ rpc_service: service }), access.gate, `certmanager.v1.${service}`);
+  server.addService(InstanceServiceService, instanceHandlers(calls("InstanceService"), services.instances));
+  server.addService(CertificateServiceService, certificateHandlers(calls("CertificateService"), services.certificates, services.exporter));
+  server.addService(ReclamationServiceService, reclamationHandlers(calls("ReclamationService"), services.reclamations));
+  server.addService(IamServiceService, iamHandlers(calls("IamService"), services.policies, access.authorizer));
+  server.addService(ApiKeyServiceService, apiKeyHandlers(calls("ApiKeyService"), services.apiKeys, access.now));
+  server.addService(AuditServiceService, auditHandlers(calls("AuditService"), services.audit));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
   health.addToServer(server);
   const files = fileDescriptorProtos(DESCRIPTOR_SET);

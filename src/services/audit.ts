@@ -1,11 +1,13 @@
 /**
- * Reading the audit trail (AuditService.ListAuditEvents). Events are never written here: they are appended in
- * the transaction of the call they record. A chain is read by sequence number, so a page token carries the
- * last sequence returned; it is bound to the chain, so a token of one chain cannot page through another.
+ * The audit trail's use cases: reading it (AuditService.ListAuditEvents) and appending the events that are not
+ * part of a change's transaction (reads of material, denials), each in its own short transaction awaited before
+ * the call is answered. A change's event is appended by the unit of work inside the change's own transaction
+ * (domain/audit-scope.ts). A chain is read by sequence number, so a page token carries the last sequence
+ * returned; it is bound to the chain, so a token of one chain cannot page through another.
  */
-import { parseAuditChain, type AuditRecord, type ChainHead } from "../domain/audit.js";
+import { parseAuditChain, type AuditEventInput, type AuditRecord, type ChainHead } from "../domain/audit.js";
 import type { UnitOfWork } from "../domain/ports.js";
-import { PageTokenCodec, pageSize } from "./page-token.js";
+import { PageTokenCodec, pageSize } from "../domain/page-token.js";
 
 /** Page size of ListAuditEvents when the request leaves it 0. */
 const DEFAULT_PAGE_SIZE = 100;
@@ -16,6 +18,18 @@ export class AuditService {
     private readonly uow: UnitOfWork,
     private readonly pageTokens: PageTokenCodec,
   ) {}
+
+  /** Appends `event` to `chain` (`instances/{id}` or `services/certmanager`) in its own transaction. */
+  record(chain: string, event: AuditEventInput): Promise<AuditRecord> {
+    return this.uow.transaction((repos) => repos.audit.append(chain, event));
+  }
+
+  /** Every chain's head, for the checkpoints the server logs. */
+  async heads(): Promise<{ chain: string; head: ChainHead }[]> {
+    const out = [];
+    for (const chain of await this.uow.repos.audit.chains()) out.push({ chain, head: await this.uow.repos.audit.head(chain) });
+    return out;
+  }
 
   /**
    * One page of a chain's events, oldest first, with the chain's head read in the same transaction. No

@@ -21,7 +21,7 @@ import { checkEtag, retryUnconditional } from "./etag.js";
 import { getActiveInstance, lockActiveInstance } from "./instance-state.js";
 import { parseCertificateFilter, parseCertificateOrderBy } from "./filter.js";
 import type { DekRotation } from "./dek-rotation.js";
-import { PageTokenCodec, pageSize } from "./page-token.js";
+import { PageTokenCodec, pageSize } from "../domain/page-token.js";
 import { certificateRequestScope, createOnce, earlierResource, type ClaimRequestId, type RequestKey } from "./request-id.js";
 
 /** Raw material as the user sent it (PEM text, DER, PKCS#12); "" / empty means absent. */

@@ -10,6 +10,7 @@
  * sealed) until nothing uses it; re-encryption locks the rows it rewrites and skips rows another writer moved
  * first; a crash leaves RETIRING DEKs that the next RotateDataKey or the background job finishes.
  */
+import { auditScope, systemScope } from "../domain/audit-scope.js";
 import type { Logger } from "pino";
 import { NeedsRotation, type CertificateEnvelope } from "../crypto/envelope.js";
 import type { Keyring } from "../crypto/keyring.js";
@@ -112,7 +113,7 @@ export class DekRotation {
       // A key that is off cannot re-encrypt; the rotation waits quietly until it is back.
       if ((await this.keyring.status(instance)).state !== "ENABLED") continue;
       try {
-        await this.finish(instance);
+        await auditScope.run(systemScope("system:dek-rotation", "job:finish-dek-rotation", id, instanceName(id), { now: () => new Date() }), () => this.finish(instance));
         done++;
       } catch (err) {
         this.log.warn({ instance: instanceName(id), err: (err as Error).message }, "data key rotation not finished; retrying later");

@@ -9,7 +9,7 @@ import type { CertificateEnvelope, OpenedMaterial } from "../crypto/envelope.js"
 import type { CertificateRecord, InstanceRecord, UnitOfWork } from "../domain/ports.js";
 import { parseCertificateFilter } from "./filter.js";
 import { getActiveInstance } from "./instance-state.js";
-import { PageTokenCodec } from "./page-token.js";
+import { PageTokenCodec } from "../domain/page-token.js";
 
 /** What to export. */
 export interface ExportRequest {

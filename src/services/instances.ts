@@ -11,7 +11,7 @@ import { checkEtag, retryUnconditional } from "./etag.js";
 import type { DekRotation } from "./dek-rotation.js";
 import type { Keyring } from "../crypto/keyring.js";
 import type { RootKeyView } from "../domain/rootkey.js";
-import { PageTokenCodec, pageSize } from "./page-token.js";
+import { PageTokenCodec, pageSize } from "../domain/page-token.js";
 import { createOnce } from "./request-id.js";
 
 /** The root key choice of CreateInstance: the provider's key, or a customer-managed `<backend>/<key id>`. */
@@ -152,11 +152,16 @@ export class InstanceService {
    * Lists instances oldest first (keyset pagination on create_time, id).
    * @throws InvalidArgumentError INVALID_PAGE_TOKEN, INVALID_FIELD (page_size)
    */
-  async list(requestedPageSize: number, pageToken: string, showDeleted: boolean): Promise<{ instances: InstanceRecord[]; nextPageToken: string }> {
+  async list(
+    requestedPageSize: number,
+    pageToken: string,
+    showDeleted: boolean,
+    visibleTo?: readonly string[],
+  ): Promise<{ instances: InstanceRecord[]; nextPageToken: string }> {
     const size = pageSize(requestedPageSize);
     const binding = PageTokenCodec.bind("instances", String(showDeleted));
     const after = pageToken ? this.pageTokens.decode(pageToken, binding) : undefined;
-    const rows = await this.uow.repos.instances.list(size + 1, after, showDeleted);
+    const rows = await this.uow.repos.instances.list(size + 1, after, showDeleted, visibleTo);
     const page = rows.slice(0, size);
     const last = page[page.length - 1];
     const nextPageToken = rows.length > size ? this.pageTokens.encode(binding, { value: last.createTime.getTime(), id: last.id }) : "";

@@ -11,8 +11,9 @@ import { AbortedError, FailedPreconditionError, NotFoundError } from "../domain/
 import { instanceName, reclamationName } from "../domain/names.js";
 import type { Clock, InstanceRecord, ReclamationRecord, UnitOfWork } from "../domain/ports.js";
 import { parseReclamationFilter } from "./filter.js";
+import { auditScope, systemScope } from "../domain/audit-scope.js";
 import type { Keyring } from "../crypto/keyring.js";
-import { PageTokenCodec, pageSize } from "./page-token.js";
+import { PageTokenCodec, pageSize } from "../domain/page-token.js";
 import { certificateRequestScope } from "./request-id.js";
 
 /** Purge tuning. */
@@ -47,12 +48,12 @@ export class ReclamationService {
   /**
    * Lists reclamations newest first. @throws InvalidArgumentError INVALID_FILTER | INVALID_PAGE_TOKEN
    */
-  async list(req: { pageSize: number; pageToken: string; filter: string }): Promise<{ reclamations: ReclamationRecord[]; nextPageToken: string }> {
+  async list(req: { pageSize: number; pageToken: string; filter: string }, visibleTo?: readonly string[]): Promise<{ reclamations: ReclamationRecord[]; nextPageToken: string }> {
     const size = pageSize(req.pageSize);
     const filter = parseReclamationFilter(req.filter);
     const binding = PageTokenCodec.bind("reclamations", req.filter);
     const after = req.pageToken ? this.pageTokens.decode(req.pageToken, binding) : undefined;
-    const rows = await this.uow.repos.reclamations.list(filter, size + 1, after);
+    const rows = await this.uow.repos.reclamations.list({ ...filter, visibleTo }, size + 1, after);
     const page = rows.slice(0, size);
     const last = page[page.length - 1];
     return {
@@ -119,7 +120,9 @@ export class ReclamationService {
         const t = this.clock.now();
         if (!(await this.uow.repos.reclamations.claim(id, this.owner, t, new Date(t.getTime() + this.opts.leaseMs), true))) continue;
         const r = await this.get(id);
-        if (await this.reclaimClaimed(r)) done.push(id);
+        // The job's work is audited like a call's: its event joins the first transaction that deletes something.
+        const scope = systemScope("system:purge", "job:purge", r.instanceId, reclamationName(id), this.clock);
+        if (await auditScope.run(scope, () => this.reclaimClaimed(r))) done.push(id);
       } catch (err) {
         this.log.error({ reclamation: reclamationName(id), err: (err as Error).message }, "reclaim failed; retrying after its lease lapses");
       }

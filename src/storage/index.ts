@@ -4,6 +4,8 @@
  * (storage/errors.ts).
  */
 import type { Knex } from "knex";
+import type { AuditRecord } from "../domain/audit.js";
+import { auditScope } from "../domain/audit-scope.js";
 import { AbortedError } from "../domain/errors.js";
 import type { Repositories, UnitOfWork } from "../domain/ports.js";
 import { isRetryableConflict, translateDriverError, translatingRepositories } from "./errors.js";
@@ -29,6 +31,28 @@ function bind(db: Knex | Knex.Transaction): Repositories {
   };
 }
 
+/** Repository methods that only read; any other method is taken to write. */
+const READS = /^(get|list|find|due|versionsSealedWith|instancesWithRetiring|head|chains)/;
+
+/** `repos` with a flag raised by the first call of a method that writes. */
+function watchWrites(repos: Repositories): { repos: Repositories; wrote: () => boolean } {
+  let wrote = false;
+  const watch = <T extends object>(repo: T): T =>
+    new Proxy(repo, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        // Own properties (the Knex handle a repository holds) are not methods.
+        if (typeof value !== "function" || typeof property !== "string" || Object.hasOwn(target, property) || READS.test(property)) return value;
+        return (...args: unknown[]) => {
+          wrote = true;
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+  const watched = Object.fromEntries(Object.entries(repos).map(([k, r]) => [k, watch(r as object)])) as unknown as Repositories;
+  return { repos: watched, wrote: () => wrote };
+}
+
 /** Knex-backed UnitOfWork. Throwing inside `transaction` rolls the whole transaction back. */
 export class KnexUnitOfWork implements UnitOfWork {
   readonly repos: Repositories;
@@ -44,9 +68,20 @@ export class KnexUnitOfWork implements UnitOfWork {
    * @throws AbortedError CONCURRENT_CONFLICT; UnavailableError DATABASE_UNAVAILABLE; whatever `fn` throws.
    */
   async transaction<T>(fn: (repos: Repositories) => Promise<T>): Promise<T> {
+    const scope = auditScope.getStore();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.knex.transaction((trx) => fn(bind(trx)));
+        if (!scope || scope.appended) return await this.knex.transaction((trx) => fn(bind(trx)));
+        let appended: AuditRecord | undefined;
+        const result = await this.knex.transaction(async (trx) => {
+          const watched = watchWrites(bind(trx));
+          const out = await fn(watched.repos);
+          // The call's event joins the first transaction that changes something, so both commit or neither.
+          if (watched.wrote()) appended = await new KnexAuditRepository(trx).append(scope.chain, { ...scope.event, time: scope.now(), code: 0, reason: "" });
+          return out;
+        });
+        if (appended) scope.appended = appended;
+        return result;
       } catch (err) {
         if (!isRetryableConflict(err)) throw translateDriverError(err);
         if (attempt >= 8) throw new AbortedError("CONCURRENT_CONFLICT", "the change conflicted with concurrent changes several times; retry it", {}, err);

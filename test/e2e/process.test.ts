@@ -3,7 +3,7 @@
  * grpcurl stand-in: it ships in the @bufbuild/buf npm package), config errors naming the variable, SIGTERM draining and exiting 0.
  */
 import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -38,12 +38,26 @@ describe("server process", () => {
     expect(statSync(path.join(dataDir, "root-keys.json")).mode & 0o777).toBe(0o600);
     expect(statSync(path.join(dataDir, "page-token.key")).mode & 0o777).toBe(0o600);
     expect(statSync(path.join(dataDir, "certmanager.sqlite")).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(dataDir, "api-key-pepper.key")).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(dataDir, "bootstrap-admin.key")).mode & 0o777).toBe(0o600);
     expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+    // The log names the bootstrap key's file, never its value.
+    const key = readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim();
+    expect(p.logs.join("\n")).toContain(path.join(dataDir, "bootstrap-admin.key"));
+    expect(p.logs.join("\n")).not.toContain(key.slice(21));
   });
 
   it("lists and describes services through reflection, with no proto files", async () => {
     const services = (await bufCurl(p.port, ["--list-services", ""])).trim().split("\n").sort();
-    expect(services).toEqual(["certmanager.v1.CertificateService", "certmanager.v1.InstanceService", "certmanager.v1.ReclamationService", "grpc.health.v1.Health"]);
+    expect(services).toEqual([
+      "certmanager.v1.ApiKeyService",
+      "certmanager.v1.AuditService",
+      "certmanager.v1.CertificateService",
+      "certmanager.v1.IamService",
+      "certmanager.v1.InstanceService",
+      "certmanager.v1.ReclamationService",
+      "grpc.health.v1.Health",
+    ]);
     const methods = await bufCurl(p.port, ["--list-methods", ""]);
     expect(methods).toContain("certmanager.v1.CertificateService/AccessCertificate");
     const v1alpha = await bufCurl(p.port, ["--reflect-protocol", "grpc-v1alpha", "--list-services", ""]);
@@ -55,15 +69,32 @@ describe("server process", () => {
     expect(JSON.parse(await bufCurl(p.port, ["-d", '{"service":"certmanager.v1.CertificateService"}', "/grpc.health.v1.Health/Check"]))).toEqual({
       status: "SERVING",
     });
-    const inst = JSON.parse(await bufCurl(p.port, ["-d", '{"instance":{"display_name":"e2e"}}', "/certmanager.v1.InstanceService/CreateInstance"]));
+    const admin = ["-H", `authorization: Bearer ${readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim()}`];
+    const inst = JSON.parse(await bufCurl(p.port, [...admin, "-d", '{"instance":{"display_name":"e2e"}}', "/certmanager.v1.InstanceService/CreateInstance"]));
     const chain = makeChain({ name: "e2e", cn: "e2e.example.test", sans: { dns: ["e2e.example.test"] } });
     const body = JSON.stringify({ parent: inst.instance.name, certificate: chain.leafPem, private_key: chain.leafKeyPem, intermediates: chain.intermediatesPem.join("") });
-    const imported = JSON.parse(await bufCurl(p.port, ["-d", body, "/certmanager.v1.CertificateService/ImportCertificate"]));
+    const imported = JSON.parse(await bufCurl(p.port, [...admin, "-d", body, "/certmanager.v1.CertificateService/ImportCertificate"]));
     expect(imported.certificate.subjectCommonName).toBe("e2e.example.test");
-    const accessed = JSON.parse(await bufCurl(p.port, ["-d", JSON.stringify({ name: imported.certificate.name }), "/certmanager.v1.CertificateService/AccessCertificate"]));
+    const accessed = JSON.parse(await bufCurl(p.port, [...admin, "-d", JSON.stringify({ name: imported.certificate.name }), "/certmanager.v1.CertificateService/AccessCertificate"]));
     expect(accessed.certificate).toContain("BEGIN CERTIFICATE");
+    expect(accessed.privateKey).toContain("BEGIN PRIVATE KEY");
+    // Without a credential, and as a Reader, the private key stays out of reach.
+    const access = ["-d", JSON.stringify({ name: imported.certificate.name }), "/certmanager.v1.CertificateService/AccessCertificate"];
+    await expect(bufCurl(p.port, access)).rejects.toMatchObject({ stderr: expect.stringContaining("unauthenticated") });
+    const reader = JSON.parse(await bufCurl(p.port, [...admin, "-d", '{"api_key":{"display_name":"reader"}}', "/certmanager.v1.ApiKeyService/CreateApiKey"]));
+    await bufCurl(p.port, [
+      ...admin,
+      "-d",
+      JSON.stringify({ resource: inst.instance.name, policy: { bindings: [{ role: "roles/reader", members: [reader.apiKey.member] }] } }),
+      "/certmanager.v1.IamService/SetIamPolicy",
+    ]);
+    const asReader = ["-H", `authorization: Bearer ${reader.secret}`];
+    expect(JSON.parse(await bufCurl(p.port, [...asReader, "-d", JSON.stringify({ name: imported.certificate.name }), "/certmanager.v1.CertificateService/GetCertificate"])).certificate.name).toBe(
+      imported.certificate.name,
+    );
+    await expect(bufCurl(p.port, [...asReader, ...access])).rejects.toMatchObject({ stderr: expect.stringContaining("permission_denied") });
     const listed = JSON.parse(
-      await bufCurl(p.port, ["-d", JSON.stringify({ parent: inst.instance.name, filter: 'domain = "e2e.example.test"' }), "/certmanager.v1.CertificateService/ListCertificates"]),
+      await bufCurl(p.port, [...admin, "-d", JSON.stringify({ parent: inst.instance.name, filter: 'domain = "e2e.example.test"' }), "/certmanager.v1.CertificateService/ListCertificates"]),
     );
     expect(listed.certificates.map((c: { name: string }) => c.name)).toEqual([imported.certificate.name]);
     // Logs never carry PEM bodies.
@@ -102,7 +133,9 @@ describe("transfer CLI (export to a file, import elsewhere, with the generated c
     const p = await startServerProcess({ CM_DATA_DIR: dataDir });
     try {
       const addr = `127.0.0.1:${p.port}`;
-      const curl = (body: object, method: string) => bufCurl(p.port, ["-d", JSON.stringify(body), method]).then((o) => JSON.parse(o));
+      const keyFile = path.join(dataDir, "bootstrap-admin.key");
+      const admin = ["-H", `authorization: Bearer ${readFileSync(keyFile, "utf8").trim()}`];
+      const curl = (body: object, method: string) => bufCurl(p.port, [...admin, "-d", JSON.stringify(body), method]).then((o) => JSON.parse(o));
       const src = (await curl({ instance: {} }, "/certmanager.v1.InstanceService/CreateInstance")).instance.name;
       const dst = (await curl({ instance: {} }, "/certmanager.v1.InstanceService/CreateInstance")).instance.name;
       for (let i = 0; i < 3; i++) {
@@ -110,7 +143,7 @@ describe("transfer CLI (export to a file, import elsewhere, with the generated c
         await curl({ parent: src, certificate: chain.leafPem, private_key: chain.leafKeyPem, intermediates: chain.intermediatesPem.join(""), labels: { i: String(i) } }, "/certmanager.v1.CertificateService/ImportCertificate");
       }
       const file = path.join(dataDir, "export.ndjson");
-      const cli = (...args: string[]) => run(process.execPath, ["dist/src/cli/transfer.js", ...args, addr], { cwd: ROOT }).then((r) => JSON.parse(r.stdout));
+      const cli = (...args: string[]) => run(process.execPath, ["dist/src/cli/transfer.js", ...args, addr], { cwd: ROOT, env: { ...process.env, CM_TOKEN_FILE: keyFile } }).then((r) => JSON.parse(r.stdout));
       expect(await cli("export", src, file)).toEqual({ exported: 3, file });
       expect(statSync(file).mode & 0o777).toBe(0o600);
       expect(await cli("import", dst, file)).toEqual({ sent: 3, imported: 3, failed: [] });

@@ -4,28 +4,22 @@
  * leaving no orphan rows. (MariaDB only: that is where several replicas share a database.)
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { credentials } from "@grpc/grpc-js";
 import knexFactory, { type Knex } from "knex";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
-import * as certificatePb from "../../gen/ts/certmanager/v1/certificate.js";
 import * as reclamationPb from "../../gen/ts/certmanager/v1/reclamation.js";
 import { makeLeaf } from "../helpers/openssl.js";
 import { startServerProcess, type ServerProcess } from "../helpers/process.js";
-import { MYSQL_URL, mysqlAvailable, promisify } from "../helpers/service.js";
+import { clientsFor, MYSQL_URL, mysqlAvailable } from "../helpers/service.js";
 
 const haveMysql = await mysqlAvailable();
 
-function clients(port: number) {
-  const address = `127.0.0.1:${port}`;
-  return {
-    instances: promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure()), instancePb.InstanceServiceService, instancePb),
-    certificates: promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure()), certificatePb.CertificateServiceService, certificatePb),
-    reclamations: promisify(new reclamationPb.ReclamationServiceClient(address, credentials.createInsecure()), reclamationPb.ReclamationServiceService, reclamationPb),
-  };
+/** Clients of the replica on `port`, as the bootstrap administrator both replicas share through the data folder. */
+function clients(port: number, dataDir: string) {
+  return clientsFor(`127.0.0.1:${port}`, readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim());
 }
 
 async function until<T>(fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
@@ -75,8 +69,8 @@ describe.skipIf(!haveMysql)("purge with several replicas on MariaDB", () => {
     procs.push(a);
     const b = await startServerProcess(env);
     procs.push(b);
-    const ca = clients(a.port);
-    const cb = clients(b.port);
+    const ca = clients(a.port, dataDir);
+    const cb = clients(b.port, dataDir);
     const leaf = makeLeaf({ cn: "replica.example.test" });
     const recs: string[] = [];
     for (let i = 0; i < 8; i++) {
@@ -104,7 +98,7 @@ describe.skipIf(!haveMysql)("purge with several replicas on MariaDB", () => {
   it("finishes a reclaim after the replica doing it is killed with SIGKILL", async () => {
     const a = await startServerProcess({ ...env, CM_RECLAMATION_RETENTION_SECONDS: "3600" });
     procs.push(a);
-    const c = clients(a.port);
+    const c = clients(a.port, dataDir);
     const inst = (await c.instances.createInstance({ instance: { displayName: "big" } })).instance!;
     const leaf = makeLeaf({ cn: "kill.example.test" });
     const first = (await c.certificates.importCertificate({ parent: inst.name, certificate: leaf.certPem, privateKey: leaf.keyPem })).certificate!;
@@ -131,7 +125,7 @@ describe.skipIf(!haveMysql)("purge with several replicas on MariaDB", () => {
     const b = await startServerProcess(env);
     procs.push(b);
     await b.waitForLog(/"msg":"reclamation reclaimed"/, 30_000);
-    const cb = clients(b.port);
+    const cb = clients(b.port, dataDir);
     expect((await cb.reclamations.getReclamation({ name: rec.name })).reclamation!.state).toBe(reclamationPb.Reclamation_State.STATE_RECLAIMED);
     expect((await cb.instances.getInstance({ name: inst.name })).instance!.state).toBe(instancePb.Instance_State.STATE_DELETED);
     // No orphans anywhere: every version and domain row belongs to a certificate, no DEK of the instance is left.

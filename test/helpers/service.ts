@@ -3,16 +3,19 @@
  * MariaDB, and makes generated grpc-js clients for it. Each started service gets its own data directory and,
  * on MariaDB, its own database, dropped at stop.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { credentials, Metadata, type Client, type ServiceError } from "@grpc/grpc-js";
+import { credentials, InterceptingCall, Metadata, type ChannelCredentials, type Client, type Interceptor, type ServiceError } from "@grpc/grpc-js";
 import knexFactory, { type Knex } from "knex";
 import { createKnex } from "../../src/storage/index.js";
 import pino from "pino";
 import * as certificatePb from "../../gen/ts/certmanager/v1/certificate.js";
 import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
 import * as reclamationPb from "../../gen/ts/certmanager/v1/reclamation.js";
+import * as iamPb from "../../gen/ts/certmanager/v1/iam.js";
+import * as apiKeyPb from "../../gen/ts/certmanager/v1/api_key.js";
+import * as auditPb from "../../gen/ts/certmanager/v1/audit.js";
 import { BadRequest, ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
 import { loadConfig, type Config } from "../../src/config/index.js";
@@ -53,6 +56,56 @@ export class TestClock implements Clock {
   }
 }
 
+/** A client interceptor that sends `authorization: Bearer <secret>` with every call. */
+export function bearer(secret: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${secret}`);
+        next(metadata, listener);
+      },
+    });
+}
+
+/** Clients of every service, authenticated as one caller. */
+export interface Clients {
+  instances: Rpc<typeof instancePb.InstanceServiceService>;
+  certificates: Rpc<typeof certificatePb.CertificateServiceService>;
+  reclamations: Rpc<typeof reclamationPb.ReclamationServiceService>;
+  iam: Rpc<typeof iamPb.IamServiceService>;
+  apiKeys: Rpc<typeof apiKeyPb.ApiKeyServiceService>;
+  audit: Rpc<typeof auditPb.AuditServiceService>;
+  /** The generated CertificateService client itself, for the streaming methods. */
+  certificateClient: certificatePb.CertificateServiceClient;
+  close(): void;
+}
+
+/**
+ * Clients for `address` that authenticate with `secret` (an API key or a JWT), or send no credential when it is
+ * undefined. `creds` defaults to plaintext.
+ */
+export function clientsFor(address: string, secret: string | undefined, creds: ChannelCredentials = credentials.createInsecure()): Clients {
+  const options = secret === undefined ? {} : { interceptors: [bearer(secret)] };
+  const instanceClient = new instancePb.InstanceServiceClient(address, creds, options);
+  const certificateClient = new certificatePb.CertificateServiceClient(address, creds, options);
+  const reclamationClient = new reclamationPb.ReclamationServiceClient(address, creds, options);
+  const iamClient = new iamPb.IamServiceClient(address, creds, options);
+  const apiKeyClient = new apiKeyPb.ApiKeyServiceClient(address, creds, options);
+  const auditClient = new auditPb.AuditServiceClient(address, creds, options);
+  return {
+    instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb),
+    certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb),
+    reclamations: promisify(reclamationClient, reclamationPb.ReclamationServiceService, reclamationPb),
+    iam: promisify(iamClient, iamPb.IamServiceService, iamPb),
+    apiKeys: promisify(apiKeyClient, apiKeyPb.ApiKeyServiceService, apiKeyPb),
+    audit: promisify(auditClient, auditPb.AuditServiceService, auditPb),
+    certificateClient,
+    close() {
+      for (const c of [instanceClient, certificateClient, reclamationClient, iamClient, apiKeyClient, auditClient]) c.close();
+    },
+  };
+}
+
 /** A started service with its clients. */
 export interface TestService {
   service: RunningService;
@@ -66,8 +119,18 @@ export interface TestService {
   certificates: Rpc<typeof certificatePb.CertificateServiceService>;
   /** Promise-returning ReclamationService stub taking partial requests. */
   reclamations: Rpc<typeof reclamationPb.ReclamationServiceService>;
+  /** IamService, as the bootstrap administrator. */
+  iam: Rpc<typeof iamPb.IamServiceService>;
+  /** ApiKeyService, as the bootstrap administrator. */
+  apiKeys: Rpc<typeof apiKeyPb.ApiKeyServiceService>;
+  /** AuditService, as the bootstrap administrator. */
+  audit: Rpc<typeof auditPb.AuditServiceService>;
   /** The generated CertificateService client itself, for the streaming methods. */
   certificateClient: certificatePb.CertificateServiceClient;
+  /** The bootstrap administrator API key the service wrote at its first start; every client above sends it. */
+  adminKey: string;
+  /** Clients authenticated as `secret` (undefined: no credential), closed at stop. */
+  as(secret: string | undefined): Clients;
   /** The service's log records (JSON objects), whatever CM_TEST_LOG_LEVEL prints. */
   logs: Record<string, unknown>[];
   address: string;
@@ -106,6 +169,8 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
     CM_LISTEN_ADDRESS: "127.0.0.1:0",
     CM_LOG_LEVEL: process.env.CM_TEST_LOG_LEVEL ?? "silent",
     CM_SHUTDOWN_GRACE_SECONDS: "2",
+    // Suites send bursts far above a production limit; the rate-limit tests set their own.
+    CM_RATE_LIMIT_PER_SECOND: "0",
     ...(mysqlDatabaseUrl ? { CM_DATABASE_URL: mysqlDatabaseUrl } : {}),
     ...env,
   });
@@ -122,23 +187,31 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
       if (process.env.CM_TEST_LOG_LEVEL) process.stdout.write(line);
     },
   };
+  const extra: Clients[] = [];
   const connect = async () => {
     const service = await startService(config, { log: pino({ level: "info" }, sink), clock });
     const address = `127.0.0.1:${service.port}`;
-    const instanceClient = new instancePb.InstanceServiceClient(address, credentials.createInsecure());
-    const certificateClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure());
-    const reclamationClient = new reclamationPb.ReclamationServiceClient(address, credentials.createInsecure());
+    const adminKey = readFileSync(config.auth.bootstrapKeyPath ?? path.join(dataDir, "bootstrap-admin.key"), "utf8").trim();
+    const admin = clientsFor(address, adminKey);
     return {
       service,
       address,
-      instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb),
-      certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb),
-      reclamations: promisify(reclamationClient, reclamationPb.ReclamationServiceService, reclamationPb),
-      certificateClient,
+      adminKey,
+      instances: admin.instances,
+      certificates: admin.certificates,
+      reclamations: admin.reclamations,
+      iam: admin.iam,
+      apiKeys: admin.apiKeys,
+      audit: admin.audit,
+      certificateClient: admin.certificateClient,
+      as(secret: string | undefined) {
+        const c = clientsFor(address, secret);
+        extra.push(c);
+        return c;
+      },
       async close() {
-        instanceClient.close();
-        certificateClient.close();
-        reclamationClient.close();
+        admin.close();
+        for (const c of extra.splice(0)) c.close();
         await service.stop();
       },
     };

@@ -15,7 +15,7 @@ import { GENESIS_HASH, type AuditRecord } from "../../src/domain/audit.js";
 import { DomainError } from "../../src/domain/errors.js";
 import { SERVICE_RESOURCE } from "../../src/domain/iam.js";
 import { AuditService } from "../../src/services/audit.js";
-import { PageTokenCodec } from "../../src/services/page-token.js";
+import { PageTokenCodec } from "../../src/domain/page-token.js";
 import { KnexUnitOfWork } from "../../src/storage/index.js";
 import { KnexAuditRepository } from "../../src/storage/repositories/audit.js";
 import { ROOT } from "../helpers/process.js";

@@ -31,7 +31,7 @@ describe("ARCHITECTURE.md import directions", () => {
     expect(importsOf(text).sort()).toEqual(["../b.js", "./a.js", "./c.js", "./d.worker.js"]);
   });
 
-  it("places the next issue's authentication layer on the map before it exists", () => {
+  it("keeps authentication and authorization between the gRPC layer and the domain", () => {
     expect([...(rules.layers.get("auth") ?? [])].sort()).toEqual(["domain"]);
     expect([...(rules.layers.get("grpc") ?? [])]).toContain("auth");
   });

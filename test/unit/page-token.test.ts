@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "../../src/domain/errors.js";
-import { PageTokenCodec, pageSize } from "../../src/services/page-token.js";
+import { PageTokenCodec, pageSize } from "../../src/domain/page-token.js";
 
 describe("PageTokenCodec", () => {
   const codec = new PageTokenCodec(randomBytes(32));

@@ -537,7 +537,7 @@ export type IamServiceService = typeof IamServiceService;
 export const IamServiceService = {
   /**
    * Gets the policy of `instances/{instance}` (manager) or `services/certmanager` (administrator). A resource
-   * whose policy was never set has an empty one (no bindings, empty etag).
+   * whose policy was never set has one without bindings (and an etag, for the first SetIamPolicy).
    */
   getIamPolicy: {
     path: "/certmanager.v1.IamService/GetIamPolicy" as const,
@@ -551,8 +551,9 @@ export const IamServiceService = {
   },
   /**
    * Replaces a policy (read-modify-write): send the `etag` read by GetIamPolicy, and the call fails with ABORTED
-   * (`POLICY_ETAG_MISMATCH`) when the policy changed since. Only `version` 1 policies without conditions or
-   * audit configs. An unknown role, a role that cannot be bound on the resource or a malformed member is
+   * (`POLICY_ETAG_MISMATCH`) when the policy changed since; without an etag the policy is overwritten. Only
+   * policies without conditions or audit configs (`version` 0, 1 or 3; stored as 1). An unknown role, a role
+   * that cannot be bound on the resource, a malformed member, or a service policy without an administrator is
    * INVALID_ARGUMENT and changes nothing.
    */
   setIamPolicy: {
@@ -585,13 +586,14 @@ export const IamServiceService = {
 export interface IamServiceServer extends UntypedServiceImplementation {
   /**
    * Gets the policy of `instances/{instance}` (manager) or `services/certmanager` (administrator). A resource
-   * whose policy was never set has an empty one (no bindings, empty etag).
+   * whose policy was never set has one without bindings (and an etag, for the first SetIamPolicy).
    */
   getIamPolicy: handleUnaryCall<GetIamPolicyRequest, GetIamPolicyResponse>;
   /**
    * Replaces a policy (read-modify-write): send the `etag` read by GetIamPolicy, and the call fails with ABORTED
-   * (`POLICY_ETAG_MISMATCH`) when the policy changed since. Only `version` 1 policies without conditions or
-   * audit configs. An unknown role, a role that cannot be bound on the resource or a malformed member is
+   * (`POLICY_ETAG_MISMATCH`) when the policy changed since; without an etag the policy is overwritten. Only
+   * policies without conditions or audit configs (`version` 0, 1 or 3; stored as 1). An unknown role, a role
+   * that cannot be bound on the resource, a malformed member, or a service policy without an administrator is
    * INVALID_ARGUMENT and changes nothing.
    */
   setIamPolicy: handleUnaryCall<SetIamPolicyRequest, SetIamPolicyResponse>;
@@ -605,7 +607,7 @@ export interface IamServiceServer extends UntypedServiceImplementation {
 export interface IamServiceClient extends Client {
   /**
    * Gets the policy of `instances/{instance}` (manager) or `services/certmanager` (administrator). A resource
-   * whose policy was never set has an empty one (no bindings, empty etag).
+   * whose policy was never set has one without bindings (and an etag, for the first SetIamPolicy).
    */
   getIamPolicy(
     request: GetIamPolicyRequest,
@@ -624,8 +626,9 @@ export interface IamServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Replaces a policy (read-modify-write): send the `etag` read by GetIamPolicy, and the call fails with ABORTED
-   * (`POLICY_ETAG_MISMATCH`) when the policy changed since. Only `version` 1 policies without conditions or
-   * audit configs. An unknown role, a role that cannot be bound on the resource or a malformed member is
+   * (`POLICY_ETAG_MISMATCH`) when the policy changed since; without an etag the policy is overwritten. Only
+   * policies without conditions or audit configs (`version` 0, 1 or 3; stored as 1). An unknown role, a role
+   * that cannot be bound on the resource, a malformed member, or a service policy without an administrator is
    * INVALID_ARGUMENT and changes nothing.
    */
   setIamPolicy(

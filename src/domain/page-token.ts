@@ -4,8 +4,8 @@
  * a token with other request parameters (the payload carries a hash of them).
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
-import { InvalidArgumentError } from "../domain/errors.js";
-import type { KeysetCursor } from "../domain/ports.js";
+import { InvalidArgumentError } from "./errors.js";
+import type { KeysetCursor } from "./ports.js";
 
 /** Signs and verifies page tokens with one key. */
 export class PageTokenCodec {
