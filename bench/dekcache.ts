@@ -5,7 +5,7 @@
  *
  *   npx tsx bench/dekcache.ts [instances, default 200] [seconds per case, default 5]
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { credentials } from "@grpc/grpc-js";
@@ -15,7 +15,7 @@ import * as instancePb from "../gen/ts/certmanager/v1/instance.js";
 import { loadConfig } from "../src/config/index.js";
 import { startService } from "../src/main.js";
 import { makeLeaf } from "../test/helpers/openssl.js";
-import { promisify } from "../test/helpers/service.js";
+import { bearer, promisify } from "../test/helpers/service.js";
 
 const INSTANCES = Number(process.argv[2] ?? 200);
 const SECONDS = Number(process.argv[3] ?? 5);
@@ -23,11 +23,12 @@ const CONCURRENCY = 16;
 
 async function run(cacheMax: number): Promise<void> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "cm-bench-dek-"));
-  const config = loadConfig({ CM_DATA_DIR: dataDir, CM_LISTEN_ADDRESS: "127.0.0.1:0", CM_LOG_LEVEL: "warn", CM_DEK_CACHE_MAX: String(cacheMax) });
+  const config = loadConfig({ CM_DATA_DIR: dataDir, CM_LISTEN_ADDRESS: "127.0.0.1:0", CM_LOG_LEVEL: "warn", CM_DEK_CACHE_MAX: String(cacheMax), CM_RATE_LIMIT_PER_SECOND: "0" });
   const service = await startService(config, { log: pino({ level: "warn" }) });
   const address = `127.0.0.1:${service.port}`;
-  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure()), instancePb.InstanceServiceService, instancePb);
-  const certificates = promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure()), certificatePb.CertificateServiceService, certificatePb);
+  const auth = { interceptors: [bearer(readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim())] };
+  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure(), auth), instancePb.InstanceServiceService, instancePb);
+  const certificates = promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure(), auth), certificatePb.CertificateServiceService, certificatePb);
   try {
     const leaf = makeLeaf({ cn: "dek-bench.example.test", keyType: "ec256" });
     const names: string[] = [];

@@ -24,7 +24,7 @@ import { LocalRootKeyBackend } from "../src/crypto/rootkeys/local.js";
 import { unwrapDek } from "../src/crypto/wrapped-dek.js";
 import { makeChain } from "../test/helpers/openssl.js";
 import { startServerProcess } from "../test/helpers/process.js";
-import { promisify } from "../test/helpers/service.js";
+import { bearer, promisify } from "../test/helpers/service.js";
 
 const N = Number(process.argv[2] ?? 100_000);
 const MYSQL = process.env.CM_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306";
@@ -43,11 +43,12 @@ const admin = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL}/` } a
 await admin.raw(`CREATE DATABASE \`${dbName}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
 const db = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL}/${dbName}`, supportBigNumbers: true } as never, pool: { min: 0, max: 4 } });
 const dataDir = mkdtempSync(path.join(tmpdir(), "cm-bench-export-"));
-const server = await startServerProcess({ CM_DATABASE_URL: `${MYSQL}/${dbName}`, CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "info", ...(process.env.CM_EXPORT_BATCH_SIZE ? { CM_EXPORT_BATCH_SIZE: process.env.CM_EXPORT_BATCH_SIZE } : {}), ...(process.env.CM_BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.CM_BENCH_NODE_OPTIONS } : {}) });
+const server = await startServerProcess({ CM_DATABASE_URL: `${MYSQL}/${dbName}`, CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "info", CM_RATE_LIMIT_PER_SECOND: "0", ...(process.env.CM_EXPORT_BATCH_SIZE ? { CM_EXPORT_BATCH_SIZE: process.env.CM_EXPORT_BATCH_SIZE } : {}), ...(process.env.CM_BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.CM_BENCH_NODE_OPTIONS } : {}) });
 try {
   const address = `127.0.0.1:${server.port}`;
-  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure()), instancePb.InstanceServiceService, instancePb);
-  const certClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure(), { "grpc.max_receive_message_length": 64 * 1024 * 1024 });
+  const auth = { interceptors: [bearer(readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim())] };
+  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure(), auth), instancePb.InstanceServiceService, instancePb);
+  const certClient = new certificatePb.CertificateServiceClient(address, credentials.createInsecure(), { "grpc.max_receive_message_length": 64 * 1024 * 1024, ...auth });
   const certificates = promisify(certClient, certificatePb.CertificateServiceService, certificatePb);
 
   const inst = (await instances.createInstance({ instance: { displayName: "bench" } })).instance!;

@@ -17,7 +17,7 @@ import * as instancePb from "../gen/ts/certmanager/v1/instance.js";
 import { loadConfig } from "../src/config/index.js";
 import { startService } from "../src/main.js";
 import { encryptKey, exportPkcs12, makeChain, openssl } from "../test/helpers/openssl.js";
-import { promisify } from "../test/helpers/service.js";
+import { bearer, promisify } from "../test/helpers/service.js";
 
 const SECONDS = Number(process.argv[2] ?? 4);
 const CONCURRENCY = 8;
@@ -37,11 +37,12 @@ function legacyPkcs12(certPem: string, keyPem: string, caPems: string[]): Buffer
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "cm-bench-import-"));
-  const config = loadConfig({ CM_DATA_DIR: dataDir, CM_LISTEN_ADDRESS: "127.0.0.1:0", CM_LOG_LEVEL: "warn" });
+  const config = loadConfig({ CM_DATA_DIR: dataDir, CM_LISTEN_ADDRESS: "127.0.0.1:0", CM_LOG_LEVEL: "warn", CM_RATE_LIMIT_PER_SECOND: "0" });
   const service = await startService(config, { log: pino({ level: "warn" }) });
   const address = `127.0.0.1:${service.port}`;
-  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure()), instancePb.InstanceServiceService, instancePb);
-  const certificates = promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure()), certificatePb.CertificateServiceService, certificatePb);
+  const auth = { interceptors: [bearer(readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim())] };
+  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure(), auth), instancePb.InstanceServiceService, instancePb);
+  const certificates = promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure(), auth), certificatePb.CertificateServiceService, certificatePb);
   try {
     const chain = makeChain({ name: "bench-import", depth: 2, keyType: "rsa2048", cn: "bench-import.example.test" });
     const der = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64");

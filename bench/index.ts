@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import path from "node:path";
 
 const here = import.meta.dirname;
-for (const bench of ["envelope.ts", "dekcache.ts", "import.ts", "purge.ts", "export.ts"]) {
+for (const bench of ["envelope.ts", "dekcache.ts", "auth.ts", "import.ts", "purge.ts", "export.ts"]) {
   console.log(`\n== bench/${bench}`);
   execFileSync(process.execPath, ["--import", "tsx", path.join(here, bench)], { stdio: "inherit" });
 }

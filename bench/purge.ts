@@ -9,7 +9,7 @@
  * MariaDB at CM_BENCH_MYSQL_URL (default mysql://root@127.0.0.1:3306); skipped when it does not answer.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { credentials } from "@grpc/grpc-js";
@@ -22,7 +22,7 @@ import { loadConfig } from "../src/config/index.js";
 import { startService } from "../src/main.js";
 import { createKnex } from "../src/storage/index.js";
 import { makeChain } from "../test/helpers/openssl.js";
-import { promisify } from "../test/helpers/service.js";
+import { bearer, promisify } from "../test/helpers/service.js";
 
 const N = Number(process.argv[2] ?? 100_000);
 const BATCH = process.argv[3] ?? "500";
@@ -42,13 +42,15 @@ async function run(dialect: "mysql" | "sqlite"): Promise<void> {
     CM_LOG_LEVEL: "warn",
     CM_PURGE_BATCH_SIZE: BATCH,
     CM_PURGE_INTERVAL_SECONDS: "86400",
+    CM_RATE_LIMIT_PER_SECOND: "0",
     ...(dialect === "mysql" ? { CM_DATABASE_URL: `${MYSQL}/${dbName}` } : {}),
   });
   const service = await startService(config, { log: pino({ level: "warn" }) });
   const address = `127.0.0.1:${service.port}`;
-  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure()), instancePb.InstanceServiceService, instancePb);
-  const certificates = promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure()), certificatePb.CertificateServiceService, certificatePb);
-  const reclamations = promisify(new reclamationPb.ReclamationServiceClient(address, credentials.createInsecure()), reclamationPb.ReclamationServiceService, reclamationPb);
+  const auth = { interceptors: [bearer(readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim())] };
+  const instances = promisify(new instancePb.InstanceServiceClient(address, credentials.createInsecure(), auth), instancePb.InstanceServiceService, instancePb);
+  const certificates = promisify(new certificatePb.CertificateServiceClient(address, credentials.createInsecure(), auth), certificatePb.CertificateServiceService, certificatePb);
+  const reclamations = promisify(new reclamationPb.ReclamationServiceClient(address, credentials.createInsecure(), auth), reclamationPb.ReclamationServiceService, reclamationPb);
   const db = createKnex(config.database);
   try {
     const inst = (await instances.createInstance({ instance: { displayName: "bench" } })).instance!;

@@ -347,7 +347,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (!bootstrapKey && adminMembers.length === 0) {
     throw new ConfigError("CM_BOOTSTRAP_ADMIN_KEY", "is false and CM_ADMIN_MEMBERS is empty: nobody could administer a new service; name its administrators in CM_ADMIN_MEMBERS");
   }
-  const ratePerSecond = int(env, "CM_RATE_LIMIT_PER_SECOND", 200, 0, 1_000_000);
+  const ratePerSecond = int(env, "CM_RATE_LIMIT_PER_SECOND", 1000, 0, 1_000_000);
   const auth: Config["auth"] = {
     apiKeyPepperPath: path.resolve(str(env, "CM_API_KEY_PEPPER_FILE", path.join(dataDir, "api-key-pepper.key"))),
     ...(bootstrapKey ? { bootstrapKeyPath: path.resolve(str(env, "CM_BOOTSTRAP_ADMIN_KEY_FILE", path.join(dataDir, "bootstrap-admin.key"))) } : {}),
