@@ -148,7 +148,8 @@ export function normalizeBindings(resource: string, bindings: { role: string; me
   let total = 0;
   bindings.forEach((b, i) => {
     const at = `${field}[${i}]`;
-    if (!(b.role in ROLES)) {
+    // Own keys only: `in` would also take inherited names such as "constructor" or "__proto__", which are no roles.
+    if (!Object.hasOwn(ROLES, b.role)) {
       throw new InvalidArgumentError("INVALID_FIELD", `${at}.role`, `${at}.role ${JSON.stringify(b.role.slice(0, 100))} is not a role; use one of ${Object.keys(ROLES).join(", ")}`);
     }
     const role = b.role as Role;

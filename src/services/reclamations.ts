@@ -69,14 +69,22 @@ export class ReclamationService {
    */
   async restore(id: string): Promise<ReclamationRecord> {
     const now = this.clock.now();
-    const restored = await this.uow.transaction(async (repos) => {
-      if (!(await repos.reclamations.restore(id, now))) return false;
-      const r = (await repos.reclamations.get(id))!;
-      const instance = (await repos.instances.get(r.instanceId))!;
-      const active: InstanceRecord = { ...instance, state: "ACTIVE", reclamationId: undefined, expireTime: undefined, revision: instance.revision + 1, updateTime: now };
-      if (!(await repos.instances.update(active, instance.revision))) throw new Error(`instance ${instance.id} changed while its reclamation was restored`);
-      return true;
-    });
+    // A restore that changes nothing rolls back (NotRestored) rather than committing: the call's audit event
+    // joins the first transaction that calls a writing method (storage/index.ts), so a committed no-op would be
+    // recorded as a successful restore and the refusal below not at all.
+    const restored = await this.uow
+      .transaction(async (repos) => {
+        if (!(await repos.reclamations.restore(id, now))) throw new NotRestored();
+        const r = (await repos.reclamations.get(id))!;
+        const instance = (await repos.instances.get(r.instanceId))!;
+        const active: InstanceRecord = { ...instance, state: "ACTIVE", reclamationId: undefined, expireTime: undefined, revision: instance.revision + 1, updateTime: now };
+        if (!(await repos.instances.update(active, instance.revision))) throw new Error(`instance ${instance.id} changed while its reclamation was restored`);
+        return true;
+      })
+      .catch((err: unknown) => {
+        if (err instanceof NotRestored) return false;
+        throw err;
+      });
     const r = await this.get(id);
     if (restored) {
       this.log.info({ reclamation: reclamationName(id), instance: instanceName(r.instanceId) }, "reclamation restored");
@@ -192,3 +200,6 @@ export class ReclamationService {
 }
 
 class LeaseLost extends Error {}
+
+/** Thrown inside the restore transaction when the reclamation was not SCHEDULED, so nothing commits. */
+class NotRestored extends Error {}

@@ -135,6 +135,21 @@ describe.each(await databases())("audit trail on %s", (db) => {
     expect(line).toMatchObject({ seq: res.headSequence, hash: res.headHash });
   });
 
+  it("records a refused restore with its outcome, not as a success", async () => {
+    const name = await instance();
+    const { reclamation } = await t.instances.deleteInstance({ name });
+    const manager = who.get("manager")!;
+    await manager.clients.reclamations.restoreReclamation({ name: reclamation!.name });
+    // Restored already: the conditional UPDATE matches no row, nothing changes, and the call is refused.
+    const err = await expectFailure(manager.clients.reclamations.restoreReclamation({ name: reclamation!.name }));
+    expect(err.code).toBe(status.FAILED_PRECONDITION);
+    const restores = (await events(name)).filter((e) => e.method.endsWith("/RestoreReclamation")).map((e) => [e.code, e.reason]);
+    expect(restores).toEqual([
+      [0, ""],
+      [status.FAILED_PRECONDITION, "RECLAMATION_NOT_SCHEDULED"],
+    ]);
+  });
+
   it("records the purge job's reclaim of an expired instance as system:purge on the instance's chain", async () => {
     const name = await instance();
     const { reclamation } = await t.instances.deleteInstance({ name });
