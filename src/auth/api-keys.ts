@@ -8,11 +8,12 @@
 import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { InvalidArgumentError, NotFoundError, UnauthenticatedError } from "../domain/errors.js";
+import { API_KEY_ID } from "../domain/iam.js";
 import { PageTokenCodec, pageSize } from "../domain/page-token.js";
 import type { ApiKeyRecord, Clock, Repositories, UnitOfWork } from "../domain/ports.js";
 
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
-const TOKEN = /^cmk_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$/;
+const TOKEN = new RegExp(`^cmk_(${API_KEY_ID})_([A-Za-z0-9_-]{43})$`);
 
 /** True when `token` has the shape of an API key (so a bearer token is not tried as a JWT). */
 export function looksLikeApiKey(token: string): boolean {
@@ -80,7 +81,7 @@ export class ApiKeyVerifier {
   }
 }
 
-const NAME = /^apiKeys\/([a-z0-9]{16})$/;
+const NAME = new RegExp(`^apiKeys/(${API_KEY_ID})$`);
 
 /** `apiKeys/{id}`. */
 export const apiKeyName = (id: string): string => `apiKeys/${id}`;
@@ -103,12 +104,22 @@ export class ApiKeyService {
     this.cache = new LRUCache({ max: 10_000, ttl: Math.max(1, cacheTtlMs) });
   }
 
+  /** Bumped by every change on this server, so a lookup that read before it does not cache what it read. */
+  private generation = 0;
+
+  /** Drops `id` from the cache, and keeps lookups already reading from putting it back. */
+  private forget(id: string): void {
+    this.generation++;
+    this.cache.delete(id);
+  }
+
   /** The key with public id `id`, through the cache (for ApiKeyVerifier). */
   readonly lookup = async (id: string): Promise<ApiKeyRecord | undefined> => {
     const hit = this.cache.get(id);
     if (hit) return hit.key;
+    const generation = this.generation;
     const key = await this.uow.repos.apiKeys.get(id);
-    this.cache.set(id, { key });
+    if (generation === this.generation) this.cache.set(id, { key });
     return key;
   };
 
@@ -126,8 +137,9 @@ export class ApiKeyService {
     }
     const { id, secret, secretHmac } = newApiKey(this.pepper);
     const key: ApiKeyRecord = { id, displayName: input.displayName, secretHmac, creator, createTime: now, expireTime: input.expireTime };
-    await (repos ?? this.uow.repos).apiKeys.insert(key);
-    this.cache.delete(id);
+    if (repos) await repos.apiKeys.insert(key);
+    else await this.uow.transaction((r) => r.apiKeys.insert(key));
+    this.forget(id);
     return { key, secret };
   }
 
@@ -153,9 +165,16 @@ export class ApiKeyService {
   /** Revokes a key (a revoked one is returned unchanged). @throws as `get`. */
   async revoke(name: string): Promise<ApiKeyRecord> {
     const id = parseApiKeyName(name);
-    await this.uow.repos.apiKeys.revoke(id, this.clock.now());
-    this.cache.delete(id);
-    return this.get(name);
+    const key = await this.uow.transaction(async (repos) => {
+      const found = await repos.apiKeys.get(id);
+      if (!found) throw new NotFoundError("API_KEY_NOT_FOUND", name, `API key ${name} does not exist`);
+      if (found.revokeTime) return found;
+      const now = this.clock.now();
+      await repos.apiKeys.revoke(id, now);
+      return { ...found, revokeTime: now };
+    });
+    this.forget(id);
+    return key;
   }
 
   /** Writes the batched last-use times (at most one write per key per flush). */

@@ -6,11 +6,14 @@
  */
 import { LRUCache } from "lru-cache";
 import { NotFoundError, PermissionDeniedError } from "../domain/errors.js";
-import { heldPermissions, type Permission, type PolicyRecord, SERVICE_RESOURCE } from "../domain/iam.js";
+import { API_KEY_ID, heldPermissions, type Permission, type PolicyRecord, SERVICE_RESOURCE } from "../domain/iam.js";
 import { instanceNotFound } from "../domain/instance.js";
 import { instanceName, parseCertificateName, parseInstanceName, parseReclamationName, reclamationName } from "../domain/names.js";
 import type { Caller } from "./authenticate.js";
 import type { MethodRule } from "./methods.js";
+
+/** An API key's resource name, recorded as the resource of ApiKeyService calls that name one. */
+const API_KEY_NAME = new RegExp(`^apiKeys/${API_KEY_ID}$`);
 
 /** What the authorizer reads from storage. */
 export interface AuthorizationSources {
@@ -52,16 +55,22 @@ export class Authorizer {
     this.policies = new LRUCache({ max: 10_000, ttl: Math.max(1, cacheTtlMs) });
   }
 
+  /** Bumped by every invalidation, so a read that started before it does not cache the old policy. */
+  private generation = 0;
+
   /** Forgets a cached policy (after this server changed it). */
   invalidate(resource: string): void {
+    this.generation++;
     this.policies.delete(resource);
   }
 
+  /** The bindings of `resource`'s policy, through the cache. */
   private async bindings(resource: string): Promise<PolicyRecord["bindings"]> {
     const hit = this.policies.get(resource);
     if (hit) return hit.bindings;
+    const generation = this.generation;
     const bindings = (await this.sources.policy(resource))?.bindings ?? [];
-    this.policies.set(resource, { bindings });
+    if (generation === this.generation) this.policies.set(resource, { bindings });
     return bindings;
   }
 
@@ -93,7 +102,7 @@ export class Authorizer {
     if (r.kind === "service") {
       const permission = rule.permission as Permission;
       const name = fieldOf(request, "name");
-      const resource = /^apiKeys\/[a-z0-9]{16}$/.test(name) ? name : SERVICE_RESOURCE;
+      const resource = API_KEY_NAME.test(name) ? name : SERVICE_RESOURCE;
       const held = (await this.held(caller, SERVICE_RESOURCE)).has(permission);
       if (rule.list) return held || (await this.boundServiceWide(caller)) ? { resource } : { resource, visibleTo: caller.members };
       if (!held) throw new PermissionDeniedError(permission, SERVICE_RESOURCE);
@@ -136,6 +145,6 @@ export class Authorizer {
     const held = await this.held(caller, instance);
     if (held.has(permission)) return { resource, instance };
     if (held.size === 0) throw hidden();
-    throw new PermissionDeniedError(permission, resource);
+    throw new PermissionDeniedError(permission, resource, instance);
   }
 }

@@ -7,7 +7,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
-import { SERVICE_RESOURCE } from "../domain/iam.js";
+import { API_KEY_ID, SERVICE_RESOURCE } from "../domain/iam.js";
 import type { Clock, UnitOfWork } from "../domain/ports.js";
 import { apiKeyMember, type ApiKeyService } from "./api-keys.js";
 
@@ -29,7 +29,7 @@ export async function bootstrapAdministrators(
   const tmp = opts.keyPath && `${opts.keyPath}.tmp`;
   if (tmp && opts.keyPath && existsSync(tmp)) {
     // A start that died between its commit and the rename: keep the key if it was committed.
-    const id = /^cmk_([a-z0-9]{16})_/.exec(readFileSync(tmp, "utf8"))?.[1];
+    const id = new RegExp(`^cmk_(${API_KEY_ID})_`).exec(readFileSync(tmp, "utf8"))?.[1];
     if (id && !existsSync(opts.keyPath) && (await uow.repos.apiKeys.get(id))) renameSync(tmp, opts.keyPath);
     else rmSync(tmp, { force: true });
   }
@@ -48,6 +48,17 @@ export async function bootstrapAdministrators(
           closeSync(fd);
         }
       }
+      await repos.audit.append(SERVICE_RESOURCE, {
+        time: clock.now(),
+        principal: "system:bootstrap",
+        method: "job:bootstrap",
+        resource: SERVICE_RESOURCE,
+        code: 0,
+        reason: "",
+        requestId: "",
+        callId: "",
+        peer: "",
+      });
       const ok = await repos.policies.put({ resource: SERVICE_RESOURCE, bindings: [{ role: "roles/administrator", members: [...new Set(members)].sort() }], revision: 1, updateTime: clock.now() }, 0);
       if (!ok) throw new LostRace();
     });

@@ -14,6 +14,9 @@ export interface PolicyView {
   etag: Buffer;
 }
 
+/** Another writer stored a revision first. */
+class LostRace extends Error {}
+
 /** The etag of a policy revision: changes with every write, never repeats across resources. */
 function etagOf(resource: string, revision: number): Buffer {
   return createHash("sha256").update(`${resource}\n${revision}`).digest().subarray(0, 12);
@@ -77,8 +80,12 @@ export class PolicyService {
             throw new AbortedError("POLICY_ETAG_MISMATCH", `the policy of ${resource} changed since its etag was read; get it again, apply your change and set it again`, { resource });
           }
         }
-        const ok = await repos.policies.put({ resource, bindings, revision: revision + 1, updateTime: this.clock.now() }, revision);
-        return ok ? revision + 1 : undefined;
+        // A lost race is thrown inside, so the transaction (and the call's audit event with it) rolls back.
+        if (!(await repos.policies.put({ resource, bindings, revision: revision + 1, updateTime: this.clock.now() }, revision))) throw new LostRace();
+        return revision + 1;
+      }).catch((err: unknown) => {
+        if (err instanceof LostRace) return undefined;
+        throw err;
       });
       if (stored !== undefined) {
         this.changed(resource);

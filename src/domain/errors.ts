@@ -184,11 +184,14 @@ export class UnauthenticatedError extends DomainError {
   }
 }
 
-/** The caller may see `resource` but its roles lack `permission` (AIP-193, AIP-211). */
+/**
+ * The caller may see `resource` but its roles lack `permission` (AIP-193, AIP-211). `instance` names the instance
+ * whose policy decided (metadata `instance`), when it is not `resource` itself.
+ */
 export class PermissionDeniedError extends DomainError {
-  constructor(permission: string, resource: string) {
+  constructor(permission: string, resource: string, instance?: string) {
     super("PERMISSION_DENIED", "PERMISSION_DENIED", `the caller lacks ${permission} on ${resource}; ask a manager of it (or an administrator) for a role that holds it`, {
-      metadata: { permission, resource },
+      metadata: { permission, resource, ...(instance && instance !== resource ? { instance } : {}) },
     });
   }
 }

@@ -105,13 +105,16 @@ export interface PolicyRecord {
   updateTime?: Date;
 }
 
+/** An API key's public id: 16 of `[a-z0-9]` (80 random bits), in its name, its member and its secret. */
+export const API_KEY_ID = "[a-z0-9]{16}";
+
 /** Longest member string accepted (the kind prefix included). */
 export const MAX_MEMBER_LENGTH = 255;
 
 const MEMBER_RULES: { prefix: string; pattern: RegExp; form: string }[] = [
   { prefix: "user:", pattern: /^user:[\x21-\x7e]{1,249}$/, form: "user:{subject}" },
   { prefix: "group:", pattern: /^group:[\x21-\x7e]{1,248}$/, form: "group:{group}" },
-  { prefix: "apiKey:", pattern: /^apiKey:[a-z0-9]{16}$/, form: "apiKey:{16 lowercase letters and digits}" },
+  { prefix: "apiKey:", pattern: new RegExp(`^apiKey:${API_KEY_ID}$`), form: "apiKey:{16 lowercase letters and digits}" },
   {
     prefix: "spiffe:",
     pattern: /^spiffe:spiffe:\/\/[a-z0-9._-]{1,255}(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/,

@@ -11,7 +11,7 @@ import type { Admission, Authorizer } from "../auth/authorize.js";
 import { METHOD_RULES, type MethodRule } from "../auth/methods.js";
 import { auditChainOf, type AuditEventInput } from "../domain/audit.js";
 import { auditScope, type AuditScope } from "../domain/audit-scope.js";
-import { DomainError, InvalidArgumentError, NotFoundError, PermissionDeniedError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
+import { DomainError, NotFoundError, PermissionDeniedError, RateLimitedError, UnauthenticatedError } from "../domain/errors.js";
 import { SERVICE_RESOURCE } from "../domain/iam.js";
 import type { AuditService } from "../services/audit.js";
 import { toStatus } from "./status.js";
@@ -109,8 +109,12 @@ export class Gate {
       }
       throw err;
     }
-    const wait = this.deps.callLimiter?.take(caller.principal) ?? 0;
-    if (wait > 0) throw new RateLimitedError(wait, this.deps.callLimit ?? "");
+    // Rate-limited calls are not recorded: a flood must not turn into writes. Streamed items count one each.
+    const limit = () => {
+      const wait = this.deps.callLimiter?.take(caller.principal) ?? 0;
+      if (wait > 0) throw new RateLimitedError(wait, this.deps.callLimit ?? "");
+    };
+    limit();
     const requestId = requestIdOf(request);
     if (!rule) {
       const err = new PermissionDeniedError("(none: the method has no rule)", path);
@@ -123,7 +127,10 @@ export class Gate {
       } catch (err) {
         if (err instanceof NotFoundError || err instanceof PermissionDeniedError) {
           const resource = (err.metadata.resource ?? "").slice(0, 255);
-          await this.record(auditChainOf(resource), this.event(path, facts, caller.principal, resource, requestIdOf(req)), Gate.outcome(err));
+          // A denial the caller may see goes to its instance's chain. A hidden one (NOT_FOUND: no role, or no such
+          // instance) goes to the service's: any made-up name must not open a chain of its own.
+          const chain = err instanceof PermissionDeniedError ? (err.metadata.instance ?? auditChainOf(resource)) : SERVICE_RESOURCE;
+          await this.record(chain, this.event(path, facts, caller.principal, resource, requestIdOf(req)), Gate.outcome(err));
         }
         throw err;
       }
@@ -134,7 +141,13 @@ export class Gate {
       const chain = a?.instance ?? auditChainOf(resource);
       if (rule.audit === "denied") return fn();
       if (rule.audit === "material") {
-        const out = await fn();
+        let out: T;
+        try {
+          out = await fn();
+        } catch (err) {
+          await this.record(chain, e, Gate.outcome(err));
+          throw err;
+        }
         // Before the answer (or the first streamed message) leaves.
         await this.record(chain, e, { code: 0, reason: "" });
         return out;
@@ -146,7 +159,7 @@ export class Gate {
         return out;
       } catch (err) {
         // A change that failed before committing anything is still recorded, with its outcome.
-        if (!scope.appended && !(err instanceof InvalidArgumentError && rule.perItem)) await this.record(chain, e, Gate.outcome(err));
+        if (!scope.appended) await this.record(chain, e, Gate.outcome(err));
         throw err;
       }
     };
@@ -156,6 +169,7 @@ export class Gate {
       visibleTo: admission?.visibleTo,
       run: (fn) => audited(admission, requestId, fn),
       runItem: async (item, fn) => {
+        limit();
         const a = await check(item);
         return audited(a, requestIdOf(item), fn);
       },

@@ -186,7 +186,11 @@ export class InstanceService {
       revision: current.revision + 1,
       updateTime: this.clock.now(),
     };
-    if (!(await this.uow.repos.instances.update(updated, current.revision))) throw new EtagMismatchError(instanceName(id), etag !== "");
+    // In a transaction, so the call's audit event commits with the change, and a lost race (thrown inside) leaves
+    // neither.
+    await this.uow.transaction(async (repos) => {
+      if (!(await repos.instances.update(updated, current.revision))) throw new EtagMismatchError(instanceName(id), etag !== "");
+    });
     return updated;
   }
 

@@ -66,8 +66,10 @@ describe.each(await databases())("audit trail on %s", (db) => {
     expect(row("AccessCertificate")).toEqual([
       { principal: who.get("writer")!.member, code: 0, reason: "", resource: cert.name },
       { principal: who.get("reader")!.member, code: status.PERMISSION_DENIED, reason: "PERMISSION_DENIED", resource: cert.name },
-      { principal: who.get("stranger")!.member, code: status.NOT_FOUND, reason: "INSTANCE_NOT_FOUND", resource: name },
     ]);
+    // A hidden denial goes to the service chain: a made-up instance name must not open a chain.
+    const hidden = (await events("services/certmanager")).filter((e) => e.method === `${C}AccessCertificate`);
+    expect(hidden.map((e) => [e.principal, e.code, e.reason, e.resource])).toEqual([[who.get("stranger")!.member, status.NOT_FOUND, "INSTANCE_NOT_FOUND", name]]);
     expect(row("ExportCertificates")).toEqual([{ principal: who.get("writer")!.member, code: 0, reason: "", resource: name }]);
     // Reads of metadata that succeed are not recorded.
     expect(row("GetCertificate")).toEqual([]);
