@@ -67,6 +67,8 @@ export class PolicyService {
     if (resource === SERVICE_RESOURCE && !bindings.some((b) => b.role === "roles/administrator")) {
       throw new InvalidArgumentError("INVALID_FIELD", "policy.bindings", "the service policy must keep at least one member in roles/administrator, or nobody could manage the service");
     }
+    // A lost race rolls its transaction back (so the call's audit event is not committed with it as a success).
+    const lost = new Error("lost the policy race");
     for (let attempt = 1; ; attempt++) {
       const stored = await this.uow.transaction(async (repos) => {
         const current = await repos.policies.get(resource);
@@ -78,7 +80,11 @@ export class PolicyService {
           }
         }
         const ok = await repos.policies.put({ resource, bindings, revision: revision + 1, updateTime: this.clock.now() }, revision);
-        return ok ? revision + 1 : undefined;
+        if (!ok) throw lost;
+        return revision + 1;
+      }).catch((err: unknown) => {
+        if (err === lost) return undefined;
+        throw err;
       });
       if (stored !== undefined) {
         this.changed(resource);

@@ -117,11 +117,15 @@ export class Gate {
       await this.record(SERVICE_RESOURCE, this.event(path, facts, caller.principal, "", requestId), Gate.outcome(err));
       throw err;
     }
-    const check = async (req: unknown) => {
+    const check = async (req: unknown, item = false) => {
       try {
         return await this.deps.authorizer.admit(caller, rule, req);
       } catch (err) {
         if (err instanceof NotFoundError || err instanceof PermissionDeniedError) {
+          // A denied item of a stream counts as a call against the caller's rate limit, so one stream cannot
+          // write more denial events than the same calls made one by one; over the limit it is not recorded.
+          const itemWait = item ? (this.deps.callLimiter?.take(caller.principal) ?? 0) : 0;
+          if (itemWait > 0) throw new RateLimitedError(itemWait, this.deps.callLimit ?? "");
           const resource = (err.metadata.resource ?? "").slice(0, 255);
           await this.record(auditChainOf(resource), this.event(path, facts, caller.principal, resource, requestIdOf(req)), Gate.outcome(err));
         }
@@ -156,7 +160,7 @@ export class Gate {
       visibleTo: admission?.visibleTo,
       run: (fn) => audited(admission, requestId, fn),
       runItem: async (item, fn) => {
-        const a = await check(item);
+        const a = await check(item, true);
         return audited(a, requestIdOf(item), fn);
       },
     };
