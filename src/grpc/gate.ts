@@ -121,7 +121,7 @@ export class Gate {
       await this.record(SERVICE_RESOURCE, this.event(path, facts, caller.principal, "", requestId), Gate.outcome(err));
       throw err;
     }
-    const check = async (req: unknown) => {
+    const check = async (req: unknown, item = false) => {
       try {
         return await this.deps.authorizer.admit(caller, rule, req);
       } catch (err) {
