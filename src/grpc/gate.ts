@@ -169,6 +169,9 @@ export class Gate {
       visibleTo: admission?.visibleTo,
       run: (fn) => audited(admission, requestId, fn),
       runItem: async (item, fn) => {
+        // The credential is checked again for every item, so a key revoked (or a token expired) while the stream
+        // is open stops it at the next item.
+        await this.deps.authenticator.authenticate(facts);
         limit();
         const a = await check(item);
         return audited(a, requestIdOf(item), fn);

@@ -620,11 +620,13 @@ export const ListAuditEventsResponse: MessageFns<ListAuditEventsResponse> = {
 /**
  * Reads the audit trail: who did what, to which resource, with what outcome.
  *
- * Every mutating call, every read of material (AccessCertificate, ExportCertificates), every denied call and
- * every key management action appends an event to an append-only log. There is one hash chain per instance,
- * `instances/{instance}`, and one for service-wide events, `services/certmanager`: each event's `hash` covers
- * its fields and the previous event's hash, so an edited, deleted or reordered event breaks the chain
- * (`npm run audit -- verify` names it). Events hold no secrets and outlive the instance's permanent deletion.
+ * Every mutating call (key management included), every read of material (AccessCertificate, ExportCertificates),
+ * every call refused for lack of a credential or a permission (unauthenticated ones at most a few a second per
+ * address) and the service's own background work append an event to an append-only log. There is one hash chain
+ * per instance, `instances/{instance}`, and one for service-wide events, `services/certmanager`: each event's
+ * `hash` covers its fields and the previous event's hash, so an edited, deleted or reordered event breaks the
+ * chain (`npm run audit -- verify` names it). Events hold no secrets and outlive the instance's permanent
+ * deletion.
  */
 export type AuditServiceService = typeof AuditServiceService;
 export const AuditServiceService = {
