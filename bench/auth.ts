@@ -38,7 +38,7 @@ function cpuSeconds(pid: number): number {
 
 execFileSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
 const dataDir = mkdtempSync(path.join(tmpdir(), "cm-bench-auth-"));
-const server = await startServerProcess({ CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "warn", CM_RATE_LIMIT_PER_SECOND: "0" });
+const server = await startServerProcess({ CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "info", CM_RATE_LIMIT_PER_SECOND: "0" });
 try {
   const address = `127.0.0.1:${server.port}`;
   const adminKey = readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim();
