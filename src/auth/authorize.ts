@@ -5,10 +5,10 @@
  * refuses it (PERMISSION_DENIED) when the caller may see it but lacks the permission.
  */
 import { LRUCache } from "lru-cache";
-import { NotFoundError, PermissionDeniedError } from "../domain/errors.js";
+import { InvalidArgumentError, NotFoundError, PermissionDeniedError } from "../domain/errors.js";
 import { API_KEY_ID, heldPermissions, type Permission, type PolicyRecord, SERVICE_RESOURCE } from "../domain/iam.js";
 import { instanceNotFound } from "../domain/instance.js";
-import { instanceName, parseCertificateName, parseInstanceName, parseReclamationName, reclamationName } from "../domain/names.js";
+import { instanceIdOf, instanceName, parseCertificateName, parseInstanceName, parseReclamationName, reclamationName } from "../domain/names.js";
 import type { Caller } from "./authenticate.js";
 import type { MethodRule } from "./methods.js";
 
@@ -117,6 +117,13 @@ export class Authorizer {
       if (rule.anyCaller) return { resource: SERVICE_RESOURCE };
       if (!(await this.held(caller, SERVICE_RESOURCE)).has(permission)) throw new PermissionDeniedError(permission, SERVICE_RESOURCE);
       return { resource: SERVICE_RESOURCE };
+    }
+    if (r.kind === "instanceOrService" && instanceIdOf(value) === undefined) {
+      throw new InvalidArgumentError(
+        "INVALID_FIELD",
+        field,
+        `${field} must be an instance name of the form instances/{uuid}, or ${SERVICE_RESOURCE}; got ${JSON.stringify(value.slice(0, 200))}`,
+      );
     }
     if (r.kind === "instance" || r.kind === "instanceOrService") {
       instanceId = parseInstanceName(value, field);

@@ -227,6 +227,10 @@ describe.each(await databases())("authentication on %s", (db) => {
       expect([e.code, e.reason], e.message).toEqual([code, reason]);
     }
     expect(JSON.stringify((await m.iam.getIamPolicy({ resource: name })).policy)).toBe(snapshot);
+    // A resource that is neither kind is named as such, with both forms.
+    const bad = await expectFailure(m.iam.getIamPolicy({ resource: "projects/x" }));
+    expect([bad.code, bad.fieldViolations[0]?.field]).toEqual([status.INVALID_ARGUMENT, "resource"]);
+    expect(bad.message).toContain("services/certmanager");
     // The read-modify-write that follows the rules goes through, and the old etag is then stale.
     const updated = await m.iam.setIamPolicy({ resource: name, policy: { ...read, bindings: [...read.bindings, { role: "roles/reader", members: ["group:auditors"] }] } });
     expect(updated.policy!.etag).not.toEqual(read.etag);
