@@ -5,6 +5,8 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { AbortedError, InvalidArgumentError } from "../domain/errors.js";
 import { type Binding, isPolicyResource, normalizeBindings, SERVICE_RESOURCE } from "../domain/iam.js";
+import { instanceNotFound } from "../domain/instance.js";
+import { instanceIdOf } from "../domain/names.js";
 import type { Clock, UnitOfWork } from "../domain/ports.js";
 
 /** A policy as answered: bindings, version 1, and its etag (12 opaque bytes). */
@@ -39,16 +41,21 @@ export class PolicyService {
     private readonly changed: (resource: string) => void,
   ) {}
 
-  /** @throws InvalidArgumentError INVALID_FIELD for a resource that cannot hold a policy. */
-  private static checkResource(resource: string): void {
+  /**
+   * @throws InvalidArgumentError INVALID_FIELD for a resource that cannot hold a policy; NotFoundError
+   *         INSTANCE_NOT_FOUND for an instance that does not exist (a policy is never stored for one).
+   */
+  private async checkResource(resource: string): Promise<void> {
     if (!isPolicyResource(resource)) {
       throw new InvalidArgumentError("INVALID_FIELD", "resource", `resource must be instances/{uuid} or ${SERVICE_RESOURCE}, got ${JSON.stringify(resource.slice(0, 200))}`);
     }
+    const id = instanceIdOf(resource);
+    if (id !== undefined && !(await this.uow.repos.instances.get(id))) throw instanceNotFound(id);
   }
 
   /** The policy of `resource` (one without bindings when never set). */
   async get(resource: string): Promise<PolicyView> {
-    PolicyService.checkResource(resource);
+    await this.checkResource(resource);
     const p = await this.uow.repos.policies.get(resource);
     return { version: 1, bindings: p?.bindings ?? [], etag: etagOf(resource, p?.revision ?? 0) };
   }
@@ -60,7 +67,7 @@ export class PolicyService {
    *         AbortedError POLICY_ETAG_MISMATCH when `policy.etag` is set and is not the current one.
    */
   async set(resource: string, policy: PolicyInput): Promise<PolicyView> {
-    PolicyService.checkResource(resource);
+    await this.checkResource(resource);
     if (![0, 1, 3].includes(policy.version)) throw new InvalidArgumentError("INVALID_FIELD", "policy.version", `policy.version must be 0, 1 or 3, got ${policy.version}`);
     if (policy.auditConfigs.length > 0) throw new InvalidArgumentError("INVALID_FIELD", "policy.audit_configs", "policy.audit_configs is not supported: every call is audited");
     policy.bindings.forEach((b, i) => {

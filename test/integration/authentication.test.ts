@@ -231,6 +231,10 @@ describe.each(await databases())("authentication on %s", (db) => {
     const bad = await expectFailure(m.iam.getIamPolicy({ resource: "projects/x" }));
     expect([bad.code, bad.fieldViolations[0]?.field]).toEqual([status.INVALID_ARGUMENT, "resource"]);
     expect(bad.message).toContain("services/certmanager");
+    // An administrator gets the truth about an instance that does not exist, and no policy is stored for it.
+    const ghost = name.replace(/[0-9a-f]{12}$/, "000000000000");
+    expect((await expectFailure(t.iam.setIamPolicy({ resource: ghost, policy: { bindings: [{ role: "roles/reader", members: ["user:x"] }] } }))).reason).toBe("INSTANCE_NOT_FOUND");
+    expect(await t.raw()("iam_policies").where({ resource: ghost }).first()).toBeUndefined();
     // The read-modify-write that follows the rules goes through, and the old etag is then stale.
     const updated = await m.iam.setIamPolicy({ resource: name, policy: { ...read, bindings: [...read.bindings, { role: "roles/reader", members: ["group:auditors"] }] } });
     expect(updated.policy!.etag).not.toEqual(read.etag);
