@@ -188,11 +188,16 @@ export function normalizeBindings(resource: string, bindings: { role: string; me
 export function heldPermissions(resource: string, members: readonly string[], own: Binding[], service: Binding[]): Set<Permission> {
   const held = new Set<Permission>();
   const has = (b: Binding) => b.members.some((m) => members.includes(m));
+  const onService = resource === SERVICE_RESOURCE;
+  // On an instance only instance permissions exist (an administrator holds the manager's there).
+  const add = (role: Role) => {
+    for (const p of ROLES[role]) if (onService || MANAGER.includes(p)) held.add(p);
+  };
   for (const b of service) {
     if (!has(b)) continue;
-    if (resource === SERVICE_RESOURCE && b.role !== "roles/administrator") continue;
-    for (const p of ROLES[b.role]) held.add(p);
+    if (onService && b.role !== "roles/administrator") continue;
+    add(b.role);
   }
-  if (resource !== SERVICE_RESOURCE) for (const b of own) if (has(b)) for (const p of ROLES[b.role]) held.add(p);
+  if (!onService) for (const b of own) if (has(b)) add(b.role);
   return held;
 }

@@ -20,3 +20,21 @@ describe("normalizeBindings", () => {
     expect(heldPermissions("instances/0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d", ["user:a"], [], bindings).has("certmanager.certificates.get")).toBe(true);
   });
 });
+
+describe("heldPermissions", () => {
+  const instance = "instances/0190a3c4-5e6f-7a8b-9c0d-1e2f3a4b5c6d";
+  const service = [{ role: "roles/administrator" as const, members: ["user:admin"] }];
+  it("gives an administrator every instance permission on an instance, and no service permission there", () => {
+    const held = heldPermissions(instance, ["user:admin"], [], service);
+    expect(held.has("certmanager.certificates.access")).toBe(true);
+    expect(held.has("certmanager.instances.setIamPolicy")).toBe(true);
+    expect(held.has("certmanager.apiKeys.create")).toBe(false);
+    expect(held.has("certmanager.services.setIamPolicy")).toBe(false);
+    expect(heldPermissions(SERVICE_RESOURCE, ["user:admin"], [], service).has("certmanager.apiKeys.create")).toBe(true);
+  });
+  it("gives a role bound on the service every instance, but nothing on the service itself", () => {
+    const readerEverywhere = [...service, { role: "roles/reader" as const, members: ["group:auditors"] }];
+    expect(heldPermissions(instance, ["group:auditors"], [], readerEverywhere).has("certmanager.certificates.get")).toBe(true);
+    expect(heldPermissions(SERVICE_RESOURCE, ["group:auditors"], [], readerEverywhere).size).toBe(0);
+  });
+});
