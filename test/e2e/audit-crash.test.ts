@@ -42,13 +42,18 @@ describe.each(await databases())("audit events survive SIGKILL with their change
     const instance = (await c.instances.createInstance({ instance: {} })).instance!.name;
     // Eight writers import until the server dies under them.
     let next = 0;
+    let acknowledged = 0;
     const writers = Array.from({ length: 8 }, async () => {
       while (next < leaves.length) {
         const leaf = leaves[next++];
-        await c.certificates.importCertificate({ parent: instance, certificate: leaf.certPem, privateKey: leaf.keyPem }).catch(() => undefined);
+        await c.certificates.importCertificate({ parent: instance, certificate: leaf.certPem, privateKey: leaf.keyPem }).then(
+          () => acknowledged++,
+          () => undefined,
+        );
       }
     });
-    await new Promise((r) => setTimeout(r, 400));
+    // Killed once the storm is under way (however slow the machine), with most imports still to come.
+    while (acknowledged < 10) await new Promise((r) => setTimeout(r, 10));
     p.child.kill("SIGKILL");
     await Promise.all(writers);
     await p.exited.catch(() => undefined);
