@@ -3,28 +3,28 @@
  * the integration tests start, on an ephemeral port, so they exercise exactly what production runs.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import pino, { type Logger } from "pino";
-import { type Config, ConfigError, loadConfig } from "./config/index.js";
+import { type Config, ConfigError, loadConfig, unknownVariables } from "./config/index.js";
 import { DekCache } from "./crypto/dekcache.js";
 import { LocalRootKeyBackend } from "./crypto/rootkeys/local.js";
 import { Pkcs11RootKeyBackend } from "./crypto/rootkeys/pkcs11.js";
 import type { Clock } from "./domain/ports.js";
 import type { RootKeyBackend } from "./domain/rootkey.js";
-import { bind, buildServer, drain } from "./grpc/server.js";
+import { bind, buildServer, drain, routeGrpcLogs } from "./grpc/server.js";
 import { ReloadingCertificateProvider } from "./grpc/tls.js";
 import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
 import { CertificateEnvelope } from "./crypto/envelope.js";
-import { Keyring } from "./crypto/keyring.js";
+import { checkRootKeysInUse, Keyring } from "./crypto/keyring.js";
 import { ReclamationService } from "./services/reclamations.js";
 import { ExportService } from "./services/export.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
 import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./domain/page-token.js";
-import { createKnex, KnexUnitOfWork, migrateLatest } from "./storage/index.js";
+import { createKnex, DatabaseInUseError, KnexUnitOfWork, lockDatabase, migrateLatest } from "./storage/index.js";
 import { ApiKeyService, ApiKeyVerifier } from "./auth/api-keys.js";
 import { Authenticator } from "./auth/authenticate.js";
 import { Authorizer } from "./auth/authorize.js";
@@ -89,28 +89,92 @@ function loadOrCreateKeyFile(file: string, variable: string): Buffer {
 }
 
 /**
- * Starts the whole service from `config`: runs migrations, opens the root-key backends, binds the server.
- * @throws ConfigError, or the database/backend error that prevented the start.
+ * One server per SQLite database: takes the data folder's lock (storage/database-lock.ts).
+ * @throws ConfigError naming the folder (CM_DATA_DIR, or CM_DATABASE_URL for a SQLite file elsewhere) when another
+ *         running server holds it.
+ */
+function lockDataFolder(config: Config): ReturnType<typeof lockDatabase> {
+  try {
+    return lockDatabase(config.database);
+  } catch (err) {
+    if (!(err instanceof DatabaseInUseError)) throw err;
+    const folder = path.dirname(err.filename);
+    const variable = folder === config.dataDir ? "CM_DATA_DIR" : "CM_DATABASE_URL";
+    throw new ConfigError(
+      variable,
+      `names the data folder ${folder}, which another running Certificate Manager server uses (its SQLite database ${err.filename} is locked through ${err.lockFile}): give each server its own data folder, or stop the other server first`,
+    );
+  }
+}
+
+/**
+ * Opens the local backend and checks that every root key the database's DEKs are wrapped under is here. A new
+ * keystore (with the provider root key `CM_DEFAULT_ROOT_KEY_ID`) is made only for a database without DEKs: a
+ * server with an empty data folder against a database others already use must get their keystore, not its own.
+ * @throws ConfigError (CM_LOCAL_KEYSTORE, or CM_PKCS11_MODULE for an unconfigured HSM) naming the root keys that
+ *         are missing and what to do; the keystore's or the HSM's own start error.
+ */
+async function openRootKeyBackends(
+  config: Config,
+  uow: KnexUnitOfWork,
+  log: Logger,
+  closers: (() => Promise<void>)[],
+): Promise<{ local: LocalRootKeyBackend; backends: Map<string, RootKeyBackend> }> {
+  const inUse = await uow.repos.deks.rootKeysInUse();
+  const refs = (keys: readonly { backend: string; keyId: string }[]) => keys.map((k) => `${k.backend}/${k.keyId}`).join(", ");
+  const share = "replicas of one database must share the local keystore (the same CM_LOCAL_KEYSTORE file) and HSM token";
+  if (inUse.length > 0 && !existsSync(config.localKeystorePath)) {
+    throw new ConfigError(
+      "CM_LOCAL_KEYSTORE",
+      `names ${config.localKeystorePath}, which does not exist, and the database already holds data keys wrapped by root keys ${refs(inUse)}: a new keystore is made only for an empty database. Point CM_LOCAL_KEYSTORE at the keystore the database was used with (${share}), or restore it from a backup`,
+    );
+  }
+  const local = await LocalRootKeyBackend.open(config.localKeystorePath, { createIfMissing: inUse.length === 0, defaultKeyId: config.defaultRootKeyId });
+  closers.push(() => local.close());
+  const backends = new Map<string, RootKeyBackend>([[local.name, local]]);
+  if (config.pkcs11) {
+    const hsm = await Pkcs11RootKeyBackend.open({ ...config.pkcs11, logger: log.child({ component: "pkcs11" }) });
+    closers.push(() => hsm.close());
+    backends.set(hsm.name, hsm);
+  }
+  const { missing, unconfirmed } = await checkRootKeysInUse(backends, inUse, new Set([local.name]));
+  if (missing.length > 0) {
+    const list = missing
+      .map((m) => (m.problem === "BACKEND_NOT_CONFIGURED" ? `${m.ref} (backend ${m.backend} is not configured${m.backend === "pkcs11" ? ": set CM_PKCS11_MODULE" : ""})` : `${m.ref} (not in ${m.backend === local.name ? `keystore ${local.path}` : `backend ${m.backend}`})`))
+      .join(", ");
+    const advice = `Without them those instances cannot be read, so the server does not start: ${share}; point CM_LOCAL_KEYSTORE at the keystore the database was used with, or configure the missing backend`;
+    if (missing.every((m) => m.problem === "BACKEND_NOT_CONFIGURED" && m.backend === "pkcs11")) {
+      throw new ConfigError("CM_PKCS11_MODULE", `is not set, and the database holds data keys wrapped by root keys of the HSM: ${list}. ${advice}`);
+    }
+    throw new ConfigError("CM_LOCAL_KEYSTORE", `names ${local.path}, and the database holds data keys wrapped by root keys this server does not have: ${list}. ${advice}`);
+  }
+  if (unconfirmed.length > 0) {
+    // PKCS#11 deletes destroyed keys, so a key it does not know may have been crypto-shredded on purpose.
+    log.warn({ rootKeys: unconfirmed.map((u) => ({ rootKey: u.ref, problem: u.problem, ...(u.detail ? { detail: u.detail } : {}) })) }, "root keys in use by the database could not be found or checked; instances under them answer ROOT_KEY_UNAVAILABLE until they are back (or were destroyed on purpose)");
+  }
+  return { local, backends };
+}
+
+/**
+ * Starts the whole service from `config`: takes the SQLite data folder's lock, runs migrations, opens the root-key
+ * backends (checking the database's root keys are all here), binds the server.
+ * @throws ConfigError (another server on the data folder, root keys missing, unreadable key files), or the
+ *         database/backend error that prevented the start.
  */
 export async function startService(config: Config, opts: { log?: Logger; clock?: Clock } = {}): Promise<RunningService> {
   const log = opts.log ?? pino({ level: config.logLevel, base: { service: "certmanager" } });
   const clock = opts.clock ?? systemClock;
 
-  const knex = createKnex(config.database);
-  const closers: (() => Promise<void>)[] = [() => knex.destroy()];
+  const lock = lockDataFolder(config);
+  const closers: (() => Promise<void>)[] = [async () => lock?.release()];
   try {
+    const knex = createKnex(config.database, log);
+    closers.push(() => knex.destroy());
     const applied = await migrateLatest(knex);
     if (applied.length > 0) log.info({ migrations: applied }, "database migrated");
     const uow = new KnexUnitOfWork(knex);
 
-    const local = await LocalRootKeyBackend.open(config.localKeystorePath, { createIfMissing: true, defaultKeyId: config.defaultRootKeyId });
-    closers.push(() => local.close());
-    const backends = new Map<string, RootKeyBackend>([[local.name, local]]);
-    if (config.pkcs11) {
-      const hsm = await Pkcs11RootKeyBackend.open({ ...config.pkcs11, logger: log.child({ component: "pkcs11" }) });
-      closers.push(() => hsm.close());
-      backends.set(hsm.name, hsm);
-    }
+    const { local, backends } = await openRootKeyBackends(config, uow, log, closers);
 
     // An injected clock (tests) also ages cached DEKs; otherwise lru-cache's monotonic performance.now, which
     // a wall-clock step back cannot stretch.
@@ -268,6 +332,15 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = pino({ level: config.logLevel, base: { service: "certmanager" } });
+  routeGrpcLogs(log);
+  // Names only, never values (a value may be a secret set under a misspelt name).
+  const unknown = unknownVariables();
+  if (unknown.length > 0) {
+    log.warn(
+      { variables: unknown.map((u) => u.name), suggestions: Object.fromEntries(unknown.filter((u) => u.didYouMean).map((u) => [u.name, u.didYouMean])) },
+      `environment variables the server does not read are ignored: ${unknown.map((u) => (u.didYouMean ? `${u.name} (did you mean ${u.didYouMean}?)` : u.name)).join(", ")}`,
+    );
+  }
   let service: RunningService | undefined;
   let pendingSignal: string | undefined;
   const shutdown = (signal: string) => {
@@ -296,6 +369,13 @@ async function main(): Promise<void> {
   try {
     service = await startService(config, { log });
   } catch (err) {
+    // A refusal with the fix in its message (another server on the data folder, root keys missing): exit 2, as
+    // for an invalid environment.
+    if (err instanceof ConfigError) {
+      log.fatal({ reason: err.message }, "refusing to start");
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
     log.fatal({ err }, "could not start");
     process.exit(1);
   }

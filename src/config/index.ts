@@ -110,6 +110,130 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * Every environment variable the server reads: the one list. `loadConfig` reads the environment through a guard
+ * that throws on any `CM_*` name missing here (so a new variable cannot be forgotten: the first test reaching it
+ * fails), and `unknownVariables` warns about set names that are not in it. `*_FILE` forms are listed as such.
+ */
+export const CONFIG_VARIABLES: readonly string[] = Object.freeze([
+  "CM_LISTEN_ADDRESS",
+  "CM_TLS_CERT_FILE",
+  "CM_TLS_KEY_FILE",
+  "CM_TLS_CLIENT_CA_FILE",
+  "CM_TLS_CLIENT_AUTH",
+  "CM_TLS_RELOAD_INTERVAL_SECONDS",
+  "CM_ALLOW_INSECURE_NON_LOOPBACK",
+  "CM_API_KEY_PEPPER_FILE",
+  "CM_BOOTSTRAP_ADMIN_KEY",
+  "CM_BOOTSTRAP_ADMIN_KEY_FILE",
+  "CM_ADMIN_MEMBERS",
+  "CM_AUTH_CACHE_SECONDS",
+  "CM_RATE_LIMIT_PER_SECOND",
+  "CM_RATE_LIMIT_BURST",
+  "CM_OPEN_HEALTH",
+  "CM_OPEN_REFLECTION",
+  "CM_AUDIT_CHECKPOINT_SECONDS",
+  "CM_JWT_ISSUER",
+  "CM_JWT_AUDIENCE",
+  "CM_JWT_JWKS_FILE",
+  "CM_JWT_JWKS_URL",
+  "CM_JWT_ALGORITHMS",
+  "CM_JWT_PRINCIPAL_CLAIM",
+  "CM_JWT_GROUPS_CLAIM",
+  "CM_JWT_CLOCK_SKEW_SECONDS",
+  "CM_JWT_JWKS_CACHE_SECONDS",
+  "CM_DATA_DIR",
+  "CM_DATABASE_URL",
+  "CM_DATABASE_URL_FILE",
+  "CM_DATABASE_POOL_MAX",
+  "CM_LOCAL_KEYSTORE",
+  "CM_DEFAULT_ROOT_KEY_ID",
+  "CM_PAGE_TOKEN_KEY_FILE",
+  "CM_DEK_CACHE_MAX",
+  "CM_DEK_CACHE_TTL_SECONDS",
+  "CM_MAX_MESSAGE_BYTES",
+  "CM_SHUTDOWN_GRACE_SECONDS",
+  "CM_RECLAMATION_RETENTION_SECONDS",
+  "CM_PURGE_INTERVAL_SECONDS",
+  "CM_PURGE_BATCH_SIZE",
+  "CM_PURGE_LEASE_SECONDS",
+  "CM_DEK_MAX_ENCRYPTIONS",
+  "CM_REENCRYPT_BATCH_SIZE",
+  "CM_EXPORT_BATCH_SIZE",
+  "CM_ROOT_CERTIFICATE",
+  "CM_PKCS11_MODULE",
+  "CM_PKCS11_TOKEN_LABEL",
+  "CM_PKCS11_PIN",
+  "CM_PKCS11_PIN_FILE",
+  "CM_PKCS11_SESSIONS",
+  "CM_PKCS11_CALL_TIMEOUT_SECONDS",
+  "CM_LOG_LEVEL",
+]);
+
+const KNOWN_VARIABLES = new Set(CONFIG_VARIABLES);
+
+/** `env` behind a guard: reading a `CM_*` name that is not in CONFIG_VARIABLES is a programming error. */
+function guarded(env: Env): Env {
+  return new Proxy(env, {
+    get(target, name, receiver) {
+      if (typeof name === "string" && name.startsWith("CM_") && !KNOWN_VARIABLES.has(name)) {
+        throw new Error(`src/config reads ${name}, which is missing from CONFIG_VARIABLES: add it there and to the README's table`);
+      }
+      return Reflect.get(target, name, receiver) as string | undefined;
+    },
+  });
+}
+
+/**
+ * Names Kubernetes injects for every Service in the namespace (docker-link style): a Service named `cm` gives
+ * `CM_SERVICE_HOST`, `CM_SERVICE_PORT`, `CM_SERVICE_PORT_<name>`, `CM_PORT`, `CM_PORT_50051_TCP`,
+ * `CM_PORT_50051_TCP_PROTO`, `_PORT` and `_ADDR`. They are not settings and are never warned about.
+ */
+const SERVICE_LINK = [/_SERVICE_HOST$/, /_SERVICE_PORT(_[A-Z0-9_]+)?$/, /_PORT$/, /_PORT_\d+_(TCP|UDP|SCTP)(_[A-Z0-9_]+)?$/];
+
+/** Optimal string alignment distance (Levenshtein plus adjacent transpositions). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** A `CM_*` variable that is set but not read by the server. */
+export interface UnknownVariable {
+  name: string;
+  /** The known variable it is probably a misspelling of (edit distance at most 2), when there is one. */
+  didYouMean?: string;
+}
+
+/**
+ * The `CM_*` names set in `env` that the server does not read (typos, variables of removed features, the CLI's
+ * `CM_TOKEN`), sorted, each with the closest known name when one is within edit distance 2 (case-insensitive).
+ * Kubernetes service-link variables (`*_SERVICE_HOST`, `*_SERVICE_PORT*`, `*_PORT`, `*_PORT_<n>_<proto>*`) are
+ * left out. Only names are returned, never values (they may be secrets). Never throws.
+ */
+export function unknownVariables(env: Env = process.env): UnknownVariable[] {
+  const out: UnknownVariable[] = [];
+  for (const name of Object.keys(env).sort()) {
+    const upper = name.toUpperCase();
+    if (!upper.startsWith("CM_") || KNOWN_VARIABLES.has(name) || SERVICE_LINK.some((re) => re.test(upper))) continue;
+    let best: string | undefined;
+    let bestDistance = 3;
+    for (const known of CONFIG_VARIABLES) {
+      const dist = editDistance(upper, known);
+      if (dist < bestDistance) [best, bestDistance] = [known, dist];
+    }
+    out.push(best ? { name, didYouMean: best } : { name });
+  }
+  return out;
+}
+
 function str(env: Env, name: string, fallback: string): string {
   const v = env[name];
   return v === undefined || v === "" ? fallback : v;
@@ -227,7 +351,8 @@ function claimName(env: Env, name: string, fallback: string): string {
 function jwtConfig(env: Env): Config["jwt"] {
   const issuer = str(env, "CM_JWT_ISSUER", "");
   if (issuer === "") {
-    const stray = Object.keys(env).filter((k) => k.startsWith("CM_JWT_") && env[k] !== undefined && env[k] !== "").sort();
+    // Read past the guard: these names come from the environment itself and may be misspelt (CM_JWT_ISUER).
+    const stray = Object.keys(env).filter((k) => k.startsWith("CM_JWT_") && ![undefined, ""].includes(Object.getOwnPropertyDescriptor(env, k)?.value as string | undefined)).sort();
     if (stray.length > 0) throw new ConfigError("CM_JWT_ISSUER", `is required when ${stray.join(", ")} ${stray.length > 1 ? "are" : "is"} set: JWTs are accepted from one issuer`);
     return undefined;
   }
@@ -280,10 +405,11 @@ function jwtConfig(env: Env): Config["jwt"] {
 }
 
 /**
- * Builds the configuration from `env`.
+ * Builds the configuration from `env` (unknown `CM_*` names are ignored here; see `unknownVariables`).
  * @throws ConfigError naming the first invalid variable.
  */
 export function loadConfig(env: Env = process.env): Readonly<Config> {
+  env = guarded(env);
   const dataDir = path.resolve(str(env, "CM_DATA_DIR", "./data"));
 
   const listenAddress = str(env, "CM_LISTEN_ADDRESS", "127.0.0.1:50051");

@@ -307,3 +307,52 @@ function withTimeout<T>(p: Promise<T>): Promise<T> {
   p.then((late) => timedOut && Buffer.isBuffer(late) && late.fill(0), () => undefined);
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
+
+/** A root key the database's DEKs are wrapped under that this server could not find (see `checkRootKeysInUse`). */
+export interface RootKeyProblem {
+  backend: string;
+  keyId: string;
+  /** `<backend>/<keyId>`, as operators name it. */
+  ref: string;
+  /** Why: the backend is not configured here, or does not know the key, or could not be asked. */
+  problem: "BACKEND_NOT_CONFIGURED" | "NOT_FOUND" | "UNCHECKED";
+  /** The backend's message, for UNCHECKED. */
+  detail?: string;
+}
+
+/**
+ * At start: are the root keys the database's DEKs are wrapped under (`inUse`, from `DekRepository.rootKeysInUse`)
+ * present in this server's backends? A replica started with its own keystore against a shared database would
+ * otherwise serve, and fail every call that opens data.
+ *
+ * @param authoritative names of backends that keep destroyed keys as tombstones (`local`): there, NOT_FOUND means
+ *        the key was never in this backend. A backend that deletes destroyed keys (PKCS#11) cannot tell a
+ *        crypto-shredded key from a wrong token, so its NOT_FOUND is only `unconfirmed`.
+ * @returns `missing`: keys this server certainly cannot use (backend not configured, or NOT_FOUND in an
+ *          authoritative backend), which should stop the start; `unconfirmed`: the others that could not be found
+ *          or asked, worth a warning. Never throws.
+ */
+export async function checkRootKeysInUse(
+  backends: ReadonlyMap<string, RootKeyBackend>,
+  inUse: readonly { backend: string; keyId: string }[],
+  authoritative: ReadonlySet<string>,
+): Promise<{ missing: RootKeyProblem[]; unconfirmed: RootKeyProblem[] }> {
+  const missing: RootKeyProblem[] = [];
+  const unconfirmed: RootKeyProblem[] = [];
+  for (const { backend, keyId } of inUse) {
+    const ref = `${backend}/${keyId}`;
+    const b = backends.get(backend);
+    if (!b) {
+      missing.push({ backend, keyId, ref, problem: "BACKEND_NOT_CONFIGURED" });
+      continue;
+    }
+    try {
+      await b.describe(keyId);
+    } catch (err) {
+      const notFound = err instanceof RootKeyError && err.reason === "ROOT_KEY_NOT_FOUND";
+      if (notFound && authoritative.has(backend)) missing.push({ backend, keyId, ref, problem: "NOT_FOUND" });
+      else unconfirmed.push({ backend, keyId, ref, problem: notFound ? "NOT_FOUND" : "UNCHECKED", ...(notFound ? {} : { detail: (err as Error).message }) });
+    }
+  }
+  return { missing, unconfirmed };
+}

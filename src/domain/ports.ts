@@ -178,6 +178,11 @@ export interface DekRepository {
   deleteRetiring(id: string): Promise<void>;
   /** Ids of ACTIVE instances that have RETIRING DEKs (re-encryption left to do), oldest rotation first. */
   instancesWithRetiring(limit: number): Promise<string[]>;
+  /**
+   * The root keys (`backend`, `keyId`) of every instance that holds at least one DEK, in any state, distinct and
+   * sorted: what this database cannot be read without. Empty for a database without DEKs.
+   */
+  rootKeysInUse(): Promise<{ backend: string; keyId: string }[]>;
 }
 
 /** Certificate persistence. */

@@ -5,6 +5,7 @@
  * the permission table (those pass through the gate in calls.ts) nor configured open (health, reflection).
  */
 import { readFileSync } from "node:fs";
+import { format } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import type * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
@@ -114,6 +115,24 @@ export interface ServedServices {
   policies: PolicyService;
   apiKeys: ApiKeyService;
   audit: AuditService;
+}
+
+/**
+ * Sends grpc-js's own log lines (connection errors, and its tracers when GRPC_TRACE names some) to `log` as JSON,
+ * `component: "grpc-js"`, instead of stderr. grpc-js logs through one process-wide logger: the last call wins.
+ * Its verbosity follows the service's level: debug (and trace) -> DEBUG, info -> INFO, anything else -> ERROR.
+ * Never throws.
+ */
+export function routeGrpcLogs(log: Logger): void {
+  const l = log.child({ component: "grpc-js" });
+  const line = (args: unknown[]) => format(...args).slice(0, 4000);
+  grpc.setLogger({
+    error: (...args: unknown[]) => l.error(line(args)),
+    info: (...args: unknown[]) => l.info(line(args)),
+    debug: (...args: unknown[]) => l.debug(line(args)),
+  });
+  const level = log.levelVal;
+  grpc.setLogVerbosity(level <= 20 ? grpc.logVerbosity.DEBUG : level <= 30 ? grpc.logVerbosity.INFO : grpc.logVerbosity.ERROR);
 }
 
 /** Builds the server with every service registered; does not bind. */

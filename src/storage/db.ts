@@ -5,14 +5,50 @@
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import knexFactory, { type Knex } from "knex";
+import type { Logger } from "pino";
 
 /** Database settings: the embedded SQLite file, or a MySQL/MariaDB URL (may hold a password: never log it). */
 export type DatabaseConfig =
   | { client: "sqlite"; filename: string }
   | { client: "mysql"; url: string; poolMax: number };
 
-/** Creates a Knex instance for `cfg`. The SQLite file's directory is created with mode 0700. */
-export function createKnex(cfg: DatabaseConfig): Knex {
+/**
+ * What knex (and the driver warnings it relays) may say, shaped for the JSON log: a string is kept (cut at 2,000
+ * characters), a query object is reduced to its SQL text and method. Bindings are never kept: they may hold
+ * ciphertext, wrapped keys or API key hashes.
+ */
+function knexMessage(message: unknown): Record<string, unknown> {
+  if (typeof message === "string") return { detail: message.slice(0, 2000) };
+  if (message instanceof Error) return { detail: message.message.slice(0, 2000) };
+  if (message && typeof message === "object") {
+    const { sql, method } = message as { sql?: unknown; method?: unknown };
+    return { ...(typeof sql === "string" ? { sql: sql.slice(0, 2000) } : {}), ...(typeof method === "string" ? { method } : {}) };
+  }
+  return { detail: String(message).slice(0, 2000) };
+}
+
+/**
+ * Knex's `log` option routing its warnings, errors and deprecations to `log` (JSON, `component: "knex"`) instead
+ * of the console. Debug output (queries, only with knex's `debug` on) goes at debug level, without bindings.
+ */
+function knexLog(log: Logger | undefined): Knex.Config["log"] {
+  if (!log) return undefined;
+  const l = log.child({ component: "knex" });
+  return {
+    warn: (m: unknown) => l.warn(knexMessage(m), "knex warning"),
+    error: (m: unknown) => l.error(knexMessage(m), "knex error"),
+    deprecate: (method: string, alternative: string) => l.warn({ method, alternative }, "knex deprecation"),
+    debug: (m: unknown) => l.debug(knexMessage(m), "knex debug"),
+  };
+}
+
+/**
+ * Creates a Knex instance for `cfg`. The SQLite file's directory is created with mode 0700. With `log`, knex's
+ * own messages go to it (see `knexLog`); without, knex writes them to the console.
+ * @throws the file system's error when the SQLite file or its folder cannot be created.
+ */
+export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
+  const logOption = knexLog(log);
   if (cfg.client === "sqlite") {
     if (cfg.filename !== ":memory:") {
       mkdirSync(path.dirname(cfg.filename), { recursive: true, mode: 0o700 });
@@ -23,6 +59,7 @@ export function createKnex(cfg: DatabaseConfig): Knex {
       client: "better-sqlite3",
       connection: { filename: cfg.filename },
       useNullAsDefault: true,
+      ...(logOption ? { log: logOption } : {}),
       pool: {
         min: 1,
         max: 1,
@@ -44,6 +81,7 @@ export function createKnex(cfg: DatabaseConfig): Knex {
   }
   return knexFactory({
     client: "mysql2",
+    ...(logOption ? { log: logOption } : {}),
     connection: {
       uri: cfg.url,
       timezone: "Z",

@@ -32,7 +32,7 @@ function bind(db: Knex | Knex.Transaction): Repositories {
 }
 
 /** Repository methods that only read; any other method is taken to write. */
-const READS = /^(get|list|find|due|versionsSealedWith|instancesWithRetiring|head|chains)/;
+const READS = /^(get|list|find|due|versionsSealedWith|instancesWithRetiring|rootKeysInUse|head|chains)/;
 
 /** `repos` with a flag raised by the first call of a method that writes. */
 function watchWrites(repos: Repositories): { repos: Repositories; wrote: () => boolean } {
@@ -101,4 +101,5 @@ export class KnexUnitOfWork implements UnitOfWork {
 }
 
 export { createKnex } from "./db.js";
+export { DatabaseInUseError, lockDatabase, type DatabaseLock } from "./database-lock.js";
 export { migrateLatest } from "./migrations.js";

@@ -1,9 +1,9 @@
 /** Configuration from the environment: defaults, validation naming the variable, *_FILE secrets. */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../../src/config/index.js";
+import { CONFIG_VARIABLES, ConfigError, loadConfig, unknownVariables } from "../../src/config/index.js";
 
 describe("loadConfig", () => {
   it("defaults to SQLite and the local keystore under the data directory", () => {
@@ -160,5 +160,78 @@ describe("loadConfig", () => {
       [{ ...base, CM_JWT_JWKS_FILE: "", CM_JWT_JWKS_URL: "not a url" }, /CM_JWT_JWKS_URL is not a valid URL/],
     ];
     for (const [env, problem] of cases) expect(() => loadConfig(env), JSON.stringify(env)).toThrow(problem);
+  });
+});
+
+describe("the known variables", () => {
+  const root = path.resolve(import.meta.dirname, "../..");
+
+  it("are every CM_* name the config reader mentions, and each is in the README's table", () => {
+    const source = readFileSync(path.join(root, "src/config/index.ts"), "utf8");
+    // Names in the list itself are what is checked against; the rest of the file must only use listed ones.
+    const body = source.replace(/export const CONFIG_VARIABLES[\s\S]*?\]\);/, "");
+    const mentioned = new Set([...body.matchAll(/"(CM_[A-Z0-9_]*[A-Z0-9])"/g)].map((m) => m[1]!));
+    for (const name of mentioned) expect(CONFIG_VARIABLES, name).toContain(name);
+    const readme = readFileSync(path.join(root, "README.md"), "utf8");
+    for (const name of CONFIG_VARIABLES) {
+      const base = name.replace(/_FILE$/, "");
+      expect(readme.includes(`\`${name}\``) || (name !== base && readme.includes(`\`${base}\` (or \`_FILE\`)`)), name).toBe(true);
+    }
+  });
+
+  it("a misspelt CM_JWT_* without the issuer is the usual ConfigError, not the guard's", () => {
+    expect(() => loadConfig({ CM_JWT_ISUER: "https://idp.example" })).toThrow(ConfigError);
+    expect(() => loadConfig({ CM_JWT_ISUER: "https://idp.example" })).toThrow(/CM_JWT_ISSUER is required when CM_JWT_ISUER is set/);
+    expect(() => loadConfig({ CM_LISTEN_ADRESS: "0.0.0.0:1" })).not.toThrow();
+  });
+
+  it("can all be read by the guarded reader (which throws on any CM_* name not listed)", () => {
+    const env = Object.fromEntries(CONFIG_VARIABLES.map((n) => [n, ""]));
+    expect(() => loadConfig(env)).not.toThrow();
+  });
+});
+
+describe("unknownVariables", () => {
+  it("names set CM_* variables the server does not read, with the nearest known one", () => {
+    expect(
+      unknownVariables({
+        CM_LISTEN_ADRESS: "0.0.0.0:50051",
+        CM_LOG_LEVLE: "debug",
+        CM_DATABSE_URL: "mysql://u:secret@h/db",
+        cm_data_dir: "/x",
+        CM_WHATEVER: "1",
+        CM_LOG_LEVEL: "info",
+        PATH: "/bin",
+        HOME: "/root",
+      }),
+    ).toEqual([
+      { name: "CM_DATABSE_URL", didYouMean: "CM_DATABASE_URL" },
+      { name: "CM_LISTEN_ADRESS", didYouMean: "CM_LISTEN_ADDRESS" },
+      { name: "CM_LOG_LEVLE", didYouMean: "CM_LOG_LEVEL" },
+      { name: "CM_WHATEVER" },
+      { name: "cm_data_dir", didYouMean: "CM_DATA_DIR" },
+    ]);
+  });
+
+  it("leaves out Kubernetes service-link variables (a Service named cm or cm-db)", () => {
+    expect(
+      unknownVariables({
+        CM_SERVICE_HOST: "10.0.0.1",
+        CM_SERVICE_PORT: "50051",
+        CM_SERVICE_PORT_GRPC: "50051",
+        CM_PORT: "tcp://10.0.0.1:50051",
+        CM_PORT_50051_TCP: "tcp://10.0.0.1:50051",
+        CM_PORT_50051_TCP_PROTO: "tcp",
+        CM_PORT_50051_TCP_PORT: "50051",
+        CM_PORT_50051_TCP_ADDR: "10.0.0.1",
+        CM_DB_SERVICE_HOST: "10.0.0.2",
+        CM_DB_PORT_3306_TCP_ADDR: "10.0.0.2",
+      }),
+    ).toEqual([]);
+  });
+
+  it("is empty for an environment of known variables and never returns values", () => {
+    expect(unknownVariables(Object.fromEntries(CONFIG_VARIABLES.map((n) => [n, "x"])))).toEqual([]);
+    expect(JSON.stringify(unknownVariables({ CM_DATABSE_URL: "mysql://u:s3cret@h/db" }))).not.toContain("s3cret");
   });
 });

@@ -73,6 +73,14 @@ export class KnexDekRepository implements DekRepository {
     return rows.map(rowToDek);
   }
 
+  async rootKeysInUse(): Promise<{ backend: string; keyId: string }[]> {
+    const rows = (await this.db("instances as i")
+      .distinct("i.root_key_backend", "i.root_key_id")
+      .whereExists((q) => q.select(this.db.raw("1")).from(`${TABLE} as d`).whereRaw("d.instance_id = i.id"))
+      .orderBy(["i.root_key_backend", "i.root_key_id"])) as { root_key_backend: string; root_key_id: string }[];
+    return rows.map((r) => ({ backend: r.root_key_backend, keyId: r.root_key_id }));
+  }
+
   async rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number): Promise<boolean> {
     const n = await this.db(TABLE).where({ id, wrapped_key: expectedWrapped }).update({ wrapped_key: wrappedKey, root_key_version: rootKeyVersion });
     return n === 1;

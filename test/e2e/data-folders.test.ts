@@ -1,0 +1,117 @@
+/**
+ * What a server refuses at start, as processes (the built server): a second server on one SQLite data folder
+ * (until the first is gone, even by SIGKILL), and a server whose keystore lacks the root keys a shared MariaDB
+ * database's data keys are wrapped by (a replica started with its own empty data folder). Also the warning for
+ * misspelt variables, which names the right one and leaves Kubernetes service links alone.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import knexFactory, { type Knex } from "knex";
+import { afterAll, describe, expect, it } from "vitest";
+import { makeLeaf } from "../helpers/openssl.js";
+import { startServerProcess, type ServerProcess } from "../helpers/process.js";
+import { clientsFor, MYSQL_URL, mysqlAvailable } from "../helpers/service.js";
+
+const haveMysql = await mysqlAvailable();
+const procs: ServerProcess[] = [];
+const dirs: string[] = [];
+
+function tempDir(): string {
+  const d = mkdtempSync(path.join(tmpdir(), "cm-folders-"));
+  dirs.push(d);
+  return d;
+}
+
+async function start(env: Record<string, string>): Promise<ServerProcess> {
+  const p = await startServerProcess(env);
+  procs.push(p);
+  return p;
+}
+
+/** The start's failure message (the process's output), or a test failure when it started. */
+async function refused(env: Record<string, string>): Promise<string> {
+  try {
+    const p = await startServerProcess(env);
+    procs.push(p);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error("the server started");
+}
+
+afterAll(() => {
+  for (const p of procs) if (p.child.exitCode === null) p.child.kill("SIGKILL");
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe("one server per SQLite data folder", () => {
+  it("refuses a second server on the folder (exit 2, naming it) and takes over once the first is killed", async () => {
+    const dataDir = tempDir();
+    const env = { CM_DATA_DIR: dataDir, CM_LOG_LEVEL: "info" };
+    const a = await start({ ...env, CM_LOG_LEVLE: "debug", CM_SERVICE_HOST: "10.0.0.1", CM_PORT_50051_TCP: "tcp://10.0.0.1:50051" });
+    // The misspelt variable is warned about once, with the right name; the Kubernetes service links are not.
+    const warnings = a.logs.filter((l) => l.includes("environment variables the server does not read"));
+    expect(warnings).toHaveLength(1);
+    expect(JSON.parse(warnings[0]!)).toMatchObject({ level: 40, variables: ["CM_LOG_LEVLE"], suggestions: { CM_LOG_LEVLE: "CM_LOG_LEVEL" } });
+    expect(warnings[0]).not.toContain("CM_SERVICE_HOST");
+
+    const message = await refused(env);
+    expect(message).toMatch(/server exited with 2/);
+    expect(message).toContain(`CM_DATA_DIR names the data folder ${dataDir}, which another running Certificate Manager server uses`);
+
+    a.child.kill("SIGKILL");
+    await a.exited;
+    // The kernel dropped the dead process's lock: nothing stale to clean up.
+    const c = await start(env);
+    c.child.kill("SIGTERM");
+    expect(await c.exited).toBe(0);
+  });
+});
+
+describe.skipIf(!haveMysql)("replicas on one MariaDB database need its root keys", () => {
+  const dbName = `cm_test_folders_${process.pid}`;
+  let admin: Knex | undefined;
+
+  afterAll(async () => {
+    await admin?.raw(`DROP DATABASE IF EXISTS \`${dbName}\``);
+    await admin?.destroy();
+  });
+
+  it("a replica with its own empty keystore exits 2 naming the root keys; with the shared keystore it serves", async () => {
+    admin = knexFactory({ client: "mysql2", connection: { uri: `${MYSQL_URL}/` } as never, pool: { min: 0, max: 1 } });
+    await admin.raw(`CREATE DATABASE \`${dbName}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+    const url = `${MYSQL_URL}/${dbName}`;
+    const first = tempDir();
+    const a = await start({ CM_DATABASE_URL: url, CM_DATA_DIR: first });
+    const adminKey = readFileSync(path.join(first, "bootstrap-admin.key"), "utf8").trim();
+    const ca = clientsFor(`127.0.0.1:${a.port}`, adminKey);
+    const inst = (await ca.instances.createInstance({ instance: { displayName: "shared" } })).instance!;
+    const leaf = makeLeaf({ cn: "replica.example.test" });
+    const cert = (await ca.certificates.importCertificate({ parent: inst.name, certificate: leaf.certPem, privateKey: leaf.keyPem })).certificate!;
+    ca.close();
+
+    // Its own empty data folder: it would have made its own local/default and failed every read of the above.
+    const second = tempDir();
+    const message = await refused({ CM_DATABASE_URL: url, CM_DATA_DIR: second });
+    expect(message).toMatch(/server exited with 2/);
+    expect(message).toContain("local/default");
+    expect(message).toContain("CM_LOCAL_KEYSTORE");
+    expect(existsSync(path.join(second, "root-keys.json"))).toBe(false);
+
+    // The same database with the shared keystore (and pepper, so the administrator's key works): it serves the data.
+    const third = tempDir();
+    const c = await start({
+      CM_DATABASE_URL: url,
+      CM_DATA_DIR: third,
+      CM_LOCAL_KEYSTORE: path.join(first, "root-keys.json"),
+      CM_API_KEY_PEPPER_FILE: path.join(first, "api-key-pepper.key"),
+    });
+    const cc = clientsFor(`127.0.0.1:${c.port}`, adminKey);
+    expect((await cc.certificates.accessCertificate({ name: cert.name })).privateKey).toMatch(/BEGIN PRIVATE KEY/);
+    cc.close();
+    for (const p of [a, c]) p.child.kill("SIGTERM");
+    expect(await a.exited).toBe(0);
+    expect(await c.exited).toBe(0);
+  });
+});
