@@ -18,6 +18,7 @@ import type { ServerSurfaceCall } from "@grpc/grpc-js/build/src/server-call.js";
 import type { Status } from "../../gen/ts/google/rpc/status.js";
 import type { Caller } from "../auth/authenticate.js";
 import { callFacts, type Admitted, type Gate } from "./gate.js";
+import { malformedRequest } from "./request-bytes.js";
 import { toServiceError, toStatus } from "./status.js";
 
 /** The call a use case runs in. */
@@ -95,6 +96,9 @@ export class Calls {
     const path = this.path(method);
     return (call, callback) => {
       const served = serve(call);
+      // Bytes that are not a valid request (request-bytes.ts) are refused before the gate: nothing to authorize.
+      const malformed = malformedRequest(call.request);
+      if (malformed) return callback(failed(log, method, served, malformed, "call"));
       gate
         .admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request)
         .then((admitted) => admitted.run(() => fn(call.request, contextOf(served, admitted))))
@@ -119,6 +123,8 @@ export class Calls {
     return (call) => {
       const served = serve(call);
       stream(log, method, call, served, { sent: 0 }, async () => {
+        const malformed = malformedRequest(call.request);
+        if (malformed) throw malformed;
         const admitted = await gate.admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request);
         return admitted.run(() => fn(call.request, contextOf(served, admitted)));
       });
@@ -130,7 +136,7 @@ export class Calls {
    * authenticated once, when the stream starts; each message is authorized on its own (`each` runs only for a
    * message the caller may send). A message whose check or use case fails is answered by
    * `failed(req, index, status)`, the error mapped as for a unary call, and the stream goes on; only a broken
-   * stream fails the call.
+   * stream fails the call. A message whose bytes are not a valid request is such an item (MALFORMED_REQUEST).
    */
   bidiStream<Req, Res>(
     method: string,
@@ -155,6 +161,9 @@ export class Calls {
           for await (const req of requests) {
             let res: Res;
             try {
+              // A message whose bytes are not a valid request (request-bytes.ts) is answered like a refused item.
+              const malformed = malformedRequest(req);
+              if (malformed) throw malformed;
               res = await admitted.runItem(req, () => handlers.each(req, index, ctx));
             } catch (err) {
               const { status, expected } = toStatus(err, served.callId);

@@ -1,7 +1,8 @@
 /**
  * The grpc-js server: CertificateService, InstanceService, ReclamationService, IamService, ApiKeyService,
  * AuditService, grpc.health.v1.Health and server reflection (v1 and v1alpha, from the buf-built descriptor set
- * shipped in gen/, so grpcurl needs no proto files). A server interceptor refuses any method that is neither in
+ * shipped in gen/, so grpcurl needs no proto files). Every contract method's request bytes are checked against that
+ * descriptor set before decoding (request-bytes.ts). A server interceptor refuses any method that is neither in
  * the permission table (those pass through the gate in calls.ts) nor configured open (health, reflection).
  */
 import { readFileSync } from "node:fs";
@@ -33,6 +34,7 @@ import { AuditServiceService } from "../../gen/ts/certmanager/v1/audit.js";
 import type { AuditService } from "../services/audit.js";
 import { Calls } from "./calls.js";
 import { callFacts, type Gate } from "./gate.js";
+import { guardRequests, RequestBytes } from "./request-bytes.js";
 import { toStatus } from "./status.js";
 
 /** Fully qualified names of the services whose health is reported. */
@@ -148,12 +150,16 @@ export function buildServer(
     interceptors: [accessInterceptor(access.authenticator, access.open)],
   });
   const calls = (service: string) => new Calls(log.child({ rpc_service: service }), access.gate, `certmanager.v1.${service}`);
-  server.addService(InstanceServiceService, instanceHandlers(calls("InstanceService"), services.instances));
-  server.addService(CertificateServiceService, certificateHandlers(calls("CertificateService"), services.certificates, services.exporter));
-  server.addService(ReclamationServiceService, reclamationHandlers(calls("ReclamationService"), services.reclamations));
-  server.addService(IamServiceService, iamHandlers(calls("IamService"), services.policies, access.authorizer));
-  server.addService(ApiKeyServiceService, apiKeyHandlers(calls("ApiKeyService"), services.apiKeys, access.now));
-  server.addService(AuditServiceService, auditHandlers(calls("AuditService"), services.audit));
+  // Request bytes are checked and decoded by guarded deserializers (request-bytes.ts): bad bytes reach the call
+  // wrappers as a MalformedRequest, which they refuse with INVALID_ARGUMENT MALFORMED_REQUEST.
+  const requests = RequestBytes.fromFile(DESCRIPTOR_SET);
+  const add = <S extends grpc.ServiceDefinition>(def: S, impl: grpc.UntypedServiceImplementation) => server.addService(guardRequests(def, requests), impl);
+  add(InstanceServiceService, instanceHandlers(calls("InstanceService"), services.instances));
+  add(CertificateServiceService, certificateHandlers(calls("CertificateService"), services.certificates, services.exporter));
+  add(ReclamationServiceService, reclamationHandlers(calls("ReclamationService"), services.reclamations));
+  add(IamServiceService, iamHandlers(calls("IamService"), services.policies, access.authorizer));
+  add(ApiKeyServiceService, apiKeyHandlers(calls("ApiKeyService"), services.apiKeys, access.now));
+  add(AuditServiceService, auditHandlers(calls("AuditService"), services.audit));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
   health.addToServer(server);
   const files = fileDescriptorProtos(DESCRIPTOR_SET);

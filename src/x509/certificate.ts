@@ -333,23 +333,34 @@ export function publicKeyOf(cert: ParsedCertificate): KeyObject | undefined {
 }
 
 /**
+ * True when `child`'s issuer name is `issuer`'s subject name (byte for byte, else as RFC 5280 §7.1 compares
+ * names): the name half of "issued by", without the signature.
+ */
+export function namesIssuer(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  if (child.issuerDer.equals(issuer.subjectDer)) return true;
+  try {
+    return child.node.checkIssued(issuer.node);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * True when `issuer` issued `child` (RFC 5280 §6.1.3 (a)(1) and (a)(4)): the child's issuer name equals the
  * issuer's subject (byte-equal, or equal under OpenSSL's RFC 5280 §7.1 comparison via checkIssued) and the child's
  * signature verifies with the issuer's public key. Key usage, validity and constraints are not judged here:
  * we store the chain the user gave, we do not validate it.
  */
 export function issuedBy(child: ParsedCertificate, issuer: ParsedCertificate): boolean {
-  let namesMatch = child.issuerDer.equals(issuer.subjectDer);
-  if (!namesMatch) {
-    try {
-      namesMatch = child.node.checkIssued(issuer.node);
-    } catch {
-      namesMatch = false;
-    }
-  }
-  if (!namesMatch) return false;
+  if (!namesIssuer(child, issuer)) return false;
   const key = publicKeyOf(issuer);
   return key !== undefined && affordable(key) && signedBy(child, key);
+}
+
+/** True when `issuer`'s public key is one signatures are verified with (see `affordable`), so a failed check means a bad signature. */
+export function verifiesSignatures(issuer: ParsedCertificate): boolean {
+  const key = publicKeyOf(issuer);
+  return key !== undefined && affordable(key);
 }
 
 /**

@@ -5,7 +5,7 @@
  * to every client.
  */
 import { InvalidArgumentError } from "../domain/errors.js";
-import { issuedBy, type ParsedCertificate } from "./certificate.js";
+import { issuedBy, namesIssuer, verifiesSignatures, type ParsedCertificate } from "./certificate.js";
 import { X509Reason } from "./reasons.js";
 
 /** An intermediate, the request field it came from, and its 1-based position among that field's certificates. */
@@ -33,7 +33,9 @@ const SEARCH_BUDGET = 10_000;
  * @returns the same certificates in issuing order.
  * @throws InvalidArgumentError INTERMEDIATE_NOT_IN_CHAIN (the certificate's field) naming, by subject and position,
  *   the first intermediate that no ordering can link to the leaf, and the gap: the issuer name of the last
- *   certificate that does link (metadata `missingIssuer`), unless that one is a self-signed root.
+ *   certificate that does link (metadata `missingIssuer`), unless that one is a self-signed root;
+ *   SIGNATURE_INVALID (the other certificate's field) when a certificate sent has that missing issuer's name but
+ *   its key does not verify the signature, naming both certificates by subject and SHA-256 fingerprint.
  */
 export function orderIntermediates(leaf: ParsedCertificate, intermediates: NumberedCertificate[]): NumberedCertificate[] {
   const n = intermediates.length;
@@ -77,6 +79,10 @@ export function orderIntermediates(leaf: ParsedCertificate, intermediates: Numbe
     // Where the linked part of the chain stops: its last certificate's issuer is the gap, unless it is a root.
     const top = best.length === 0 ? leaf : intermediates[best[best.length - 1]].cert;
     const gap = top.issuer !== top.subject || !issuedBy(top, top);
+    // A certificate that has the gap's name and a key we verify with, but that key does not verify the signature:
+    // say that, not "missing". (With a key we never verify with, DSA or a huge RSA exponent, nothing was checked.)
+    const impostor = gap ? unlinked.find((c) => namesIssuer(top, c.cert) && verifiesSignatures(c.cert)) : undefined;
+    if (impostor) throw signatureInvalid(top, impostor);
     const where = `${first.field}: certificate ${first.position} (subject "${first.cert.subject}")`;
     const message = gap
       ? `${where} does not link to the certificate: the chain stops at "${top.subject}", whose issuer "${top.issuer}" is missing; ` +
@@ -88,6 +94,31 @@ export function orderIntermediates(leaf: ParsedCertificate, intermediates: Numbe
     });
   }
   return best.map((i) => intermediates[i]);
+}
+
+/**
+ * The refusal of a chain whose certificate `child` names `candidate` as its issuer (issuer name = subject name) but
+ * whose signature does not verify with `candidate`'s public key: a CA of the same name with another key (re-keyed,
+ * or a different CA altogether), which a "missing issuer" answer would misdiagnose.
+ */
+function signatureInvalid(child: ParsedCertificate, candidate: NumberedCertificate): InvalidArgumentError {
+  const c = candidate.cert;
+  return new InvalidArgumentError(
+    X509Reason.SIGNATURE_INVALID,
+    candidate.field,
+    `${candidate.field}: certificate ${candidate.position} (subject "${c.subject}", SHA-256 ${c.sha256}) has the issuer name of ` +
+      `"${child.subject}" (SHA-256 ${child.sha256}), but that certificate's signature does not verify with its public key: ` +
+      "it is a different CA with the same name (for example re-keyed); send the CA certificate that signed it",
+    {
+      metadata: {
+        position: String(candidate.position),
+        subject: child.subject,
+        sha256_fingerprint: child.sha256,
+        issuer_subject: c.subject,
+        issuer_sha256_fingerprint: c.sha256,
+      },
+    },
+  );
 }
 
 /**

@@ -24,6 +24,8 @@ export const X509Reason = {
   PRIVATE_KEY_MISMATCH: "PRIVATE_KEY_MISMATCH",
   /** An intermediate neither issued the certificate nor any other intermediate of its chain. */
   INTERMEDIATE_NOT_IN_CHAIN: "INTERMEDIATE_NOT_IN_CHAIN",
+  /** A certificate sent has the name of another's issuer, but its key does not verify that certificate's signature. */
+  SIGNATURE_INVALID: "SIGNATURE_INVALID",
   /** More than MAX_INTERMEDIATES distinct intermediates. */
   TOO_MANY_INTERMEDIATES: "TOO_MANY_INTERMEDIATES",
   /** `pkcs12` is password-protected and no passphrase was given. */

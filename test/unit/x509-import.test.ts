@@ -245,8 +245,23 @@ describe("parseImport intermediates", () => {
     const impostor = makeCa({ subject: "/CN=order Intermediate 1/O=Test", keySlot: "impostor", issuer: chain.certs[2] });
     expect(certFacts(impostor.certPem).subject).toBe(certFacts(chain.leafPem).issuer);
     const err = refusal({ certificate: chain.leafPem, intermediates: impostor.certPem });
-    expect(err.reason).toBe("INTERMEDIATE_NOT_IN_CHAIN");
-    expect(err.metadata.position).toBe("1");
+    // Reported as what it is (issue 12): the issuer is not missing, its signature does not verify.
+    expect(err.reason).toBe("SIGNATURE_INVALID");
+    expect(err.metadata).toMatchObject({
+      field: "intermediates",
+      position: "1",
+      sha256_fingerprint: certFacts(chain.leafPem).sha256Fingerprint,
+      issuer_sha256_fingerprint: certFacts(impostor.certPem).sha256Fingerprint,
+    });
+    expect(err.message).not.toContain("missing");
+  });
+
+  it("reports a bad signature higher up the chain, naming the last certificate that links", () => {
+    // leaf <- Intermediate 1 links; the impostor has Intermediate 2's name (Intermediate 1's issuer) but not its key.
+    const impostor = makeCa({ subject: "/CN=order Intermediate 2/O=Test", keySlot: "impostor-2", issuer: chain.certs[3] });
+    const err = refusal({ certificate: chain.leafPem, intermediates: int1 + impostor.certPem });
+    expect(err.reason).toBe("SIGNATURE_INVALID");
+    expect(err.metadata.subject).toBe(certFacts(int1).subject);
   });
 
   it("keeps both copies of a cross-signed root (same subject and key), backtracking if needed", () => {

@@ -218,6 +218,22 @@ export enum ErrorReason {
   ERROR_REASON_POLICY_ETAG_MISMATCH = 48,
   /** ERROR_REASON_API_KEY_NOT_FOUND - NOT_FOUND: the API key does not exist. */
   ERROR_REASON_API_KEY_NOT_FOUND = 49,
+  /**
+   * ERROR_REASON_MALFORMED_REQUEST - INVALID_ARGUMENT: the request bytes are not a valid <Request message>; they are not protobuf wire format,
+   * are truncated, give a known field a wire type its type cannot have, nest messages deeper than 100, or hold
+   * invalid UTF-8 in a string field (proto3 strings are UTF-8). Nothing was done. Metadata: `message` (the
+   * request message's full name); `field` (the proto path, e.g. `instance.display_name`, with a
+   * `google.rpc.BadRequest`) when one field is at fault.
+   */
+  ERROR_REASON_MALFORMED_REQUEST = 50,
+  /**
+   * ERROR_REASON_SIGNATURE_INVALID - INVALID_ARGUMENT: a certificate's issuer name matches the subject of a certificate that was sent, but its
+   * signature does not verify with that certificate's key (a CA of the same name with another key: re-keyed,
+   * or a different CA). Send the CA certificate that really issued it. Metadata: `field`, `subject`,
+   * `sha256_fingerprint` (the certificate whose signature fails), `issuer_subject`,
+   * `issuer_sha256_fingerprint` (the certificate that does not verify it).
+   */
+  ERROR_REASON_SIGNATURE_INVALID = 51,
   UNRECOGNIZED = -1,
 }
 
@@ -373,6 +389,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 49:
     case "ERROR_REASON_API_KEY_NOT_FOUND":
       return ErrorReason.ERROR_REASON_API_KEY_NOT_FOUND;
+    case 50:
+    case "ERROR_REASON_MALFORMED_REQUEST":
+      return ErrorReason.ERROR_REASON_MALFORMED_REQUEST;
+    case 51:
+    case "ERROR_REASON_SIGNATURE_INVALID":
+      return ErrorReason.ERROR_REASON_SIGNATURE_INVALID;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -482,6 +504,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_POLICY_ETAG_MISMATCH";
     case ErrorReason.ERROR_REASON_API_KEY_NOT_FOUND:
       return "ERROR_REASON_API_KEY_NOT_FOUND";
+    case ErrorReason.ERROR_REASON_MALFORMED_REQUEST:
+      return "ERROR_REASON_MALFORMED_REQUEST";
+    case ErrorReason.ERROR_REASON_SIGNATURE_INVALID:
+      return "ERROR_REASON_SIGNATURE_INVALID";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
