@@ -218,6 +218,13 @@ export enum ErrorReason {
   ERROR_REASON_POLICY_ETAG_MISMATCH = 48,
   /** ERROR_REASON_API_KEY_NOT_FOUND - NOT_FOUND: the API key does not exist. */
   ERROR_REASON_API_KEY_NOT_FOUND = 49,
+  /**
+   * ERROR_REASON_EXPORT_BUDGET_EXHAUSTED - RESOURCE_EXHAUSTED: a new ExportCertificates stream would go over the caller's number of concurrent export
+   * streams, or over the memory the service gives to export data its clients have not read yet; a
+   * `google.rpc.RetryInfo` detail says how long to wait. Metadata: `limit` (`streams_per_caller` or
+   * `memory_budget`), `value` (the setting).
+   */
+  ERROR_REASON_EXPORT_BUDGET_EXHAUSTED = 50,
   UNRECOGNIZED = -1,
 }
 
@@ -373,6 +380,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 49:
     case "ERROR_REASON_API_KEY_NOT_FOUND":
       return ErrorReason.ERROR_REASON_API_KEY_NOT_FOUND;
+    case 50:
+    case "ERROR_REASON_EXPORT_BUDGET_EXHAUSTED":
+      return ErrorReason.ERROR_REASON_EXPORT_BUDGET_EXHAUSTED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -482,6 +492,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_POLICY_ETAG_MISMATCH";
     case ErrorReason.ERROR_REASON_API_KEY_NOT_FOUND:
       return "ERROR_REASON_API_KEY_NOT_FOUND";
+    case ErrorReason.ERROR_REASON_EXPORT_BUDGET_EXHAUSTED:
+      return "ERROR_REASON_EXPORT_BUDGET_EXHAUSTED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
