@@ -21,6 +21,7 @@ import { CertificateEnvelope } from "./crypto/envelope.js";
 import { checkRootKeysInUse, Keyring } from "./crypto/keyring.js";
 import { ReclamationService } from "./services/reclamations.js";
 import { ExportService } from "./services/export.js";
+import { ExportBudget } from "./services/export-budget.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
 import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./domain/page-token.js";
@@ -199,7 +200,13 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,
     });
-    const exporter = new ExportService(uow, envelope, pageTokens, config.exportBatchSize);
+    const exporter = new ExportService(
+      uow,
+      envelope,
+      pageTokens,
+      config.exportBatchSize,
+      new ExportBudget(config.exportMemoryBudgetBytes, config.exportStreamsPerCaller),
+    );
 
     // Who is calling and what they may do (src/auth), and the audit trail of it.
     const now = () => clock.now();

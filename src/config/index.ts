@@ -70,8 +70,12 @@ export interface Config {
   purgeLeaseMs: number;
   /** Encryptions after which a DEK is rotated (a share of AES-GCM's 2^32 limit, NIST SP 800-38D §8.3). */
   dekMaxEncryptions: number;
-  /** Certificates read and decrypted per batch by ExportCertificates. */
+  /** Certificates ExportCertificates reads from the database per batch (each is decrypted only when sent). */
   exportBatchSize: number;
+  /** Bytes all ExportCertificates streams together may hold (rows read, the item being sent), CM_EXPORT_MEMORY_BUDGET_MB. */
+  exportMemoryBudgetBytes: number;
+  /** ExportCertificates streams one principal may have open at once. */
+  exportStreamsPerCaller: number;
   /** Certificate versions re-encrypted per transaction during a DEK rotation. */
   reencryptBatchSize: number;
   /** The PKCS#11 root-key backend, when CM_PKCS11_MODULE is set. */
@@ -160,6 +164,8 @@ export const CONFIG_VARIABLES: readonly string[] = Object.freeze([
   "CM_DEK_MAX_ENCRYPTIONS",
   "CM_REENCRYPT_BATCH_SIZE",
   "CM_EXPORT_BATCH_SIZE",
+  "CM_EXPORT_MEMORY_BUDGET_MB",
+  "CM_EXPORT_STREAMS_PER_CALLER",
   "CM_ROOT_CERTIFICATE",
   "CM_PKCS11_MODULE",
   "CM_PKCS11_TOKEN_LABEL",
@@ -510,6 +516,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     dekMaxEncryptions: int(env, "CM_DEK_MAX_ENCRYPTIONS", 2 ** 31, 3, Math.floor(0.9 * 2 ** 32)),
     reencryptBatchSize: int(env, "CM_REENCRYPT_BATCH_SIZE", 200, 1, 500),
     exportBatchSize: int(env, "CM_EXPORT_BATCH_SIZE", 250, 1, 1000),
+    exportMemoryBudgetBytes: int(env, "CM_EXPORT_MEMORY_BUDGET_MB", 64, 1, 65_536) * 1024 * 1024,
+    exportStreamsPerCaller: int(env, "CM_EXPORT_STREAMS_PER_CALLER", 8, 1, 10_000),
     pkcs11: pkcs11Config(env),
     ...(jwt ? { jwt } : {}),
     logLevel,

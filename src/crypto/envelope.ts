@@ -126,6 +126,18 @@ export class CertificateEnvelope {
   }
 
   /**
+   * Opens one version already read, with its own DEK lookup, without the re-read {@link openAll} does: for a
+   * caller that opens rows one at a time, long after reading them (ExportCertificates opens each row right
+   * before handing it to a client), and re-reads on a DecryptionError itself. No DEK is held once it returns.
+   *
+   * @returns the material; the caller zeroes `privateKey`.
+   * @throws DecryptionError, RootKeyError.
+   */
+  async openVersion(repos: Repositories, instance: InstanceRecord, version: CertificateVersionRecord, opts: { privateKeys: boolean }): Promise<OpenedMaterial> {
+    return (await this.#openRows(repos, instance, [version], opts))[0]!;
+  }
+
+  /**
    * Opens one version (AccessCertificate): {@link openAll} of the single row `read` returns.
    * @returns the version's material as PEM text.
    */

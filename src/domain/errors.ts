@@ -196,11 +196,38 @@ export class PermissionDeniedError extends DomainError {
   }
 }
 
+/**
+ * RESOURCE_EXHAUSTED that a retry after `retryAfterMs` may get past; the ms become a google.rpc.RetryInfo detail
+ * (src/grpc/status.ts).
+ */
+export class RetryLaterError extends DomainError {
+  constructor(readonly retryAfterMs: number, reason: string, message: string, metadata: Record<string, string> = {}) {
+    super("RESOURCE_EXHAUSTED", reason, message, { metadata });
+  }
+}
+
 /** The caller went over its rate limit; `retryAfterMs` becomes a google.rpc.RetryInfo detail. */
-export class RateLimitedError extends DomainError {
-  constructor(readonly retryAfterMs: number, limit: string) {
-    super("RESOURCE_EXHAUSTED", "RATE_LIMITED", `too many calls: the limit is ${limit}; retry after ${Math.ceil(retryAfterMs / 1000)} s`, {
-      metadata: { limit },
-    });
+export class RateLimitedError extends RetryLaterError {
+  constructor(retryAfterMs: number, limit: string) {
+    super(retryAfterMs, "RATE_LIMITED", `too many calls: the limit is ${limit}; retry after ${Math.ceil(retryAfterMs / 1000)} s`, { limit });
+  }
+}
+
+/**
+ * A new ExportCertificates stream would go over the caller's number of concurrent export streams, or over the
+ * memory the service gives to exports in flight (src/services/export-budget.ts); `retryAfterMs` becomes a
+ * google.rpc.RetryInfo detail. Metadata `limit` names the limit (`streams_per_caller` or `memory_budget`),
+ * `value` its setting.
+ */
+export class ExportBudgetExhaustedError extends RetryLaterError {
+  constructor(retryAfterMs: number, limit: "streams_per_caller" | "memory_budget", value: string) {
+    super(
+      retryAfterMs,
+      "EXPORT_BUDGET_EXHAUSTED",
+      limit === "streams_per_caller"
+        ? `too many export streams open for this caller (the limit is ${value}): finish or cancel one, or retry after ${Math.ceil(retryAfterMs / 1000)} s`
+        : `the service is holding as much export data as it allows (${value}) for streams whose clients have not read it yet; retry after ${Math.ceil(retryAfterMs / 1000)} s`,
+      { limit, value },
+    );
   }
 }

@@ -181,7 +181,7 @@ export class Calls {
 }
 
 /**
- * Writes the responses `produce` gives with flow control, ends the stream and logs one "stream done" line with
+ * Writes the responses `produce` gives with flow control (one in the transport at a time), ends the stream and logs one "stream done" line with
  * `stats` (`sent` counts the responses written). A client that cancels, or whose deadline passes, ends the
  * stream early: that is logged as done and cancelled, not as a server failure.
  */
@@ -214,7 +214,11 @@ function stream<Res>(
       // Leaving the loop ends the producer's generator, so nothing more is read or computed.
       if (call.cancelled) break;
       stats.sent++;
-      if (!call.write(res)) await drained(call);
+      // One message in the transport at a time: the next is asked for only once this one went out (into the
+      // HTTP/2 flow-control window), so a client that does not read holds the producer at one message, and the
+      // producer's memory accounting (ExportCertificates) can release a message's bytes when the next is asked.
+      await written(call, res);
+      if (call.cancelled) break;
     }
     if (!call.cancelled) call.end();
     done();
@@ -224,16 +228,20 @@ function stream<Res>(
   });
 }
 
-/** Resolves when the stream can take more data, or when the call is cancelled or its deadline passes. */
-function drained(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): Promise<void> {
+/**
+ * Writes `res` and resolves once the transport took it (grpc-js calls back when HTTP/2 framed it, which needs
+ * the client's flow-control window), or when the call is cancelled, its deadline passes, or the stream closes
+ * or fails (grpc-js then never calls back).
+ */
+function written<Res>(call: ServerWritableStream<unknown, Res> | ServerDuplexStream<unknown, Res>, res: Res): Promise<void> {
   return new Promise((resolve) => {
+    const events = ["cancelled", "close", "error"] as const;
     const done = () => {
-      call.off("drain", done);
-      call.off("cancelled", done);
+      for (const e of events) call.off(e, done);
       resolve();
     };
-    call.on("drain", done);
-    call.on("cancelled", done);
+    for (const e of events) call.on(e, done);
+    call.write(res, () => done());
     if (call.cancelled) done();
   });
 }

@@ -111,7 +111,7 @@ export function certificateHandlers(calls: Calls, certificates: CertificateServi
       const { certificate, repairs } = await importOne(req, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
-    exportCertificates: calls.serverStream("ExportCertificates", async (req, { signal }) => {
+    exportCertificates: calls.serverStream("ExportCertificates", async (req, { signal, caller }) => {
       // Validation happens here, before the first message, so a bad request fails the call with a clear status.
       const items = await exporter.start(
         {
@@ -121,8 +121,10 @@ export function certificateHandlers(calls: Calls, certificates: CertificateServi
           recipientPublicKey: req.recipientPublicKey,
           resumeToken: req.resumeToken,
         },
+        caller.principal,
         signal,
       );
+      // Pulls one item per message asked for: Calls#serverStream asks for the next once this one is written.
       return (async function* () {
         for await (const item of items) {
           yield {

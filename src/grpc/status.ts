@@ -8,7 +8,7 @@ import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 import { ErrorReason, errorReasonFromJSON } from "../../gen/ts/certmanager/v1/error_reason.js";
 import { BadRequest, ErrorInfo, RetryInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
-import { DomainError, type ErrorKind, RateLimitedError } from "../domain/errors.js";
+import { DomainError, type ErrorKind, RetryLaterError } from "../domain/errors.js";
 
 /** ErrorInfo.domain of every error this service returns. */
 const ERROR_DOMAIN = "certmanager";
@@ -86,7 +86,7 @@ export function toStatus(err: unknown, callId?: string): { status: Status; expec
       ),
     });
   }
-  if (err instanceof RateLimitedError) {
+  if (err instanceof RetryLaterError) {
     const ms = Math.max(0, Math.ceil(err.retryAfterMs));
     details.push({
       typeUrl: "type.googleapis.com/google.rpc.RetryInfo",

@@ -161,6 +161,17 @@ describe("loadConfig", () => {
     ];
     for (const [env, problem] of cases) expect(() => loadConfig(env), JSON.stringify(env)).toThrow(problem);
   });
+
+  it("reads the export memory budget and per-caller stream cap, within their ranges", () => {
+    const base = { CM_DATA_DIR: "/tmp/cm-config-test" };
+    expect(loadConfig(base)).toMatchObject({ exportMemoryBudgetBytes: 64 * 1024 * 1024, exportStreamsPerCaller: 8 });
+    expect(loadConfig({ ...base, CM_EXPORT_MEMORY_BUDGET_MB: "16", CM_EXPORT_STREAMS_PER_CALLER: "100" })).toMatchObject({
+      exportMemoryBudgetBytes: 16 * 1024 * 1024,
+      exportStreamsPerCaller: 100,
+    });
+    expect(() => loadConfig({ ...base, CM_EXPORT_MEMORY_BUDGET_MB: "0" })).toThrow(/CM_EXPORT_MEMORY_BUDGET_MB must be between 1 and 65536/);
+    expect(() => loadConfig({ ...base, CM_EXPORT_STREAMS_PER_CALLER: "0" })).toThrow(/CM_EXPORT_STREAMS_PER_CALLER must be between 1 and 10000/);
+  });
 });
 
 describe("the known variables", () => {

@@ -234,6 +234,13 @@ export enum ErrorReason {
    * `issuer_sha256_fingerprint` (the certificate that does not verify it).
    */
   ERROR_REASON_SIGNATURE_INVALID = 51,
+  /**
+   * ERROR_REASON_EXPORT_BUDGET_EXHAUSTED - RESOURCE_EXHAUSTED: a new ExportCertificates stream would go over the caller's number of concurrent export
+   * streams, or over the memory the service gives to export data its clients have not read yet; a
+   * `google.rpc.RetryInfo` detail says how long to wait. Metadata: `limit` (`streams_per_caller` or
+   * `memory_budget`), `value` (the setting).
+   */
+  ERROR_REASON_EXPORT_BUDGET_EXHAUSTED = 52,
   UNRECOGNIZED = -1,
 }
 
@@ -395,6 +402,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 51:
     case "ERROR_REASON_SIGNATURE_INVALID":
       return ErrorReason.ERROR_REASON_SIGNATURE_INVALID;
+    case 52:
+    case "ERROR_REASON_EXPORT_BUDGET_EXHAUSTED":
+      return ErrorReason.ERROR_REASON_EXPORT_BUDGET_EXHAUSTED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -508,6 +518,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_MALFORMED_REQUEST";
     case ErrorReason.ERROR_REASON_SIGNATURE_INVALID:
       return "ERROR_REASON_SIGNATURE_INVALID";
+    case ErrorReason.ERROR_REASON_EXPORT_BUDGET_EXHAUSTED:
+      return "ERROR_REASON_EXPORT_BUDGET_EXHAUSTED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
