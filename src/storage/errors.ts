@@ -25,10 +25,34 @@ export function isRetryableConflict(err: unknown): boolean {
   return e?.errno === 1213 || e?.errno === 1205 || e?.code === "ER_LOCK_DEADLOCK" || e?.code === "ER_LOCK_WAIT_TIMEOUT" || e?.code === "SQLITE_BUSY";
 }
 
-/** True when the database cannot be reached, dropped the connection, or (SQLite) stayed locked past busy_timeout. */
+/** Driver and socket codes that mean the database cannot serve now, whatever the statement. */
+const UNREACHABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "PROTOCOL_CONNECTION_LOST",
+  "PROTOCOL_SEQUENCE_TIMEOUT",
+  "ER_CON_COUNT_ERROR", // too many connections (1040)
+  "ER_SERVER_SHUTDOWN", // shutting down (1053)
+  "ER_OPTION_PREVENTS_STATEMENT", // --read-only, e.g. a replica or a Galera node that left the cluster (1290)
+  "ER_READ_ONLY_MODE",
+  "SQLITE_BUSY",
+]);
+
+/**
+ * True when the database cannot be reached, dropped or closed the connection, refuses writes for now, has no
+ * connection free in the pool within the acquire timeout (KnexTimeoutError), or (SQLite) stayed locked past
+ * busy_timeout.
+ */
 function isUnreachable(err: unknown): boolean {
-  const code = (err as DriverError)?.code;
-  return code === "ECONNREFUSED" || code === "PROTOCOL_CONNECTION_LOST" || code === "ETIMEDOUT" || code === "SQLITE_BUSY";
+  const e = err as (DriverError & { name?: string; message?: string }) | undefined;
+  if (e?.code !== undefined && UNREACHABLE_CODES.has(e.code)) return true;
+  if (e?.name === "KnexTimeoutError") return true;
+  // mysql2 reports a query on a connection it already saw close with a bare Error and no code.
+  return typeof e?.message === "string" && e.message.includes("connection is in closed state");
 }
 
 /**
