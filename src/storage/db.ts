@@ -111,6 +111,9 @@ export function isMysql(db: Knex): boolean {
   return db.client.config.client === "mysql2";
 }
 
+/** A nullable epoch-milliseconds column (BIGINT may arrive as a string) as a Date, or undefined for NULL. */
+export const optionalDate = (v: number | string | null): Date | undefined => (v === null || v === undefined ? undefined : new Date(Number(v)));
+
 /** The first row `query` returns, mapped by `map`; undefined when there is none. */
 export async function firstRow<Row, T>(query: Knex.QueryBuilder, map: (row: Row) => T): Promise<T | undefined> {
   const row = (await query.first()) as Row | undefined;

@@ -1,6 +1,6 @@
 /** API keys: table `api_keys`. Only the secret's HMAC is stored (ApiKeyRecord). */
 import type { Knex } from "knex";
-import { firstRow, keysetAfter } from "../db.js";
+import { firstRow, keysetAfter, optionalDate } from "../db.js";
 import type { ApiKeyRecord, ApiKeyRepository, KeysetCursor } from "../../domain/ports.js";
 
 const TABLE = "api_keys";
@@ -16,8 +16,6 @@ interface Row {
   revoke_time: number | string | null;
   last_use_time: number | string | null;
 }
-
-const optionalDate = (v: number | string | null): Date | undefined => (v === null || v === undefined ? undefined : new Date(Number(v)));
 
 function rowToApiKey(r: Row): ApiKeyRecord {
   return {

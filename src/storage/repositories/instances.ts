@@ -1,6 +1,6 @@
 /** Instance repository: table `instances`. */
 import type { Knex } from "knex";
-import { firstRow, isMysql, keysetAfter } from "../db.js";
+import { firstRow, isMysql, keysetAfter, optionalDate } from "../db.js";
 import { visibleInstanceIds } from "./policies.js";
 import type { InstanceRecord, InstanceRepository, KeysetCursor } from "../../domain/ports.js";
 
@@ -38,8 +38,6 @@ interface Row {
   expire_time: number | string | null;
   delete_time: number | string | null;
 }
-
-const optionalDate = (v: number | string | null): Date | undefined => (v === null || v === undefined ? undefined : new Date(Number(v)));
 
 function rowToInstance(r: Row): InstanceRecord {
   return {
