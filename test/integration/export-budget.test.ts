@@ -26,7 +26,12 @@ const BUDGET_MB = 16;
 const CERTS = 300;
 const STREAMS = 200;
 
-/** An unread export: paused at once; `outcome` settles with its error (or "end"), `cancel` ends it. */
+/**
+ * An unread export: paused at once; `outcome` settles with its error (or "end"), `cancel` ends it.
+ * `read(0)` starts the client reading into its stream buffer (16 messages), as an application that read and then
+ * stopped would. Without it grpc-js never asks for a message and queues every one that arrives in an unbounded
+ * list of its own, still consuming the HTTP/2 window: the server would then rightly send the whole export.
+ */
 interface Unread {
   call: ClientReadableStream<ExportCertificatesResponse>;
   outcome: Promise<ServiceError | "end">;
@@ -36,6 +41,7 @@ interface Unread {
 function openUnread(t: TestService, parent: string): Unread {
   const call = t.certificateClient.exportCertificates(ExportCertificatesRequest.fromPartial({ parent, includePrivateKeys: true }));
   call.pause();
+  call.read(0);
   let result: ServiceError | "end" | undefined;
   const outcome = new Promise<ServiceError | "end">((resolve) => {
     call.on("error", (e: ServiceError) => resolve((result = e)));
@@ -183,9 +189,7 @@ describe("export streams per caller (sqlite)", () => {
   });
 
   it("refuses a caller's stream past its cap with RetryInfo, and admits it again once they end", async () => {
-    // Four at once: an export of 300 takes far longer than admitting four calls, so the fourth is admitted while
-    // the other three are open. (One by one would not do: a paused grpc-js client alone on its connection was
-    // seen taking a whole export into its buffers, ending the stream.)
+    // Four at once: the fourth is admitted while the other three are open and unread.
     const four = Array.from({ length: 4 }, () => openUnread(t, parent));
     const outcomes = await Promise.race([Promise.any(four.map((s) => s.outcome)), sleep(10_000).then(() => undefined)]);
     expect(outcomes).toBeDefined();
