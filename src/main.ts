@@ -23,6 +23,7 @@ import { ReclamationService } from "./services/reclamations.js";
 import { ExportService } from "./services/export.js";
 import { ExportBudget } from "./services/export-budget.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
+import { InstanceKeyMigration } from "./services/instance-keys.js";
 import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./domain/page-token.js";
 import { createKnex, DatabaseInUseError, KnexUnitOfWork, lockDatabase, migrateLatest } from "./storage/index.js";
@@ -44,6 +45,8 @@ export interface RunningService {
   purgeNow(): Promise<void>;
   /** Runs one tick of the job that finishes data key rotations (tests). */
   finishRotationsNow(): Promise<void>;
+  /** Runs one tick of the instance-key migration now (tests). */
+  migrateInstanceKeysNow(): Promise<void>;
   /** Unwraps sent to root-key backends since start (benchmarks). */
   unwrapCount(): number;
   /** Re-reads the TLS files now (SIGHUP does it); resolves whether a new certificate was published. */
@@ -200,6 +203,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       batchSize: config.purgeBatchSize,
       leaseMs: config.purgeLeaseMs,
     });
+    const instanceKeys = new InstanceKeyMigration(uow, keyring, clock, log.child({ component: "instance-keys" }));
     const exporter = new ExportService(
       uow,
       envelope,
@@ -254,6 +258,12 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       // Said at every start, as long as the setting stays: anyone on the network can read this traffic.
       log.warn({ address: config.listenAddress }, "serving plaintext gRPC on a non-loopback address (CM_ALLOW_INSECURE_NON_LOOPBACK=true): callers' traffic, private keys included, is readable on the network unless something else encrypts it");
     }
+    if (config.keystoreBesideData) {
+      log.warn(
+        { keystore: config.localKeystorePath, data_dir: config.dataDir },
+        "the local keystore is inside the data folder: a backup of the folder holds the keys that open the database, deleted instances included; set CM_LOCAL_KEYSTORE to a path outside it (README: Deleting and restoring an instance)",
+      );
+    }
     const port = await bind(grpcServer.server, config.listenAddress, tls?.credentials());
 
     // Health reflects the database and every root-key backend, checked now and every 5 s.
@@ -272,6 +282,9 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     healthTimer.unref();
     const purge = startPeriodicJob("purge", async () => (await reclamations.purgeDue()).length, config.purgeIntervalMs, log);
     const rekey = startPeriodicJob("finish-dek-rotations", () => rotation.resumeAll(), config.purgeIntervalMs, log);
+    // DEKs from before instance keys get their layer in the background (online; any replica may do it).
+    const layer = startPeriodicJob("instance-keys", () => instanceKeys.tick(), config.purgeIntervalMs, log);
+    void layer.runOnce();
     // Checkpoints of the audit chains, in the log (ship it off the machine): `npm run audit -- verify --checkpoint`
     // holds a chain against them, so a tail cut off together with its head row is found.
     const logged = new Map<string, number>();
@@ -294,7 +307,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     // Last-use times of API keys: one write per key per minute at most, never one per call.
     const uses = startPeriodicJob("api-key-last-use", async () => (await flushUses(), 0), 60_000, log);
     // Closers run in reverse: the jobs stop (and the last uses are written) before keys and pool close.
-    closers.push(() => purge.stop(), () => rekey.stop(), async () => {
+    closers.push(() => purge.stop(), () => rekey.stop(), () => layer.stop(), async () => {
       await uses.stop();
       await flushUses().catch((err: unknown) => log.warn({ err: (err as Error).message }, "could not record API key last use at stop"));
     });
@@ -305,6 +318,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       port,
       purgeNow: () => purge.runOnce(),
       finishRotationsNow: () => rekey.runOnce(),
+      migrateInstanceKeysNow: () => layer.runOnce(),
       unwrapCount: () => keyring.unwrapCount,
       reloadTls: (reason = "requested") => tls?.reload(reason) ?? Promise.resolve(false),
       reloadJwks: () => jwt?.reload() ?? Promise.resolve(false),

@@ -51,6 +51,11 @@ export interface Config {
   database: DatabaseConfig;
   /** Path of the local root-key keystore (JWKS-like JSON, mode 0600). */
   localKeystorePath: string;
+  /**
+   * The keystore is inside the data folder while the server listens on a non-loopback address: one backup of the
+   * folder then holds the database and the keys that open it, deleted instances included (warned at start).
+   */
+  keystoreBesideData: boolean;
   /** Root key id (in the local backend) that wraps the DEKs of provider-managed instances. */
   defaultRootKeyId: string;
   /** Path of the file holding the 32-byte key that authenticates page tokens (created if missing). */
@@ -426,6 +431,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   const tls = tlsConfig(env);
   const jwt = jwtConfig(env);
   const insecureNonLoopback = bool(env, "CM_ALLOW_INSECURE_NON_LOOPBACK");
+  const localKeystorePath = path.resolve(str(env, "CM_LOCAL_KEYSTORE", path.join(dataDir, "root-keys.json")));
   const host = listenAddress.slice(0, listenAddress.lastIndexOf(":"));
   if (!tls && !isLoopbackHost(host) && !insecureNonLoopback) {
     throw new ConfigError(
@@ -500,7 +506,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     rootCertificate,
     dataDir,
     database,
-    localKeystorePath: path.resolve(str(env, "CM_LOCAL_KEYSTORE", path.join(dataDir, "root-keys.json"))),
+    localKeystorePath,
+    keystoreBesideData: !isLoopbackHost(host) && !path.relative(dataDir, localKeystorePath).startsWith(".."),
     defaultRootKeyId,
     pageTokenKeyPath: path.resolve(str(env, "CM_PAGE_TOKEN_KEY_FILE", path.join(dataDir, "page-token.key"))),
     dekCacheMax: int(env, "CM_DEK_CACHE_MAX", 1000, 1, 1_000_000),

@@ -3,18 +3,23 @@
  * DEKs, unwrapping them through the DEK cache to seal or open material, rewrapping them after a root key
  * rotation, and noticing disabled or destroyed root keys.
  *
+ * Every DEK is stored wrapped twice (crypto/wrapped-dek.ts): under the instance's root key, then under the
+ * instance's own key (`i-<uuid>`, in the same backend), which is created with the instance and destroyed when
+ * it is reclaimed. DEKs written before instance keys existed have only the root-key wrap until
+ * `addInstanceLayer` (the instance-key migration job) gives them the second.
+ *
  * Key lifecycle (issue "customer-managed root keys"): plaintext DEKs stay cached at most the cache TTL, so a
  * root key disabled in its backend stops every secret-touching call within that TTL; as soon as any call sees
  * the key disabled or destroyed, every cached DEK under that root key is dropped at once.
  */
-import { DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
+import { AlreadyExistsError, DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";
 import type { RootKeyBackend, RootKeyView } from "../domain/rootkey.js";
-import { formatRootKeyRef } from "../domain/rootkey-id.js";
+import { formatRootKeyRef, instanceKeyId } from "../domain/rootkey-id.js";
 import { generateDek, newDekId, zero } from "./dek.js";
 import { DekCache } from "./dekcache.js";
-import { unwrapDek, wrapDek } from "./wrapped-dek.js";
+import { hasInstanceLayer, unwrapDek, unwrapStoredDek, wrapDek, wrapInstanceLayer } from "./wrapped-dek.js";
 
 /** A plaintext DEK lent to one operation; call `release()` when done so the copy is zeroed. */
 export interface LentDek {
@@ -76,15 +81,19 @@ export class Keyring {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
-      const wrap = () => wrapDek(backend, instance.rootKeyId, dek, { instance: instanceName(instance.id) });
+      const context = { instance: instanceName(instance.id) };
+      const wrap = () => wrapDek(backend, instance.rootKeyId, dek, context);
       // For an existing instance a refused key is "your key is off" (ROOT_KEY_UNAVAILABLE); for a new one the
       // backend's own reason tells the operator what to fix.
       const wrapped = existing ? await this.translate(instance, wrap) : await withRetries(wrap);
+      await this.ensureInstanceKey(instance);
+      const layered = await withRetries(() => wrapInstanceLayer(backend, instanceKeyId(instance.id), wrapped.jwe, context));
       return {
         id: newDekId(),
         instanceId: instance.id,
-        wrappedKey: wrapped.jwe,
+        wrappedKey: layered.jwe,
         rootKeyVersion: wrapped.version,
+        instanceKeyVersion: layered.version,
         state: "ACTIVE",
         encryptionCount: 0,
         createTime: this.clock.now(),
@@ -93,6 +102,88 @@ export class Keyring {
       zero(dek);
     }
   }
+
+  /** Instance keys known to exist (so `newDek` asks the backend once per instance and process). */
+  private readonly instanceKeys = new Set<string>();
+
+  /**
+   * Creates the instance's own key in the backend of its root key unless it exists (idempotent, also across
+   * replicas racing to create it).
+   * @throws RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE
+   */
+  async ensureInstanceKey(instance: InstanceKey): Promise<void> {
+    const ref = this.instanceKeyRef(instance);
+    if (this.instanceKeys.has(ref)) return;
+    const backend = this.backend(instance.rootKeyBackend);
+    const keyId = instanceKeyId(instance.id);
+    try {
+      await withRetries(() => backend.describe(keyId));
+    } catch (err) {
+      if (!(err instanceof RootKeyError && err.reason === "ROOT_KEY_NOT_FOUND")) throw err;
+      await withRetries(() => backend.createKey(keyId)).catch((e: unknown) => {
+        if (!(e instanceof AlreadyExistsError)) throw e;
+      });
+    }
+    this.instanceKeys.add(ref);
+  }
+
+  /**
+   * Destroys the instance's own key in its backend (crypto-shredding at reclamation): every wrapped DEK of the
+   * instance, in this database or in any copy of it, can no longer be opened. Idempotent. Drops its cached DEKs.
+   * @throws RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE (the caller retries later)
+   */
+  async destroyInstanceKey(instance: InstanceKey): Promise<void> {
+    const ref = this.instanceKeyRef(instance);
+    this.instanceKeys.delete(ref);
+    await withRetries(() => this.backend(instance.rootKeyBackend).destroyKey(instanceKeyId(instance.id)));
+  }
+
+  /**
+   * Gives a DEK written before instance keys existed the instance layer (the migration's one step). Uses only the
+   * instance key, not the root key, so it works while a customer's root key is disabled.
+   * @returns false when the DEK had the layer already or changed meanwhile (compare-and-set on the wrapped key).
+   */
+  async addInstanceLayer(repos: Repositories, instance: InstanceKey, record: DekRecord): Promise<boolean> {
+    if (record.instanceId !== instance.id) throw new DecryptionError();
+    if (hasInstanceLayer(record.wrappedKey)) return false;
+    await this.ensureInstanceKey(instance);
+    const backend = this.backend(instance.rootKeyBackend);
+    const layered = await withRetries(() => wrapInstanceLayer(backend, instanceKeyId(instance.id), record.wrappedKey, { instance: instanceName(instance.id) }));
+    return repos.deks.rewrap(record.id, record.wrappedKey, layered.jwe, record.rootKeyVersion, layered.version);
+  }
+
+  /** `<backend>/i-<uuid>`: where the instance's own key lives. */
+  instanceKeyRef(instance: InstanceKey): string {
+    return formatRootKeyRef(instance.rootKeyBackend, instanceKeyId(instance.id));
+  }
+
+  /**
+   * Opens a stored wrapped DEK: the instance layer (when present) with the instance key, then the root-key wrap.
+   * A missing, destroyed or disabled instance key is ROOT_KEY_UNAVAILABLE naming it.
+   */
+  private async openStored(instance: InstanceKey, wrappedKey: string): Promise<Buffer> {
+    const context = { instance: instanceName(instance.id) };
+    try {
+      return await unwrapStoredDek(this.backend(instance.rootKeyBackend), wrappedKey, context);
+    } catch (err) {
+      const reason = (err as DomainError).reason;
+      const onInstanceKey = err instanceof RootKeyError && err.metadata.root_key === this.instanceKeyRef(instance);
+      if (onInstanceKey && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
+        const ref = this.instanceKeyRef(instance);
+        const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : "NOT_FOUND";
+        throw new RootKeyError(
+          "ROOT_KEY_UNAVAILABLE",
+          state === "DISABLED"
+            ? `the instance key ${ref} of ${context.instance} is disabled; enable it in its backend to restore access`
+            : `the instance key ${ref} of ${context.instance} is gone from its backend (${state}): the instance was reclaimed, or this server uses another keystore or token than the one holding it`,
+          { root_key: ref, root_key_state: state, resource: context.instance },
+          err,
+        );
+      }
+      throw err;
+    }
+  }
+
 
   /**
    * Proves the service may use a root key for an instance (CreateInstance with a customer-managed key): wraps
@@ -166,10 +257,12 @@ export class Keyring {
     const current = await this.translate(instance, () => backend.describe(instance.rootKeyId));
     if (record.rootKeyVersion >= current.currentVersion) return false;
     const context = { instance: instanceName(instance.id) };
-    const dek = await this.translate(instance, () => unwrapDek(backend, record.wrappedKey, context));
+    const dek = await this.translate(instance, () => this.openStored(instance, record.wrappedKey));
     try {
       const wrapped = await this.translate(instance, () => wrapDek(backend, instance.rootKeyId, dek, context));
-      return await repos.deks.rewrap(record.id, record.wrappedKey, wrapped.jwe, wrapped.version);
+      await this.ensureInstanceKey(instance);
+      const layered = await withRetries(() => wrapInstanceLayer(backend, instanceKeyId(instance.id), wrapped.jwe, context));
+      return await repos.deks.rewrap(record.id, record.wrappedKey, layered.jwe, wrapped.version, layered.version);
     } finally {
       zero(dek);
     }
@@ -211,13 +304,12 @@ export class Keyring {
   }
 
   private async lend(record: DekRecord, instance: InstanceRecord): Promise<LentDek> {
-    const backend = this.backend(instance.rootKeyBackend);
     const ref = rootKeyRef(instance);
     // The cache hands out a copy that this operation owns, so an eviction never zeroes a key in use.
     const key = await this.translate(instance, () =>
       this.cache.getOrLoad(record.id, () => {
         this.unwrapCount++;
-        return unwrapDek(backend, record.wrappedKey, { instance: instanceName(instance.id) });
+        return this.openStored(instance, record.wrappedKey);
       }),
     );
     let ids = this.cachedByRootKey.get(ref);

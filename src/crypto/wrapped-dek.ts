@@ -12,13 +12,23 @@
  * The header is authenticated (it is the AAD), so a wrapped DEK moved to another instance fails to unwrap, and
  * `kid` says which backend, key and version can unwrap it. node-jose reads what this writes and this reads what
  * node-jose writes with the same key material (test/unit/crypto.wrapped-dek.test.ts).
+ *
+ * **Instance layer.** What is stored for a DEK is that JWE wrapped once more, the same way, under the instance's
+ * own key (`i-<uuid>` in the same backend, see domain/rootkey-id.ts): the payload is the root-key JWE above
+ * (ASCII), and the header gains `"cm_layer":"instance"`:
+ * ```
+ * protected header  {"alg":"A256KW","cm_instance":"instances/<id>","cm_layer":"instance","enc":"A256GCM","kid":"<backend>/i-<uuid>/<version>"}
+ * ```
+ * Opening needs both keys: the root key (the customer disables or destroys it to cut access) and the instance
+ * key (destroyed when the instance is reclaimed, so a copy of the database taken before opens nothing). Adding
+ * the layer needs only the instance key, so existing DEKs move to it without their root key being used.
  */
 import { randomBytes, randomFillSync } from "node:crypto";
 
 import { RootKeyError } from "../domain/errors.js";
 import { isInstanceName } from "../domain/names.js";
 import { WRAPPED_KEY_BYTES, type RootKeyBackend } from "../domain/rootkey.js";
-import { isRootKeyId, isRootKeyVersion, parseRootKeyKid, ROOT_KEY_ID_RULE, rootKeyKid } from "../domain/rootkey-id.js";
+import { instanceKeyId, isRootKeyId, isRootKeyVersion, parseRootKeyKid, ROOT_KEY_ID_RULE, rootKeyKid } from "../domain/rootkey-id.js";
 import { ALG_A256KW, ENC_A256GCM, GCM_IV_BYTES, assertAlgorithms, fail, splitCompact } from "./compact.js";
 import { DEK_BYTES, zero } from "./dek.js";
 import { gcmOpen, gcmSeal } from "./fastjwe.js";
@@ -44,6 +54,91 @@ function checkContext(context: WrapContext): void {
   if (!context || !isInstanceName(context.instance)) throw new TypeError("WrapContext.instance must be a resource name instances/{uuid}");
 }
 
+/** The exact header field set of the instance layer (sorted). */
+const LAYER_HEADER_FIELDS = "alg,cm_instance,cm_layer,enc,kid";
+const INSTANCE_LAYER = "instance";
+
+/** Refuses a key id no `kid` can carry: what is wrapped under it could never be unwrapped. */
+function checkWrapKeyId(backend: RootKeyBackend, keyId: string): void {
+  if (!isRootKeyId(keyId)) {
+    const ref = `${backend.name}/${String(keyId).slice(0, 80)}`;
+    throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key ${ref} cannot exist (${ROOT_KEY_ID_RULE}); fix the key id`, { root_key: ref });
+  }
+}
+
+/** A256KW + A256GCM JWE of `payload` under the current version of `keyId`; `extra` joins the header. */
+async function seal(backend: RootKeyBackend, keyId: string, payload: Buffer, context: WrapContext, extra: Record<string, string>): Promise<WrappedDek> {
+  const cek = randomFillSync(Buffer.alloc(DEK_BYTES));
+  try {
+    const { version, wrapped } = await backend.wrapKey(keyId, cek);
+    // Checked before anything is stored: a misbehaving backend must not leave DEKs that can never unwrap.
+    if (!isRootKeyVersion(version) || !Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) {
+      throw new TypeError(`root-key backend ${backend.name} returned a key wrap that is not RFC 3394 of 32 bytes under a valid version`);
+    }
+    const header = { alg: ALG_A256KW, ...extra, enc: ENC_A256GCM, kid: rootKeyKid(backend.name, keyId, version), cm_instance: context.instance };
+    const protectedB64 = Buffer.from(JSON.stringify(header), "utf8").toString("base64url");
+    const iv = randomBytes(GCM_IV_BYTES);
+    const { ciphertext, tag } = gcmSeal(cek, protectedB64, iv, payload);
+    const jwe = [protectedB64, wrapped.toString("base64url"), iv.toString("base64url"), ciphertext.toString("base64url"), tag.toString("base64url")].join(".");
+    return { jwe, version };
+  } finally {
+    zero(cek);
+  }
+}
+
+/**
+ * Wraps a root-key JWE made by {@link wrapDek} under the current version of the instance's own key `keyId`
+ * (the instance layer, see the module comment). No root key is used.
+ *
+ * @param inner the root-key JWE, bound to `context.instance`.
+ * @returns the stored JWE and the instance key version used.
+ * @throws RootKeyError from `backend.wrapKey` (ROOT_KEY_NOT_FOUND when the instance key does not exist);
+ *         DecryptionError when `inner` is not a wrapped DEK of this instance; TypeError on a bad context.
+ */
+export async function wrapInstanceLayer(backend: RootKeyBackend, keyId: string, inner: string, context: WrapContext): Promise<WrappedDek> {
+  checkContext(context);
+  checkWrapKeyId(backend, keyId);
+  const parts = splitCompact(inner);
+  if (isLayered(parts.header) || parts.header.cm_instance !== context.instance) fail("not a root-key wrapped DEK of this instance");
+  return seal(backend, keyId, Buffer.from(inner, "ascii"), context, { cm_layer: INSTANCE_LAYER });
+}
+
+/** True when `jwe` carries the instance layer. @throws DecryptionError when it is not a compact JWE. */
+export function hasInstanceLayer(jwe: string): boolean {
+  return isLayered(splitCompact(jwe).header);
+}
+
+function isLayered(header: Record<string, unknown>): boolean {
+  return header.cm_layer === INSTANCE_LAYER;
+}
+
+/**
+ * Opens the instance layer of a stored wrapped DEK: strict parsing as {@link unwrapDek}, the exact layer header,
+ * a `kid` naming a version of the instance key `keyId` of this backend; then the backend unwraps and GCM
+ * authenticates.
+ *
+ * @returns the root-key JWE inside, and the instance key version that wrapped it.
+ * @throws DecryptionError when malformed, tampered, bound to another instance or under another key;
+ *         RootKeyError from the backend (ROOT_KEY_DESTROYED or NOT_FOUND once the instance was reclaimed).
+ */
+export async function unwrapInstanceLayer(backend: RootKeyBackend, keyId: string, jwe: string, context: WrapContext): Promise<{ inner: string; version: number }> {
+  checkContext(context);
+  const parts = splitCompact(jwe);
+  assertAlgorithms(parts, ALG_A256KW);
+  const header = parts.header;
+  if (Object.keys(header).sort().join(",") !== LAYER_HEADER_FIELDS || !isLayered(header)) fail("unexpected instance layer header");
+  const ref = parseRootKeyKid(header.kid);
+  if (!ref || ref.backend !== backend.name || ref.keyId !== keyId) fail("kid does not name this instance's key");
+  if (header.cm_instance !== context.instance) fail("wrapped DEK belongs to another instance");
+  const cek = await backend.unwrapKey(ref.keyId, ref.version, parts.encryptedKey);
+  try {
+    const payload = gcmOpen(cek, parts.protectedB64, parts.iv, parts.ciphertext, parts.tag);
+    return { inner: payload.toString("ascii"), version: ref.version };
+  } finally {
+    zero(cek);
+  }
+}
+
 /**
  * Wraps a DEK under the current version of root key `keyId` of `backend`.
  *
@@ -58,27 +153,8 @@ function checkContext(context: WrapContext): void {
 export async function wrapDek(backend: RootKeyBackend, keyId: string, dek: Buffer, context: WrapContext): Promise<WrappedDek> {
   if (!Buffer.isBuffer(dek) || dek.length !== DEK_BYTES) throw new TypeError(`dek must be a ${DEK_BYTES}-byte Buffer`);
   checkContext(context);
-  // Only ids a kid can carry: a DEK wrapped under any other could never be unwrapped.
-  if (!isRootKeyId(keyId)) {
-    const ref = `${backend.name}/${String(keyId).slice(0, 80)}`;
-    throw new RootKeyError("ROOT_KEY_NOT_FOUND", `root key ${ref} cannot exist (${ROOT_KEY_ID_RULE}); fix the key id`, { root_key: ref });
-  }
-  const cek = randomFillSync(Buffer.alloc(DEK_BYTES));
-  try {
-    const { version, wrapped } = await backend.wrapKey(keyId, cek);
-    // Checked before anything is stored: a misbehaving backend must not leave DEKs that can never unwrap.
-    if (!isRootKeyVersion(version) || !Buffer.isBuffer(wrapped) || wrapped.length !== WRAPPED_KEY_BYTES) {
-      throw new TypeError(`root-key backend ${backend.name} returned a key wrap that is not RFC 3394 of 32 bytes under a valid version`);
-    }
-    const header = { alg: ALG_A256KW, enc: ENC_A256GCM, kid: rootKeyKid(backend.name, keyId, version), cm_instance: context.instance };
-    const protectedB64 = Buffer.from(JSON.stringify(header), "utf8").toString("base64url");
-    const iv = randomBytes(GCM_IV_BYTES);
-    const { ciphertext, tag } = gcmSeal(cek, protectedB64, iv, dek);
-    const jwe = [protectedB64, wrapped.toString("base64url"), iv.toString("base64url"), ciphertext.toString("base64url"), tag.toString("base64url")].join(".");
-    return { jwe, version };
-  } finally {
-    zero(cek);
-  }
+  checkWrapKeyId(backend, keyId);
+  return seal(backend, keyId, dek, context, {});
 }
 
 /**
@@ -116,4 +192,19 @@ export async function unwrapDek(backend: RootKeyBackend, jwe: string, context: W
   } finally {
     zero(cek);
   }
+}
+
+/**
+ * Opens a DEK as stored: the instance layer when present (under the instance key of `context.instance`), then the
+ * root-key wrap ({@link unwrapDek}). A DEK written before instance keys has only the root-key wrap.
+ *
+ * @returns the 32-byte DEK; the caller zeroes it.
+ * @throws DecryptionError as {@link unwrapDek}; RootKeyError from the backend for either key (the instance key
+ *         is ROOT_KEY_DESTROYED or NOT_FOUND once the instance was reclaimed).
+ */
+export async function unwrapStoredDek(backend: RootKeyBackend, jwe: string, context: WrapContext): Promise<Buffer> {
+  checkContext(context);
+  if (!hasInstanceLayer(jwe)) return unwrapDek(backend, jwe, context);
+  const { inner } = await unwrapInstanceLayer(backend, instanceKeyId(context.instance.slice("instances/".length)), jwe, context);
+  return unwrapDek(backend, inner, context);
 }

@@ -63,6 +63,8 @@ export interface DekRecord {
   instanceId: string;
   wrappedKey: string;
   rootKeyVersion: number;
+  /** The version of the instance's own key whose layer wraps it; undefined for a DEK written before instance keys (migrated by the instance-key job). */
+  instanceKeyVersion?: number;
   /**
    * ACTIVE: seals new material (one per instance). RETIRING: replaced by a newer DEK; still opens the material
    * it sealed until that is re-encrypted, then it is deleted (destroyed). INACTIVE: filled up while re-encrypting
@@ -168,8 +170,14 @@ export interface DekRepository {
   deleteForInstance(instanceId: string): Promise<string[]>;
   /** Every DEK of an instance, newest first. */
   listForInstance(instanceId: string): Promise<DekRecord[]>;
-  /** Replaces a wrapped key if it is still `expectedWrapped` (rewrap). @returns false when it changed. */
-  rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number): Promise<boolean>;
+  /** Replaces a wrapped key if it is still `expectedWrapped` (rewrap, instance layer). @returns false when it changed. */
+  rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number, instanceKeyVersion: number): Promise<boolean>;
+  /**
+   * DEKs without the instance layer (written before instance keys), oldest first, of ACTIVE instances and of
+   * instances pending reclamation that expires at or after `reclaimedAfter`: what the instance-key migration has
+   * left to do.
+   */
+  listWithoutInstanceLayer(limit: number, reclaimedAfter: Date): Promise<DekRecord[]>;
   /** ACTIVE -> RETIRING (or INACTIVE) for the given DEK. @returns false when it was not ACTIVE any more. */
   retire(id: string, state?: "RETIRING" | "INACTIVE"): Promise<boolean>;
   /** INACTIVE -> RETIRING for every INACTIVE DEK of the instance (RotateDataKey re-encrypts them too). */

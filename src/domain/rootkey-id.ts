@@ -86,3 +86,24 @@ export function parseRootKeyRef(text: string): RootKeyRef | undefined {
 export function formatRootKeyRef(backend: string, keyId: string): string {
   return `${backend}/${keyId}`;
 }
+
+/**
+ * Instance keys: every instance has key material of its own in the backend of its root key, with this id
+ * (`i-` and the instance's UUID, lowercase). It wraps the instance's DEKs once more, outside the root key's wrap,
+ * and is destroyed when the instance is reclaimed (crypto-shredding that holds for copies of the database). The
+ * form is reserved: no root key chosen for an instance may look like one.
+ */
+const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+const INSTANCE_KEY_ID = new RegExp(`^i-${UUID}$`);
+
+/** The id of instance `instanceId`'s own key, `i-<uuid>`. @throws TypeError when `instanceId` is not a UUID. */
+export function instanceKeyId(instanceId: string): string {
+  const id = `i-${instanceId.toLowerCase()}`;
+  if (!INSTANCE_KEY_ID.test(id)) throw new TypeError("instance id must be a UUID");
+  return id;
+}
+
+/** True when `keyId` has the form of an instance key (reserved: never a root key chosen by a customer). */
+export function isInstanceKeyId(keyId: unknown): boolean {
+  return typeof keyId === "string" && INSTANCE_KEY_ID.test(keyId);
+}

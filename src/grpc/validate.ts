@@ -4,7 +4,7 @@
  */
 import { Instance_KeyManagement } from "../../gen/ts/certmanager/v1/instance.js";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { parseRootKeyRef } from "../domain/rootkey-id.js";
+import { isInstanceKeyId, parseRootKeyRef } from "../domain/rootkey-id.js";
 import type { EncryptionChoice } from "../services/instances.js";
 
 const LABEL_KEY = /^[a-z][a-z0-9_-]{0,62}$/;
@@ -106,6 +106,10 @@ export function checkEncryption(
   const ref = parseRootKeyRef(inst.rootKey);
   if (!ref) {
     throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `instance.root_key must be <backend>/<key id> such as pkcs11/payments-kek (key id: a lowercase letter, then a-z, 0-9 or -), got ${JSON.stringify(inst.rootKey.slice(0, 100))}`);
+  }
+  if (isInstanceKeyId(ref.keyId)) {
+    // Another instance's own key: using it as a root key would let that instance's reclamation destroy this one.
+    throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `instance.root_key ${JSON.stringify(inst.rootKey)} names an instance key (i-<uuid> is reserved for them); name a root key of your own`);
   }
   if (!backends.includes(ref.backend)) {
     throw new InvalidArgumentError("INVALID_ROOT_KEY", field, `root-key backend ${JSON.stringify(ref.backend)} is not configured on this server; it runs ${backends.join(", ")}`);

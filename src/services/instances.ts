@@ -47,7 +47,8 @@ export class InstanceService {
   ) {}
 
   /**
-   * Creates an instance and its first DEK, wrapped by the provider-managed root key, in one transaction.
+   * Creates an instance, its own key in the root key's backend and its first DEK (wrapped by the root key, then
+   * by the instance key), the rows in one transaction.
    * A repeated `requestId` returns the first call's instance (AIP-155).
    * @throws RootKeyError when the root key cannot wrap (nothing is written).
    */
@@ -57,12 +58,19 @@ export class InstanceService {
       const instance = this.newInstance(fields, encryption);
       // Prove the service may use the key before anything is written (a wrap and an unwrap).
       if (encryption.keyManagement === "CUSTOMER") await this.probe(instance);
+      // Also creates the instance's own key in the root key's backend (destroyed again at reclamation).
       const dek = await this.keyring.newDek(instance, false);
-      await this.uow.transaction(async (repos) => {
-        await claim(repos, instance.id, instance.createTime);
-        await repos.instances.insert(instance);
-        await repos.deks.insert(dek);
-      });
+      try {
+        await this.uow.transaction(async (repos) => {
+          await claim(repos, instance.id, instance.createTime);
+          await repos.instances.insert(instance);
+          await repos.deks.insert(dek);
+        });
+      } catch (err) {
+        // Nothing refers to the new instance key: do not leave it behind.
+        await this.keyring.destroyInstanceKey(instance).catch(() => undefined);
+        throw err;
+      }
       return instance;
     });
   }

@@ -1,7 +1,8 @@
 /**
  * Reclamation use cases (ReclamationService) and the purge that reclaims expired ones. A reclaim deletes the
  * instance's certificates in bounded batches (one transaction each, so 100,000 certificates never make one
- * huge transaction), then its wrapped DEKs and idempotency records, and leaves a DELETED tombstone. A lease in
+ * huge transaction), then destroys the instance's own key in its root-key backend (crypto/keyring.ts), then
+ * deletes its wrapped DEKs and idempotency records and leaves a DELETED tombstone. A lease in
  * the reclamation row decides which replica reclaims; a replica that dies mid-way loses its lease and another
  * (or the restarted one) carries on from where it stopped, since every batch is idempotent.
  */
@@ -154,6 +155,18 @@ export class ReclamationService {
       }
       if (n < this.opts.batchSize) break;
     }
+    // Crypto-shredding: destroy the instance's own key before the DEK rows go, so a copy of the database taken
+    // at any earlier moment opens nothing of this instance. Idempotent; a failure leaves the reclamation to be
+    // retried once its lease lapses. (Restore is impossible by now: the reclamation expired.)
+    const instance = (await this.uow.repos.instances.get(r.instanceId))!;
+    const withoutLayer = (await this.uow.repos.deks.listForInstance(r.instanceId)).filter((d) => d.instanceKeyVersion === undefined).length;
+    await this.keyring.destroyInstanceKey(instance);
+    if (withoutLayer > 0) {
+      log.warn(
+        { deks_without_instance_key: withoutLayer, root_key: `${instance.rootKeyBackend}/${instance.rootKeyId}` },
+        "some DEKs of this instance predate instance keys and were not migrated yet: copies of the database taken before now still open them with the root key",
+      );
+    }
     const now = this.clock.now();
     const dekIds = await this.uow.transaction(async (repos) => {
       // Certificates imported between the last batch and now cannot exist: the instance is not ACTIVE.
@@ -183,7 +196,7 @@ export class ReclamationService {
     }
     // Crypto-shredding: the wrapped DEKs are gone from the database; drop the plaintext ones from memory too.
     this.keyring.forget(dekIds);
-    log.info({ certificates: deleted, deks: dekIds.length, ms: Date.now() - started, owner: this.owner }, "reclamation reclaimed");
+    log.info({ certificates: deleted, deks: dekIds.length, instance_key: this.keyring.instanceKeyRef(instance), ms: Date.now() - started, owner: this.owner }, "reclamation reclaimed");
     return true;
   }
 

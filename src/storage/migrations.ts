@@ -241,7 +241,20 @@ const security: Migration = {
   },
 };
 
-const MIGRATIONS: Migration[] = [initial, reclamations, keyManagement, security];
+const instanceKeys: Migration = {
+  name: "0005_instance_keys",
+  async up(knex) {
+    // NULL: a DEK written before instance keys, wrapped only by the root key (the instance-key job adds the layer).
+    await knex.schema.alterTable("deks", (t) => {
+      t.integer("instance_key_version").nullable();
+    });
+  },
+  async down(knex) {
+    await knex.schema.alterTable("deks", (t) => t.dropColumn("instance_key_version"));
+  },
+};
+
+const MIGRATIONS: Migration[] = [initial, reclamations, keyManagement, security, instanceKeys];
 
 /** Knex migration source serving MIGRATIONS in order. */
 class CodeMigrationSource implements Knex.MigrationSource<Migration> {

@@ -18,6 +18,8 @@ export interface KeyAdmin {
   enable(keyId: string): Promise<void>;
   /** Destroys every version of the key. */
   destroy(keyId: string): Promise<void>;
+  /** True while the backend holds usable material of the key (some version not destroyed). */
+  holds(keyId: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -31,6 +33,7 @@ export function keyAdmin(backend: RootKeyBackend, env: Record<string, string>): 
     disable: async (id) => void (await backend.setEnabled(id, false)),
     enable: async (id) => void (await backend.setEnabled(id, true)),
     destroy: (id) => backend.destroyKey(id),
+    holds: async (id) => (await backend.listKeys()).some((k) => k.keyId === id && k.versions.some((v) => v.state !== "DESTROYED")),
     close: () => backend.close(),
   };
 }

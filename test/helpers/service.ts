@@ -136,8 +136,11 @@ export interface TestService {
   address: string;
   /** A separate Knex connection to the service's database, for inspecting (or tampering with) raw rows. */
   raw(): Knex;
-  /** Stops the server and starts it again on the same data directory and database (new port, new clients). */
-  restart(): Promise<void>;
+  /**
+   * Stops the server and starts it again on the same data directory and database (new port, new clients);
+   * `whileStopped` runs in between (e.g. to restore a backup of the database).
+   */
+  restart(whileStopped?: () => Promise<void>): Promise<void>;
   /**
    * Registers a secret this test sends or plants (a passphrase, an API key's secret, a private key PEM; at
    * least 6 bytes): stop() fails if it, its base64/base64url/hex forms, or a PEM key's DER show up in any log line.
@@ -228,8 +231,9 @@ export async function startTestService(db: "sqlite" | "mysql", env: Record<strin
       raws.push(k);
       return k;
     },
-    async restart() {
+    async restart(whileStopped?: () => Promise<void>) {
       await live.close();
+      await whileStopped?.();
       live = await connect();
       Object.assign(t, live);
     },

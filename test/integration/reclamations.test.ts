@@ -9,7 +9,7 @@ import { Instance_State } from "../../gen/ts/certmanager/v1/instance.js";
 import { Reclamation_State } from "../../gen/ts/certmanager/v1/reclamation.js";
 import { decryptDirFast } from "../../src/crypto/fastjwe.js";
 import { LocalRootKeyBackend } from "../../src/crypto/rootkeys/local.js";
-import { unwrapDek } from "../../src/crypto/wrapped-dek.js";
+import { unwrapStoredDek } from "../../src/crypto/wrapped-dek.js";
 import { makeChain, makeLeaf } from "../helpers/openssl.js";
 import { databases, expectFailure, startTestService, TestClock, type TestService } from "../helpers/service.js";
 
@@ -241,17 +241,19 @@ describe.each(await databases())("reclamations on %s", (db) => {
     const dekBefore = await k("deks").where({ instance_id: id(instance.name) }).first();
     // Before the delete the copies do open with the instance's DEK (the check below can tell).
     const backend = await LocalRootKeyBackend.open(t.config.localKeystorePath, { createIfMissing: false, defaultKeyId: "default" });
-    const dek = await unwrapDek(backend, dekBefore.wrapped_key, { instance: instance.name });
+    const dek = await unwrapStoredDek(backend, dekBefore.wrapped_key, { instance: instance.name });
     expect(decryptDirFast(dek, copies[0].certificate_jwe).plaintext.toString()).toContain("BEGIN CERTIFICATE");
 
     const rec = (await t.instances.deleteInstance({ name: instance.name })).reclamation!;
     await t.reclamations.deleteReclamation({ name: rec.name });
 
+    // The copy of the instance's own DEK row no longer opens: its instance key is destroyed in the keystore.
+    await expect(unwrapStoredDek(backend, dekBefore.wrapped_key, { instance: instance.name })).rejects.toMatchObject({ reason: "ROOT_KEY_DESTROYED" });
     // Every DEK the service still holds, unwrapped by the root-key backend, fails on every copy.
     const remaining = (await k("deks").select("id", "instance_id", "wrapped_key")) as { id: string; instance_id: string; wrapped_key: string }[];
     expect(remaining.map((d) => d.id)).not.toContain(copies[0].dek_id);
     for (const d of remaining) {
-      const key = await unwrapDek(backend, d.wrapped_key, { instance: `instances/${d.instance_id}` });
+      const key = await unwrapStoredDek(backend, d.wrapped_key, { instance: `instances/${d.instance_id}` });
       for (const c of copies) for (const jwe of [c.certificate_jwe, c.private_key_jwe]) expect(() => decryptDirFast(key, jwe)).toThrow();
     }
     // Copies written back under a live certificate do not open through the service either.

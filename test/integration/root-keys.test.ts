@@ -103,7 +103,9 @@ describe.each(cases)("root keys on %s with the %s backend", (db, backend) => {
     expect((await t.instances.rewrapDataKeys({ name: inst.name })).rewrappedCount).toBe(0);
     const k = t.raw();
     const dek = await k("deks").where({ instance_id: inst.name.split("/")[1] }).first();
-    expect(JSON.parse(Buffer.from(dek.wrapped_key.split(".")[0], "base64url").toString()).kid).toBe(`${backend}/${id}/2`);
+    // The stored JWE is the instance layer (kid: the instance key); the root-key wrap inside it is version 2.
+    expect(JSON.parse(Buffer.from(dek.wrapped_key.split(".")[0], "base64url").toString()).kid).toBe(`${backend}/i-${inst.name.split("/")[1]}/1`);
+    expect([dek.root_key_version, dek.instance_key_version]).toEqual([2, 1]);
     // ... and after it, also once the cache is gone.
     await t.restart();
     expect(await Promise.all(names.map((name) => t.certificates.accessCertificate({ name })))).toEqual(material);

@@ -15,6 +15,15 @@ describe("loadConfig", () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it("flags a keystore inside the data folder on a network listener only", () => {
+    const net = { CM_DATA_DIR: "/var/lib/cm", CM_LISTEN_ADDRESS: "0.0.0.0:50051", CM_ALLOW_INSECURE_NON_LOOPBACK: "true" };
+    expect(loadConfig(net).keystoreBesideData).toBe(true);
+    expect(loadConfig({ ...net, CM_LOCAL_KEYSTORE: "/var/lib/cm/keys/root-keys.json" }).keystoreBesideData).toBe(true);
+    expect(loadConfig({ ...net, CM_LOCAL_KEYSTORE: "/etc/cm-keys/root-keys.json" }).keystoreBesideData).toBe(false);
+    expect(loadConfig({ ...net, CM_LOCAL_KEYSTORE: "/var/lib/cm-keys/root-keys.json" }).keystoreBesideData).toBe(false);
+    expect(loadConfig({ CM_DATA_DIR: "/var/lib/cm" }).keystoreBesideData).toBe(false);
+  });
+
   it("reads the database URL from a file without echoing it in errors", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "cm-config-"));
     const file = path.join(dir, "db-url");

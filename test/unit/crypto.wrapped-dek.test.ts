@@ -7,8 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { parseProtectedHeader } from "../../src/crypto/compact.js";
 import { LocalRootKeyBackend, type LocalKeystoreDocument } from "../../src/crypto/rootkeys/local.js";
-import { unwrapDek, wrapDek } from "../../src/crypto/wrapped-dek.js";
-import { parseRootKeyKid, rootKeyKid } from "../../src/domain/rootkey-id.js";
+import { hasInstanceLayer, unwrapDek, unwrapInstanceLayer, unwrapStoredDek, wrapDek, wrapInstanceLayer } from "../../src/crypto/wrapped-dek.js";
+import { instanceKeyId, parseRootKeyKid, rootKeyKid } from "../../src/domain/rootkey-id.js";
 import { unwrapA256KW, wrapA256KW } from "../helpers/jose-reference.js";
 import { b64Header, expectDecryptionError } from "./crypto-helpers.js";
 
@@ -105,5 +105,58 @@ describe("crypto/wrapped-dek: one framing around every backend's key wrap", () =
     await backend.setEnabled("default", false);
     await expectDecryptionError(unwrapDek(backend, jwe, Y));
     await expect(unwrapDek(backend, jwe, X)).rejects.toMatchObject({ reason: "ROOT_KEY_DISABLED" });
+  });
+
+  describe("the instance layer", () => {
+    const ikX = instanceKeyId(X.instance.slice("instances/".length));
+    const ikY = instanceKeyId(Y.instance.slice("instances/".length));
+    beforeEach(async () => {
+      await backend.createKey(ikX);
+      await backend.createKey(ikY);
+    });
+    const kekOfKey = async (keyId: string): Promise<Buffer> => {
+      const doc = JSON.parse(await fsp.readFile(file, "utf8")) as LocalKeystoreDocument;
+      return Buffer.from(doc.keys.find((k) => k.keyId === keyId)!.versions[0]!.k!, "base64url");
+    };
+
+    it("wraps the root-key JWE once more under the instance key; node-jose opens it with that key to the very JWE inside", async () => {
+      const dek = randomBytes(32);
+      const inner = await wrapDek(backend, "default", dek, X);
+      const outer = await wrapInstanceLayer(backend, ikX, inner.jwe, X);
+      expect(hasInstanceLayer(outer.jwe)).toBe(true);
+      expect(hasInstanceLayer(inner.jwe)).toBe(false);
+      const opened = await unwrapA256KW(await kekOfKey(ikX), outer.jwe);
+      expect(opened.plaintext.toString("ascii")).toBe(inner.jwe);
+      expect(opened.header).toEqual({ alg: "A256KW", cm_layer: "instance", enc: "A256GCM", kid: `local/${ikX}/1`, cm_instance: X.instance });
+      expect((await unwrapStoredDek(backend, outer.jwe, X)).equals(dek)).toBe(true);
+      // A DEK from before instance keys (root-key wrap only) still opens.
+      expect((await unwrapStoredDek(backend, inner.jwe, X)).equals(dek)).toBe(true);
+    });
+
+    it("needs both keys: destroying the instance key shreds it, disabling the root key cuts access", async () => {
+      const inner = await wrapDek(backend, "default", randomBytes(32), X);
+      const outer = await wrapInstanceLayer(backend, ikX, inner.jwe, X);
+      await backend.setEnabled("default", false);
+      await expect(unwrapStoredDek(backend, outer.jwe, X)).rejects.toMatchObject({ reason: "ROOT_KEY_DISABLED" });
+      await backend.setEnabled("default", true);
+      await backend.destroyKey(ikX);
+      await expect(unwrapStoredDek(backend, outer.jwe, X)).rejects.toMatchObject({ reason: "ROOT_KEY_DESTROYED" });
+      // The keystore keeps only a tombstone of the instance key: no material is left to find.
+      const doc = JSON.parse(await fsp.readFile(file, "utf8")) as LocalKeystoreDocument;
+      expect(doc.keys.find((k) => k.keyId === ikX)!.versions.every((v) => v.k === undefined && v.state === "DESTROYED")).toBe(true);
+    });
+
+    it("refuses a layer moved to another instance, under another instance's key, tampered, or around another instance's DEK", async () => {
+      const inner = await wrapDek(backend, "default", randomBytes(32), X);
+      const outer = await wrapInstanceLayer(backend, ikX, inner.jwe, X);
+      await expectDecryptionError(unwrapStoredDek(backend, outer.jwe, Y));
+      await expectDecryptionError(unwrapInstanceLayer(backend, ikY, outer.jwe, X));
+      const parts = outer.jwe.split(".");
+      parts[3] = Buffer.from(Buffer.from(parts[3]!, "base64url").map((b, i) => (i === 0 ? b ^ 1 : b))).toString("base64url");
+      await expectDecryptionError(unwrapStoredDek(backend, parts.join("."), X));
+      await expectDecryptionError(wrapInstanceLayer(backend, ikY, inner.jwe, Y));
+      // A layer inside a layer is not a root-key wrap.
+      await expectDecryptionError(wrapInstanceLayer(backend, ikX, outer.jwe, X));
+    });
   });
 });

@@ -4,13 +4,14 @@ import type { DekRecord, DekRepository } from "../../domain/ports.js";
 import { firstRow, isMysql } from "../db.js";
 
 const TABLE = "deks";
-const COLUMNS = ["id", "instance_id", "wrapped_key", "root_key_version", "state", "encryption_count", "create_time"] as const;
+const COLUMNS = ["id", "instance_id", "wrapped_key", "root_key_version", "instance_key_version", "state", "encryption_count", "create_time"] as const;
 
 interface Row {
   id: string;
   instance_id: string;
   wrapped_key: string;
   root_key_version: number;
+  instance_key_version: number | null;
   state: string;
   encryption_count: number | string;
   create_time: number | string;
@@ -22,6 +23,7 @@ function rowToDek(r: Row): DekRecord {
     instanceId: r.instance_id,
     wrappedKey: r.wrapped_key,
     rootKeyVersion: Number(r.root_key_version),
+    ...(r.instance_key_version === null || r.instance_key_version === undefined ? {} : { instanceKeyVersion: Number(r.instance_key_version) }),
     state: r.state as DekRecord["state"],
     encryptionCount: Number(r.encryption_count),
     createTime: new Date(Number(r.create_time)),
@@ -34,6 +36,7 @@ function dekToRow(d: DekRecord): Row {
     instance_id: d.instanceId,
     wrapped_key: d.wrappedKey,
     root_key_version: d.rootKeyVersion,
+    instance_key_version: d.instanceKeyVersion ?? null,
     state: d.state,
     encryption_count: d.encryptionCount,
     create_time: d.createTime.getTime(),
@@ -81,9 +84,24 @@ export class KnexDekRepository implements DekRepository {
     return rows.map((r) => ({ backend: r.root_key_backend, keyId: r.root_key_id }));
   }
 
-  async rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number): Promise<boolean> {
-    const n = await this.db(TABLE).where({ id, wrapped_key: expectedWrapped }).update({ wrapped_key: wrappedKey, root_key_version: rootKeyVersion });
+  async rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number, instanceKeyVersion: number): Promise<boolean> {
+    const n = await this.db(TABLE)
+      .where({ id, wrapped_key: expectedWrapped })
+      .update({ wrapped_key: wrappedKey, root_key_version: rootKeyVersion, instance_key_version: instanceKeyVersion });
     return n === 1;
+  }
+
+  async listWithoutInstanceLayer(limit: number, reclaimedAfter: Date): Promise<DekRecord[]> {
+    const rows = (await this.db(TABLE)
+      .join("instances", "instances.id", `${TABLE}.instance_id`)
+      .whereNull(`${TABLE}.instance_key_version`)
+      .where((q) =>
+        q.where("instances.state", "ACTIVE").orWhere((p) => p.where("instances.state", "PENDING_RECLAMATION").andWhere("instances.expire_time", ">=", reclaimedAfter.getTime())),
+      )
+      .select(COLUMNS.map((c) => `${TABLE}.${c}`))
+      .orderBy(`${TABLE}.create_time`)
+      .limit(limit)) as Row[];
+    return rows.map(rowToDek);
   }
 
   async retire(id: string, state: "RETIRING" | "INACTIVE" = "RETIRING"): Promise<boolean> {
