@@ -176,7 +176,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     closers.push(() => knex.destroy());
     const applied = await migrateLatest(knex);
     if (applied.length > 0) log.info({ migrations: applied }, "database migrated");
-    const uow = new KnexUnitOfWork(knex);
+    const uow = new KnexUnitOfWork(knex, config.database.timeouts?.operationMs);
 
     const { local, backends } = await openRootKeyBackends(config, uow, log, closers);
 
@@ -197,6 +197,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       { backend: local.name, keyId: config.defaultRootKeyId },
       config.reclamationRetentionMs,
       rotation,
+      log.child({ component: "instances" }),
     );
     const certificates = new CertificateService(uow, envelope, clock, pageTokens, rotation, config.rootCertificate);
     const reclamations = new ReclamationService(uow, keyring, clock, pageTokens, log.child({ component: "reclamations" }), {
@@ -307,7 +308,10 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
     // Last-use times of API keys: one write per key per minute at most, never one per call.
     const uses = startPeriodicJob("api-key-last-use", async () => (await flushUses(), 0), 60_000, log);
     // Closers run in reverse: the jobs stop (and the last uses are written) before keys and pool close.
-    closers.push(() => purge.stop(), () => rekey.stop(), () => layer.stop(), async () => {
+    closers.push(() => purge.stop(), () => rekey.stop(), async () => {
+      await layer.stop();
+      await instanceKeys.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, "could not give up the instance-key migration lease; it lapses by itself"));
+    }, async () => {
       await uses.stop();
       await flushUses().catch((err: unknown) => log.warn({ err: (err as Error).message }, "could not record API key last use at stop"));
     });

@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 
 import { isMember } from "../domain/iam.js";
-import { isRootKeyId, ROOT_KEY_ID } from "../domain/rootkey-id.js";
+import { isInstanceKeyId, isRootKeyId, ROOT_KEY_ID } from "../domain/rootkey-id.js";
 import type { DatabaseConfig } from "../storage/db.js";
 
 export type { DatabaseConfig };
@@ -155,6 +155,9 @@ export const CONFIG_VARIABLES: readonly string[] = Object.freeze([
   "CM_DATABASE_URL",
   "CM_DATABASE_URL_FILE",
   "CM_DATABASE_POOL_MAX",
+  "CM_DATABASE_CONNECT_TIMEOUT_SECONDS",
+  "CM_DATABASE_ACQUIRE_TIMEOUT_SECONDS",
+  "CM_DATABASE_OPERATION_TIMEOUT_SECONDS",
   "CM_LOCAL_KEYSTORE",
   "CM_DEFAULT_ROOT_KEY_ID",
   "CM_PAGE_TOKEN_KEY_FILE",
@@ -459,6 +462,14 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     // Never echo the URL: it may hold a password.
     throw new ConfigError("CM_DATABASE_URL", "must start with mysql:// or sqlite:");
   }
+  database = {
+    ...database,
+    timeouts: {
+      connectMs: int(env, "CM_DATABASE_CONNECT_TIMEOUT_SECONDS", 5, 1, 600) * 1000,
+      acquireMs: int(env, "CM_DATABASE_ACQUIRE_TIMEOUT_SECONDS", 10, 1, 600) * 1000,
+      operationMs: int(env, "CM_DATABASE_OPERATION_TIMEOUT_SECONDS", 30, 1, 3600) * 1000,
+    },
+  };
 
   const logLevel = str(env, "CM_LOG_LEVEL", "info") as Config["logLevel"];
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(logLevel)) {
@@ -468,6 +479,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   if (!isRootKeyId(defaultRootKeyId)) {
     throw new ConfigError("CM_DEFAULT_ROOT_KEY_ID", `must match ${ROOT_KEY_ID}`);
   }
+  if (isInstanceKeyId(defaultRootKeyId)) throw new ConfigError("CM_DEFAULT_ROOT_KEY_ID", "must not have the form i-<uuid>, reserved for instance keys");
 
   const rootCertificate = str(env, "CM_ROOT_CERTIFICATE", "keep");
   if (rootCertificate !== "keep" && rootCertificate !== "drop") {

@@ -12,7 +12,7 @@
  * root key disabled in its backend stops every secret-touching call within that TTL; as soon as any call sees
  * the key disabled or destroyed, every cached DEK under that root key is dropped at once.
  */
-import { AlreadyExistsError, DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
+import { AbortedError, AlreadyExistsError, DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";
 import type { RootKeyBackend, RootKeyView } from "../domain/rootkey.js";
@@ -77,7 +77,7 @@ export class Keyring {
    * @returns the DEK row to insert (wrapped key only).
    * @throws RootKeyError ROOT_KEY_UNAVAILABLE (existing) or the backend's reason (new instance).
    */
-  async newDek(instance: InstanceKey, existing: boolean): Promise<DekRecord> {
+  async newDek(repos: Repositories, instance: InstanceKey, existing: boolean): Promise<DekRecord> {
     const backend = this.backend(instance.rootKeyBackend);
     const dek = generateDek();
     try {
@@ -86,8 +86,13 @@ export class Keyring {
       // For an existing instance a refused key is "your key is off" (ROOT_KEY_UNAVAILABLE); for a new one the
       // backend's own reason tells the operator what to fix.
       const wrapped = existing ? await this.translate(instance, wrap) : await withRetries(wrap);
-      await this.ensureInstanceKey(instance);
-      const layered = await withRetries(() => wrapInstanceLayer(backend, instanceKeyId(instance.id), wrapped.jwe, context));
+      if (existing) await this.requireInstanceKey(repos, instance);
+      else await this.createInstanceKey(instance);
+      const layered = await this.onInstanceKey(instance, () => wrapInstanceLayer(backend, instanceKeyId(instance.id), wrapped.jwe, context)).catch(async (err: unknown) => {
+        // A new instance's key that wraps nothing is removed again (best effort; it opens nothing either way).
+        if (!existing) await this.destroyInstanceKey(instance).catch(() => undefined);
+        throw err;
+      });
       return {
         id: newDekId(),
         instanceId: instance.id,
@@ -103,24 +108,41 @@ export class Keyring {
     }
   }
 
-  /** Instance keys known to exist (so `newDek` asks the backend once per instance and process). */
+  /** Instance keys seen present (so `requireInstanceKey` asks the backend once per instance and process). */
   private readonly instanceKeys = new Set<string>();
 
   /**
-   * Creates the instance's own key in the backend of its root key unless it exists (idempotent, also across
-   * replicas racing to create it).
+   * Creates the key of a new instance (CreateInstance: a fresh UUID, so nobody else creates it). Not retried
+   * after a timeout: on PKCS#11 a second create could leave two objects with one label.
    * @throws RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE
    */
-  async ensureInstanceKey(instance: InstanceKey): Promise<void> {
+  private async createInstanceKey(instance: InstanceKey): Promise<void> {
+    await withTimeout(this.backend(instance.rootKeyBackend).createKey(instanceKeyId(instance.id)));
+    this.instanceKeys.add(this.instanceKeyRef(instance));
+  }
+
+  /**
+   * Makes sure the instance key of an existing instance is there before something is wrapped under it. It is
+   * created only for an instance none of whose DEKs has the instance layer yet (one from before instance keys):
+   * a key that is missing while layered DEKs exist was destroyed (the instance was reclaimed, e.g. a restored
+   * backup) or lives in another keystore or token, and making a new one would hide that (PKCS#11 deletes
+   * destroyed keys, so "missing" cannot be told from "never made").
+   * @throws RootKeyError ROOT_KEY_UNAVAILABLE (instance key destroyed, disabled or missing) | ROOT_KEY_ACCESS_DENIED |
+   *         ROOT_KEY_BACKEND_UNAVAILABLE
+   */
+  async requireInstanceKey(repos: Repositories, instance: InstanceKey): Promise<void> {
     const ref = this.instanceKeyRef(instance);
     if (this.instanceKeys.has(ref)) return;
     const backend = this.backend(instance.rootKeyBackend);
     const keyId = instanceKeyId(instance.id);
     try {
-      await withRetries(() => backend.describe(keyId));
+      const d = await withRetries(() => backend.describe(keyId));
+      if (d.state !== "ENABLED") throw new RootKeyError(d.state === "DISABLED" ? "ROOT_KEY_DISABLED" : "ROOT_KEY_DESTROYED", `instance key ${ref} is ${d.state}`, { root_key: ref });
     } catch (err) {
-      if (!(err instanceof RootKeyError && err.reason === "ROOT_KEY_NOT_FOUND")) throw err;
-      await withRetries(() => backend.createKey(keyId)).catch((e: unknown) => {
+      const missing = err instanceof RootKeyError && err.reason === "ROOT_KEY_NOT_FOUND";
+      if (!missing || (await repos.deks.getNewestInstanceKeyVersion(instance.id)) !== undefined) throw this.instanceKeyUnavailable(instance, err);
+      await this.createInstanceKey(instance).catch((e: unknown) => {
+        // Another replica made it meanwhile (the local keystore says so; see the migration's lease for PKCS#11).
         if (!(e instanceof AlreadyExistsError)) throw e;
       });
     }
@@ -129,12 +151,12 @@ export class Keyring {
 
   /**
    * Destroys the instance's own key in its backend (crypto-shredding at reclamation): every wrapped DEK of the
-   * instance, in this database or in any copy of it, can no longer be opened. Idempotent. Drops its cached DEKs.
+   * instance, in this database or in any copy of it, can no longer be opened. Idempotent. The caller drops the
+   * plaintext DEKs from the cache (`forget`).
    * @throws RootKeyError ROOT_KEY_ACCESS_DENIED | ROOT_KEY_BACKEND_UNAVAILABLE (the caller retries later)
    */
   async destroyInstanceKey(instance: InstanceKey): Promise<void> {
-    const ref = this.instanceKeyRef(instance);
-    this.instanceKeys.delete(ref);
+    this.instanceKeys.delete(this.instanceKeyRef(instance));
     await withRetries(() => this.backend(instance.rootKeyBackend).destroyKey(instanceKeyId(instance.id)));
   }
 
@@ -142,14 +164,45 @@ export class Keyring {
    * Gives a DEK written before instance keys existed the instance layer (the migration's one step). Uses only the
    * instance key, not the root key, so it works while a customer's root key is disabled.
    * @returns false when the DEK had the layer already or changed meanwhile (compare-and-set on the wrapped key).
+   * @throws RootKeyError ROOT_KEY_UNAVAILABLE when the instance key is gone (see `requireInstanceKey`)
    */
   async addInstanceLayer(repos: Repositories, instance: InstanceKey, record: DekRecord): Promise<boolean> {
     if (record.instanceId !== instance.id) throw new DecryptionError();
     if (hasInstanceLayer(record.wrappedKey)) return false;
-    await this.ensureInstanceKey(instance);
+    await this.requireInstanceKey(repos, instance);
     const backend = this.backend(instance.rootKeyBackend);
-    const layered = await withRetries(() => wrapInstanceLayer(backend, instanceKeyId(instance.id), record.wrappedKey, { instance: instanceName(instance.id) }));
+    const layered = await this.onInstanceKey(instance, () => wrapInstanceLayer(backend, instanceKeyId(instance.id), record.wrappedKey, { instance: instanceName(instance.id) }));
     return repos.deks.rewrap(record.id, record.wrappedKey, layered.jwe, record.rootKeyVersion, layered.version);
+  }
+
+  /** Runs a call that uses the instance key; a refused instance key becomes ROOT_KEY_UNAVAILABLE naming it. */
+  private async onInstanceKey<T>(instance: InstanceKey, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await withRetries(fn);
+    } catch (err) {
+      const reason = (err as DomainError).reason;
+      if (err instanceof RootKeyError && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
+        throw this.instanceKeyUnavailable(instance, err);
+      }
+      throw err;
+    }
+  }
+
+  /** ROOT_KEY_UNAVAILABLE for the instance key (DISABLED, DESTROYED or NOT_FOUND, from `cause`). */
+  private instanceKeyUnavailable(instance: InstanceKey, cause: unknown): RootKeyError {
+    const ref = this.instanceKeyRef(instance);
+    this.instanceKeys.delete(ref);
+    const reason = (cause as DomainError).reason;
+    const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : "NOT_FOUND";
+    const name = instanceName(instance.id);
+    return new RootKeyError(
+      "ROOT_KEY_UNAVAILABLE",
+      state === "DISABLED"
+        ? `the instance key ${ref} of ${name} is disabled; enable it in its backend to restore access`
+        : `the instance key ${ref} of ${name} is gone from its backend (${state}): the instance was reclaimed, or this server uses another keystore or token than the one holding it`,
+      { root_key: ref, root_key_state: state, resource: name },
+      cause,
+    );
   }
 
   /** `<backend>/i-<uuid>`: where the instance's own key lives. */
@@ -169,20 +222,12 @@ export class Keyring {
       const reason = (err as DomainError).reason;
       const onInstanceKey = err instanceof RootKeyError && err.metadata.root_key === this.instanceKeyRef(instance);
       if (onInstanceKey && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
-        const ref = this.instanceKeyRef(instance);
-        const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : "NOT_FOUND";
-        throw new RootKeyError(
-          "ROOT_KEY_UNAVAILABLE",
-          state === "DISABLED"
-            ? `the instance key ${ref} of ${context.instance} is disabled; enable it in its backend to restore access`
-            : `the instance key ${ref} of ${context.instance} is gone from its backend (${state}): the instance was reclaimed, or this server uses another keystore or token than the one holding it`,
-          { root_key: ref, root_key_state: state, resource: context.instance },
-          err,
-        );
+        throw this.instanceKeyUnavailable(instance, err);
       }
       throw err;
     }
   }
+
 
 
   /**
@@ -250,19 +295,19 @@ export class Keyring {
   /**
    * Rewraps one DEK with the newest version of the instance's root key, unless it already is (a no-op then,
    * as Vault's transit rewrap). Old versions keep unwrapping, so this can run online.
-   * @returns true when the DEK was rewrapped by this call.
+   * @returns REWRAPPED by this call, CURRENT (already at the newest version), or LOST (the row changed meanwhile).
    */
-  private async rewrap(repos: Repositories, instance: InstanceRecord, record: DekRecord): Promise<boolean> {
+  private async rewrap(repos: Repositories, instance: InstanceRecord, record: DekRecord): Promise<"REWRAPPED" | "CURRENT" | "LOST"> {
     const backend = this.backend(instance.rootKeyBackend);
     const current = await this.translate(instance, () => backend.describe(instance.rootKeyId));
-    if (record.rootKeyVersion >= current.currentVersion) return false;
+    if (record.rootKeyVersion >= current.currentVersion) return "CURRENT";
     const context = { instance: instanceName(instance.id) };
     const dek = await this.translate(instance, () => this.openStored(instance, record.wrappedKey));
     try {
       const wrapped = await this.translate(instance, () => wrapDek(backend, instance.rootKeyId, dek, context));
-      await this.ensureInstanceKey(instance);
-      const layered = await withRetries(() => wrapInstanceLayer(backend, instanceKeyId(instance.id), wrapped.jwe, context));
-      return await repos.deks.rewrap(record.id, record.wrappedKey, layered.jwe, wrapped.version, layered.version);
+      await this.requireInstanceKey(repos, instance);
+      const layered = await this.onInstanceKey(instance, () => wrapInstanceLayer(backend, instanceKeyId(instance.id), wrapped.jwe, context));
+      return (await repos.deks.rewrap(record.id, record.wrappedKey, layered.jwe, wrapped.version, layered.version)) ? "REWRAPPED" : "LOST";
     } finally {
       zero(dek);
     }
@@ -276,7 +321,22 @@ export class Keyring {
   async rewrapAll(repos: Repositories, instance: InstanceRecord): Promise<{ rewrapped: number; total: number }> {
     const deks = await repos.deks.listForInstance(instance.id);
     let rewrapped = 0;
-    for (const dek of deks) if (await this.rewrap(repos, instance, dek)) rewrapped++;
+    for (let dek of deks) {
+      // A lost compare-and-set means another writer changed the row meanwhile (another rewrap, or the
+      // instance-key migration, which keeps the old root key version): read it again and go on until the row
+      // is at the newest version, so "every DEK rewrapped" holds when this returns.
+      for (let attempt = 0; ; attempt++) {
+        const outcome = await this.rewrap(repos, instance, dek);
+        if (outcome !== "LOST") {
+          if (outcome === "REWRAPPED") rewrapped++;
+          break;
+        }
+        const fresh = await repos.deks.get(dek.id);
+        if (!fresh) break; // deleted meanwhile (rotation finished): nothing to rewrap
+        if (attempt >= 5) throw new AbortedError("CONCURRENT_CONFLICT", "a data key kept changing while it was being rewrapped; retry RewrapDataKeys", { resource: instanceName(instance.id) });
+        dek = fresh;
+      }
+    }
     return { rewrapped, total: deks.length };
   }
 

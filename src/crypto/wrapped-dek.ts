@@ -17,7 +17,7 @@
  * own key (`i-<uuid>` in the same backend, see domain/rootkey-id.ts): the payload is the root-key JWE above
  * (ASCII), and the header gains `"cm_layer":"instance"`:
  * ```
- * protected header  {"alg":"A256KW","cm_instance":"instances/<id>","cm_layer":"instance","enc":"A256GCM","kid":"<backend>/i-<uuid>/<version>"}
+ * protected header  {"alg":"A256KW","cm_layer":"instance","enc":"A256GCM","kid":"<backend>/i-<uuid>/<version>","cm_instance":"instances/<id>"}
  * ```
  * Opening needs both keys: the root key (the customer disables or destroys it to cut access) and the instance
  * key (destroyed when the instance is reclaimed, so a copy of the database taken before opens nothing). Adding
@@ -28,7 +28,7 @@ import { randomBytes, randomFillSync } from "node:crypto";
 import { RootKeyError } from "../domain/errors.js";
 import { isInstanceName } from "../domain/names.js";
 import { WRAPPED_KEY_BYTES, type RootKeyBackend } from "../domain/rootkey.js";
-import { instanceKeyId, isRootKeyId, isRootKeyVersion, parseRootKeyKid, ROOT_KEY_ID_RULE, rootKeyKid } from "../domain/rootkey-id.js";
+import { instanceKeyId, isInstanceKeyId, isRootKeyId, isRootKeyVersion, parseRootKeyKid, ROOT_KEY_ID_RULE, rootKeyKid } from "../domain/rootkey-id.js";
 import { ALG_A256KW, ENC_A256GCM, GCM_IV_BYTES, assertAlgorithms, fail, splitCompact } from "./compact.js";
 import { DEK_BYTES, zero } from "./dek.js";
 import { gcmOpen, gcmSeal } from "./fastjwe.js";
@@ -100,7 +100,12 @@ export async function wrapInstanceLayer(backend: RootKeyBackend, keyId: string, 
   checkWrapKeyId(backend, keyId);
   const parts = splitCompact(inner);
   if (isLayered(parts.header) || parts.header.cm_instance !== context.instance) fail("not a root-key wrapped DEK of this instance");
-  return seal(backend, keyId, Buffer.from(inner, "ascii"), context, { cm_layer: INSTANCE_LAYER });
+  const payload = Buffer.from(inner, "ascii");
+  try {
+    return await seal(backend, keyId, payload, context, { cm_layer: INSTANCE_LAYER });
+  } finally {
+    payload.fill(0);
+  }
 }
 
 /** True when `jwe` carries the instance layer. @throws DecryptionError when it is not a compact JWE. */
@@ -133,7 +138,9 @@ export async function unwrapInstanceLayer(backend: RootKeyBackend, keyId: string
   const cek = await backend.unwrapKey(ref.keyId, ref.version, parts.encryptedKey);
   try {
     const payload = gcmOpen(cek, parts.protectedB64, parts.iv, parts.ciphertext, parts.tag);
-    return { inner: payload.toString("ascii"), version: ref.version };
+    const inner = payload.toString("ascii");
+    payload.fill(0);
+    return { inner, version: ref.version };
   } finally {
     zero(cek);
   }
@@ -178,6 +185,8 @@ export async function unwrapDek(backend: RootKeyBackend, jwe: string, context: W
   if (Object.keys(header).sort().join(",") !== HEADER_FIELDS) fail("unexpected wrapped DEK header");
   const ref = parseRootKeyKid(header.kid);
   if (!ref || ref.backend !== backend.name) fail("kid does not name a root key of this backend");
+  // An instance key only ever wraps the layer: a DEK wrapped by it alone would skip the root key's control.
+  if (isInstanceKeyId(ref.keyId)) fail("kid names an instance key, not a root key");
   // Checked before the root key is used: a DEK replayed from another instance never costs (or shows in the
   // audit log of) another customer's key. GCM authenticates the header below, so the check cannot be forged.
   if (header.cm_instance !== context.instance) fail("wrapped DEK belongs to another instance");

@@ -173,11 +173,12 @@ export interface DekRepository {
   /** Replaces a wrapped key if it is still `expectedWrapped` (rewrap, instance layer). @returns false when it changed. */
   rewrap(id: string, expectedWrapped: string, wrappedKey: string, rootKeyVersion: number, instanceKeyVersion: number): Promise<boolean>;
   /**
-   * DEKs without the instance layer (written before instance keys), oldest first, of ACTIVE instances and of
-   * instances pending reclamation that expires at or after `reclaimedAfter`: what the instance-key migration has
-   * left to do.
+   * DEKs without the instance layer (written before instance keys) of ACTIVE instances, in (create_time, id)
+   * order after `after`: what the instance-key migration has left to do.
    */
-  listWithoutInstanceLayer(limit: number, reclaimedAfter: Date): Promise<DekRecord[]>;
+  listWithoutInstanceLayer(limit: number, after?: { createTime: Date; id: string }): Promise<DekRecord[]>;
+  /** The newest instance key version any DEK of the instance is wrapped under; undefined when none has the layer. */
+  getNewestInstanceKeyVersion(instanceId: string): Promise<number | undefined>;
   /** ACTIVE -> RETIRING (or INACTIVE) for the given DEK. @returns false when it was not ACTIVE any more. */
   retire(id: string, state?: "RETIRING" | "INACTIVE"): Promise<boolean>;
   /** INACTIVE -> RETIRING for every INACTIVE DEK of the instance (RotateDataKey re-encrypts them too). */
@@ -333,6 +334,18 @@ export interface Repositories {
   apiKeys: ApiKeyRepository;
   policies: PolicyRepository;
   audit: AuditRepository;
+  jobLeases: JobLeaseRepository;
+}
+
+/** Leases that let one replica at a time run a background job (the instance-key migration). */
+export interface JobLeaseRepository {
+  /**
+   * Takes or renews the lease of job `name` for `owner` until `until`, when it is free, expired (before `now`) or
+   * already `owner`'s. @returns whether `owner` holds it now.
+   */
+  claim(name: string, owner: string, now: Date, until: Date): Promise<boolean>;
+  /** Gives the lease of job `name` up if `owner` holds it (at a clean stop, so another replica need not wait). */
+  release(name: string, owner: string): Promise<void>;
 }
 
 /** Runs work in one database transaction; throwing inside rolls everything back. */

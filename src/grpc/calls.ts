@@ -17,6 +17,7 @@ import type { Logger } from "pino";
 import type { ServerSurfaceCall } from "@grpc/grpc-js/build/src/server-call.js";
 import type { Status } from "../../gen/ts/google/rpc/status.js";
 import type { Caller } from "../auth/authenticate.js";
+import { withCallDeadline } from "../domain/call-deadline.js";
 import { callFacts, type Admitted, type Gate } from "./gate.js";
 import { malformedRequest } from "./request-bytes.js";
 import { toServiceError, toStatus } from "./status.js";
@@ -53,6 +54,12 @@ const contextOf = (served: Served, admitted: Admitted): CallContext => ({
   caller: admitted.caller,
   visibleTo: admitted.visibleTo,
 });
+
+/** The call's deadline as epoch ms (Infinity when the client set none). */
+function deadlineOf(call: { getDeadline(): Date | number }): number {
+  const d = call.getDeadline();
+  return d instanceof Date ? d.getTime() : d;
+}
 
 const elapsedMs = (served: Served): number => Number(process.hrtime.bigint() - served.started) / 1e6;
 
@@ -94,22 +101,23 @@ export class Calls {
   unary<Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>): handleUnaryCall<Req, Res> {
     const { log, gate } = this;
     const path = this.path(method);
-    return (call, callback) => {
-      const served = serve(call);
-      // Bytes that are not a valid request (request-bytes.ts) are refused before the gate: nothing to authorize.
-      const malformed = malformedRequest(call.request);
-      if (malformed) return callback(failed(log, method, served, malformed, "call"));
-      gate
-        .admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request)
-        .then((admitted) => admitted.run(() => fn(call.request, contextOf(served, admitted))))
-        .then(
-          (res) => {
-            log.debug({ method, call_id: served.callId, code: 0, ms: elapsedMs(served) }, "call");
-            callback(null, res);
-          },
-          (err: unknown) => callback(failed(log, method, served, err, "call")),
-        );
-    };
+    return (call, callback) =>
+      withCallDeadline(deadlineOf(call), () => {
+        const served = serve(call);
+        // Bytes that are not a valid request (request-bytes.ts) are refused before the gate: nothing to authorize.
+        const malformed = malformedRequest(call.request);
+        if (malformed) return callback(failed(log, method, served, malformed, "call"));
+        gate
+          .admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request)
+          .then((admitted) => admitted.run(() => fn(call.request, contextOf(served, admitted))))
+          .then(
+            (res) => {
+              log.debug({ method, call_id: served.callId, code: 0, ms: elapsedMs(served) }, "call");
+              callback(null, res);
+            },
+            (err: unknown) => callback(failed(log, method, served, err, "call")),
+          );
+      });
   }
 
   /**
@@ -120,15 +128,16 @@ export class Calls {
   serverStream<Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<AsyncIterable<Res>>): handleServerStreamingCall<Req, Res> {
     const { log, gate } = this;
     const path = this.path(method);
-    return (call) => {
-      const served = serve(call);
-      stream(log, method, call, served, { sent: 0 }, async () => {
-        const malformed = malformedRequest(call.request);
-        if (malformed) throw malformed;
-        const admitted = await gate.admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request);
-        return admitted.run(() => fn(call.request, contextOf(served, admitted)));
+    return (call) =>
+      withCallDeadline(deadlineOf(call), () => {
+        const served = serve(call);
+        stream(log, method, call, served, { sent: 0 }, async () => {
+          const malformed = malformedRequest(call.request);
+          if (malformed) throw malformed;
+          const admitted = await gate.admit(path, callFacts(call as ServerSurfaceCall, served.callId), call.request);
+          return admitted.run(() => fn(call.request, contextOf(served, admitted)));
+        });
       });
-    };
   }
 
   /**
@@ -147,36 +156,37 @@ export class Calls {
   ): handleBidiStreamingCall<Req, Res> {
     const { log, gate } = this;
     const path = this.path(method);
-    return (call) => {
-      const served = serve(call);
-      const stats = { sent: 0, failed: 0 };
-      // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which would
-      // drop the responses still being written.
-      const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Req> }).iterator({ destroyOnReturn: false });
-      stream(log, method, call, served, stats, async () => {
-        const admitted = await gate.admit(path, callFacts(call as unknown as ServerSurfaceCall, served.callId), undefined);
-        const ctx = contextOf(served, admitted);
-        return (async function* responses(): AsyncGenerator<Res> {
-          let index = 0;
-          for await (const req of requests) {
-            let res: Res;
-            try {
-              // A message whose bytes are not a valid request (request-bytes.ts) is answered like a refused item.
-              const malformed = malformedRequest(req);
-              if (malformed) throw malformed;
-              res = await admitted.runItem(req, () => handlers.each(req, index, ctx));
-            } catch (err) {
-              const { status, expected } = toStatus(err, served.callId);
-              if (!expected) log.error({ method, call_id: served.callId, index, err: loggableError(err) }, "item failed unexpectedly");
-              stats.failed++;
-              res = handlers.failed(req, index, status);
+    return (call) =>
+      withCallDeadline(deadlineOf(call), () => {
+        const served = serve(call);
+        const stats = { sent: 0, failed: 0 };
+        // destroyOnReturn false: the default iterator destroys the whole duplex when the requests end, which would
+        // drop the responses still being written.
+        const requests = (call as unknown as { iterator(o: { destroyOnReturn: boolean }): AsyncIterable<Req> }).iterator({ destroyOnReturn: false });
+        stream(log, method, call, served, stats, async () => {
+          const admitted = await gate.admit(path, callFacts(call as unknown as ServerSurfaceCall, served.callId), undefined);
+          const ctx = contextOf(served, admitted);
+          return (async function* responses(): AsyncGenerator<Res> {
+            let index = 0;
+            for await (const req of requests) {
+              let res: Res;
+              try {
+                // A message whose bytes are not a valid request (request-bytes.ts) is answered like a refused item.
+                const malformed = malformedRequest(req);
+                if (malformed) throw malformed;
+                res = await admitted.runItem(req, () => handlers.each(req, index, ctx));
+              } catch (err) {
+                const { status, expected } = toStatus(err, served.callId);
+                if (!expected) log.error({ method, call_id: served.callId, index, err: loggableError(err) }, "item failed unexpectedly");
+                stats.failed++;
+                res = handlers.failed(req, index, status);
+              }
+              index++;
+              yield res;
             }
-            index++;
-            yield res;
-          }
-        })();
+          })();
+        });
       });
-    };
   }
 }
 

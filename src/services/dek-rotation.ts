@@ -67,7 +67,7 @@ export class DekRotation {
     shouldRotate: (active: DekRecord | undefined) => boolean = () => true,
     previous: "RETIRING" | "INACTIVE" = "RETIRING",
   ): Promise<boolean> {
-    const fresh = await this.keyring.newDek(instance, true);
+    const fresh = await this.keyring.newDek(this.uow.repos, instance, true);
     return this.uow.transaction(async (repos) => {
       await lockActiveInstance(repos, instance.id);
       const active = await repos.deks.getActive(instance.id, true);

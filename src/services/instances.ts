@@ -1,6 +1,7 @@
 /**
  * Instance use cases (InstanceService): create with a fresh wrapped DEK, get, list, update.
  */
+import type { Logger } from "pino";
 import { v7 as uuidv7 } from "uuid";
 import { EtagMismatchError, RootKeyError, UniqueConstraintError } from "../domain/errors.js";
 import { instanceNotFound, requireActive } from "../domain/instance.js";
@@ -44,6 +45,7 @@ export class InstanceService {
     /** How long a deleted instance stays restorable, ms. */
     private readonly retentionMs: number,
     private readonly rotation: DekRotation,
+    private readonly log?: Logger,
   ) {}
 
   /**
@@ -59,7 +61,7 @@ export class InstanceService {
       // Prove the service may use the key before anything is written (a wrap and an unwrap).
       if (encryption.keyManagement === "CUSTOMER") await this.probe(instance);
       // Also creates the instance's own key in the root key's backend (destroyed again at reclamation).
-      const dek = await this.keyring.newDek(instance, false);
+      const dek = await this.keyring.newDek(this.uow.repos, instance, false);
       try {
         await this.uow.transaction(async (repos) => {
           await claim(repos, instance.id, instance.createTime);
@@ -67,12 +69,24 @@ export class InstanceService {
           await repos.deks.insert(dek);
         });
       } catch (err) {
-        // Nothing refers to the new instance key: do not leave it behind.
-        await this.keyring.destroyInstanceKey(instance).catch(() => undefined);
+        await this.dropUnusedInstanceKey(instance);
         throw err;
       }
       return instance;
     });
+  }
+
+  /**
+   * After a failed create: destroys the new instance's key when the instance was certainly not stored (a commit
+   * whose answer was lost may have stored it; then the key stays, and an unused one is harmless).
+   */
+  private async dropUnusedInstanceKey(instance: InstanceRecord): Promise<void> {
+    try {
+      if (await this.uow.repos.instances.get(instance.id)) return;
+      await this.keyring.destroyInstanceKey(instance);
+    } catch (err) {
+      this.log?.warn({ instance: instanceName(instance.id), err: (err as Error).message }, "could not remove the key of an instance that was not created");
+    }
   }
 
   /** A new ACTIVE instance record (not yet stored) with the chosen root key. */

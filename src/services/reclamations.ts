@@ -157,10 +157,16 @@ export class ReclamationService {
     }
     // Crypto-shredding: destroy the instance's own key before the DEK rows go, so a copy of the database taken
     // at any earlier moment opens nothing of this instance. Idempotent; a failure leaves the reclamation to be
-    // retried once its lease lapses. (Restore is impossible by now: the reclamation expired.)
+    // retried once its lease lapses. (Restore is impossible by now: the reclamation is RECLAIMING.)
     const instance = (await this.uow.repos.instances.get(r.instanceId))!;
     const withoutLayer = (await this.uow.repos.deks.listForInstance(r.instanceId)).filter((d) => d.instanceKeyVersion === undefined).length;
-    await this.keyring.destroyInstanceKey(instance);
+    await this.keyring.destroyInstanceKey(instance).catch(async (err: unknown) => {
+      // A customer who destroyed their root key (or whose HSM no longer knows it) has shredded the data already:
+      // the reclamation must not wait forever for a backend that will never answer for this instance again.
+      const { state } = await this.keyring.status(instance);
+      if (state !== "DESTROYED" && state !== "NOT_FOUND") throw err;
+      log.warn({ root_key: `${instance.rootKeyBackend}/${instance.rootKeyId}`, root_key_state: state, err: (err as Error).message }, "could not destroy the instance key; its root key is gone, so nothing of the instance opens anyway");
+    });
     if (withoutLayer > 0) {
       log.warn(
         { deks_without_instance_key: withoutLayer, root_key: `${instance.rootKeyBackend}/${instance.rootKeyId}` },

@@ -8,9 +8,23 @@ import knexFactory, { type Knex } from "knex";
 import type { Logger } from "pino";
 
 /** Database settings: the embedded SQLite file, or a MySQL/MariaDB URL (may hold a password: never log it). */
-export type DatabaseConfig =
-  | { client: "sqlite"; filename: string }
-  | { client: "mysql"; url: string; poolMax: number };
+export type DatabaseConfig = ({ client: "sqlite"; filename: string } | { client: "mysql"; url: string; poolMax: number }) & { timeouts?: DatabaseTimeouts };
+
+/** How long the service waits for the database; every wait is bounded (a hung server must not hang calls). */
+export interface DatabaseTimeouts {
+  /** Opening a connection (TCP and handshake), ms. */
+  connectMs: number;
+  /** Waiting for a free connection of the pool, ms. */
+  acquireMs: number;
+  /**
+   * One repository call or one whole transaction, ms; the call's deadline bounds it further
+   * (storage/index.ts). MariaDB also stops a statement running longer (`max_statement_time`).
+   */
+  operationMs: number;
+}
+
+/** What the service uses when the configuration does not say (CM_DATABASE_*_TIMEOUT_SECONDS). */
+export const DEFAULT_DATABASE_TIMEOUTS: DatabaseTimeouts = { connectMs: 5_000, acquireMs: 10_000, operationMs: 30_000 };
 
 /**
  * What knex (and the driver warnings it relays) may say, shaped for the JSON log: a string is kept (cut at 2,000
@@ -49,6 +63,7 @@ function knexLog(log: Logger | undefined): Knex.Config["log"] {
  */
 export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
   const logOption = knexLog(log);
+  const timeouts = cfg.timeouts ?? DEFAULT_DATABASE_TIMEOUTS;
   if (cfg.client === "sqlite") {
     if (cfg.filename !== ":memory:") {
       mkdirSync(path.dirname(cfg.filename), { recursive: true, mode: 0o700 });
@@ -59,6 +74,7 @@ export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
       client: "better-sqlite3",
       connection: { filename: cfg.filename },
       useNullAsDefault: true,
+      acquireConnectionTimeout: timeouts.acquireMs,
       ...(logOption ? { log: logOption } : {}),
       pool: {
         min: 1,
@@ -82,8 +98,10 @@ export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
   return knexFactory({
     client: "mysql2",
     ...(logOption ? { log: logOption } : {}),
+    acquireConnectionTimeout: timeouts.acquireMs,
     connection: {
       uri: cfg.url,
+      connectTimeout: timeouts.connectMs,
       timezone: "Z",
       charset: "utf8mb4",
       supportBigNumbers: true,
@@ -99,12 +117,21 @@ export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
       ) {
         conn.query(
           "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'",
-          (err) => done(err, conn),
+          (err) => {
+            if (err) return done(err, conn);
+            // MariaDB stops a statement that runs past the operation timeout on its side too (seconds); MySQL
+            // has no such variable (ER_UNKNOWN_SYSTEM_VARIABLE), and the client-side bound still holds there.
+            conn.query(`SET SESSION max_statement_time = ${Math.ceil(timeouts.operationMs / 1000)}`, (e) =>
+              done(e && (e as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE ? e : null, conn),
+            );
+          },
         );
       },
     },
   });
 }
+
+const ER_UNKNOWN_SYSTEM_VARIABLE = 1193;
 
 /** True when `db` talks to MySQL/MariaDB. */
 export function isMysql(db: Knex): boolean {

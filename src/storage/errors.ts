@@ -75,6 +75,7 @@ export function translatingRepositories(repos: Repositories): Repositories {
     apiKeys: translating(repos.apiKeys),
     policies: translating(repos.policies),
     audit: translating(repos.audit),
+    jobLeases: translating(repos.jobLeases),
   };
 }
 

@@ -248,8 +248,16 @@ const instanceKeys: Migration = {
     await knex.schema.alterTable("deks", (t) => {
       t.integer("instance_key_version").nullable();
     });
+    // One replica at a time runs the instance-key migration: PKCS#11 cannot refuse a second key with one label.
+    await knex.schema.createTable("job_leases", (t) => {
+      utf8mb4(knex, t);
+      t.string("name", 64).primary();
+      t.string("owner", 64).notNullable();
+      t.bigInteger("lease_until").notNullable();
+    });
   },
   async down(knex) {
+    await knex.schema.dropTableIfExists("job_leases");
     await knex.schema.alterTable("deks", (t) => t.dropColumn("instance_key_version"));
   },
 };

@@ -120,6 +120,17 @@ describe.each(dbs)("crypto-shredding against a backup taken before the delete (%
       expect([e.code, e.reason, e.metadata.root_key]).toEqual([status.FAILED_PRECONDITION, "ROOT_KEY_UNAVAILABLE", `${x === gone ? "local" : "pkcs11"}/${x.keyId}`]);
       expect(["DESTROYED", "NOT_FOUND"]).toContain(e.metadata.root_key_state);
     }
+    // A key gone is never made again behind the operator's back (PKCS#11 cannot tell destroyed from never made):
+    // rotating the restored instance's data key fails the same way and leaves no new instance key.
+    for (const x of [gone, customerGone]) {
+      if (!x) continue;
+      const e = await expectFailure(t.instances.rotateDataKey({ name: x.instance.name }));
+      expect([e.code, e.reason]).toEqual([status.FAILED_PRECONDITION, "ROOT_KEY_UNAVAILABLE"]);
+      expect(await (x === gone ? local : hsm!).holds(x.keyId)).toBe(false);
+    }
+    await t.service.migrateInstanceKeysNow();
+    expect(await local.holds(gone.keyId)).toBe(false);
+    if (hsm) expect(await hsm.holds(customerGone!.keyId)).toBe(false);
     // The other instance in the same copy opens, byte for byte.
     expect(await t.certificates.accessCertificate({ name: kept.cert.name })).toEqual(kept.material);
   }, 120_000);

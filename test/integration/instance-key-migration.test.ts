@@ -7,10 +7,10 @@
  * taken before a permanent delete opens nothing of the deleted instance.
  *
  * The service runs on a clock set just after the fixture was written, so its pending reclamation has not
- * expired whatever today's date is.
+ * expired whatever today's date is. Instances pending reclamation are migrated once restored.
  */
 import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, cpSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { status } from "@grpc/grpc-js";
@@ -31,6 +31,8 @@ describe("instance-key migration of a data folder from the release before (sqlit
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "cm-legacy-"));
     cpSync(FIXTURE, dir, { recursive: true, filter: (src) => !src.endsWith(".ts") });
+    // git keeps no file modes beyond the executable bit; the service refuses key files others may read.
+    for (const f of readdirSync(dir)) chmodSync(path.join(dir, f), 0o600);
     const fixture = new Database(path.join(dir, "certmanager.sqlite"), { readonly: true });
     instances = fixture.prepare("SELECT id, state, display_name FROM instances ORDER BY display_name").all() as typeof instances;
     const written = (fixture.prepare("SELECT MAX(update_time) AS t FROM instances").get() as { t: number }).t;
@@ -61,28 +63,39 @@ describe("instance-key migration of a data folder from the release before (sqlit
     return list.certificates[0]!.name;
   }
 
-  it("gives every DEK of live and pending instances the instance layer, online, creating their keys; nothing changes for readers", async () => {
+  it("gives every DEK of the ACTIVE instances the instance layer, online, creating their keys; a pending one once restored; nothing changes for readers", async () => {
     const k = t.raw();
     const live = instances.filter((i) => i.state === "ACTIVE");
+    const pending = instances.find((i) => i.state === "PENDING_RECLAMATION")!;
     // Reads work whether or not the job has reached the instance yet (it starts with the server).
     for (const i of live) await opensConsistently(i.id);
     await t.service.migrateInstanceKeysNow();
-    const deks = (await k("deks").select("instance_id", "instance_key_version", "wrapped_key")) as { instance_id: string; instance_key_version: number | null; wrapped_key: string }[];
-    expect(deks).toHaveLength(3);
-    for (const d of deks) {
-      expect(d.instance_key_version).toBe(1);
-      const header = JSON.parse(Buffer.from(d.wrapped_key.split(".")[0]!, "base64url").toString());
-      expect([header.cm_layer, header.kid]).toEqual(["instance", `local/${instanceKeyId(d.instance_id)}/1`]);
+    const layers = async () =>
+      Object.fromEntries(((await k("deks").select("instance_id", "instance_key_version", "wrapped_key")) as { instance_id: string; instance_key_version: number | null; wrapped_key: string }[]).map((d) => [d.instance_id, d]));
+    let deks = await layers();
+    for (const i of live) {
+      expect(deks[i.id]!.instance_key_version).toBe(1);
+      const header = JSON.parse(Buffer.from(deks[i.id]!.wrapped_key.split(".")[0]!, "base64url").toString());
+      expect([header.cm_layer, header.kid]).toEqual(["instance", `local/${instanceKeyId(i.id)}/1`]);
+      expect(await local.holds(instanceKeyId(i.id))).toBe(true);
+      await opensConsistently(i.id);
     }
-    for (const i of instances) expect(await local.holds(instanceKeyId(i.id))).toBe(true);
-    for (const i of live) await opensConsistently(i.id);
-    // A second run finds nothing to do.
+    // A pending instance is left alone (its purge must not race a key being made)...
+    expect(deks[pending.id]!.instance_key_version).toBeNull();
+    expect(await local.holds(instanceKeyId(pending.id))).toBe(false);
+    // ... until it is restored.
+    const reclamation = (await t.instances.getInstance({ name: `instances/${pending.id}` })).instance!.reclamation;
+    await t.reclamations.restoreReclamation({ name: reclamation });
     await t.service.migrateInstanceKeysNow();
-    expect(t.logs.filter((l) => l.job === "instance-keys" && l.msg === "job tick").map((l) => l.handled)).toEqual([3]);
+    deks = await layers();
+    expect(deks[pending.id]!.instance_key_version).toBe(1);
+    expect(await local.holds(instanceKeyId(pending.id))).toBe(true);
+    await opensConsistently(pending.id);
+    expect(t.logs.filter((l) => l.job === "instance-keys" && l.msg === "job tick").map((l) => l.handled)).toEqual([2, 1]);
   });
 
   it("after the migration, a backup taken before a permanent delete opens nothing of the deleted instance", async () => {
-    const [a, b] = instances.filter((i) => i.state === "ACTIVE");
+    const [a, b] = instances.filter((i) => i.display_name !== "legacy-pending");
     const certA = await opensConsistently(a!.id);
     const backup = path.join(dir, "backup.sqlite");
     const k = t.raw();

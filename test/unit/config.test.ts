@@ -9,7 +9,7 @@ describe("loadConfig", () => {
   it("defaults to SQLite and the local keystore under the data directory", () => {
     const c = loadConfig({ CM_DATA_DIR: "/var/lib/cm" });
     expect(c.listenAddress).toBe("127.0.0.1:50051");
-    expect(c.database).toEqual({ client: "sqlite", filename: "/var/lib/cm/certmanager.sqlite" });
+    expect(c.database).toEqual({ client: "sqlite", filename: "/var/lib/cm/certmanager.sqlite", timeouts: { connectMs: 5000, acquireMs: 10_000, operationMs: 30_000 } });
     expect(c.localKeystorePath).toBe("/var/lib/cm/root-keys.json");
     expect(c.dekCacheTtlMs).toBe(300_000);
     expect(Object.isFrozen(c)).toBe(true);
@@ -29,7 +29,7 @@ describe("loadConfig", () => {
     const file = path.join(dir, "db-url");
     writeFileSync(file, "mysql://cm:s3cret@db.internal:3306/cm\n");
     const c = loadConfig({ CM_DATABASE_URL_FILE: file });
-    expect(c.database).toEqual({ client: "mysql", url: "mysql://cm:s3cret@db.internal:3306/cm", poolMax: 10 });
+    expect(c.database).toMatchObject({ client: "mysql", url: "mysql://cm:s3cret@db.internal:3306/cm", poolMax: 10 });
     try {
       loadConfig({ CM_DATABASE_URL: "postgres://cm:s3cret@x/y" });
       expect.unreachable();

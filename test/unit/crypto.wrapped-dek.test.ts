@@ -157,6 +157,8 @@ describe("crypto/wrapped-dek: one framing around every backend's key wrap", () =
       await expectDecryptionError(wrapInstanceLayer(backend, ikY, inner.jwe, Y));
       // A layer inside a layer is not a root-key wrap.
       await expectDecryptionError(wrapInstanceLayer(backend, ikX, outer.jwe, X));
+      // Nor is a DEK wrapped by the instance key alone: it would skip the root key (and its owner's control).
+      await expectDecryptionError(unwrapStoredDek(backend, (await wrapDek(backend, ikX, randomBytes(32), X)).jwe, X));
     });
   });
 });

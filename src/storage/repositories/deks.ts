@@ -91,18 +91,27 @@ export class KnexDekRepository implements DekRepository {
     return n === 1;
   }
 
-  async listWithoutInstanceLayer(limit: number, reclaimedAfter: Date): Promise<DekRecord[]> {
-    const rows = (await this.db(TABLE)
+  async listWithoutInstanceLayer(limit: number, after?: { createTime: Date; id: string }): Promise<DekRecord[]> {
+    const q = this.db(TABLE)
       .join("instances", "instances.id", `${TABLE}.instance_id`)
       .whereNull(`${TABLE}.instance_key_version`)
-      .where((q) =>
-        q.where("instances.state", "ACTIVE").orWhere((p) => p.where("instances.state", "PENDING_RECLAMATION").andWhere("instances.expire_time", ">=", reclaimedAfter.getTime())),
-      )
+      .where("instances.state", "ACTIVE");
+    if (after) {
+      const t = after.createTime.getTime();
+      q.where((w) => w.where(`${TABLE}.create_time`, ">", t).orWhere((x) => x.where(`${TABLE}.create_time`, t).andWhere(`${TABLE}.id`, ">", after.id)));
+    }
+    const rows = (await q
       .select(COLUMNS.map((c) => `${TABLE}.${c}`))
-      .orderBy(`${TABLE}.create_time`)
+      .orderBy([`${TABLE}.create_time`, `${TABLE}.id`])
       .limit(limit)) as Row[];
     return rows.map(rowToDek);
   }
+
+  async getNewestInstanceKeyVersion(instanceId: string): Promise<number | undefined> {
+    const row = (await this.db(TABLE).where({ instance_id: instanceId }).max({ v: "instance_key_version" }).first()) as { v: number | string | null } | undefined;
+    return row?.v === null || row?.v === undefined ? undefined : Number(row.v);
+  }
+
 
   async retire(id: string, state: "RETIRING" | "INACTIVE" = "RETIRING"): Promise<boolean> {
     return (await this.db(TABLE).where({ id, state: "ACTIVE" }).update({ state })) === 1;
