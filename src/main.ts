@@ -210,7 +210,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       envelope,
       pageTokens,
       config.exportBatchSize,
-      new ExportBudget(config.exportMemoryBudgetBytes, config.exportStreamsPerCaller),
+      new ExportBudget(config.exportMemoryBudgetBytes, config.exportStreamsPerCaller, config.exportStreamsPerConnection),
     );
 
     // Who is calling and what they may do (src/auth), and the audit trail of it.

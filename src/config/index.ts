@@ -81,6 +81,8 @@ export interface Config {
   exportMemoryBudgetBytes: number;
   /** ExportCertificates streams one principal may have open at once. */
   exportStreamsPerCaller: number;
+  /** ExportCertificates streams one client connection may have open at once. */
+  exportStreamsPerConnection: number;
   /** Certificate versions re-encrypted per transaction during a DEK rotation. */
   reencryptBatchSize: number;
   /** The PKCS#11 root-key backend, when CM_PKCS11_MODULE is set. */
@@ -174,6 +176,7 @@ export const CONFIG_VARIABLES: readonly string[] = Object.freeze([
   "CM_EXPORT_BATCH_SIZE",
   "CM_EXPORT_MEMORY_BUDGET_MB",
   "CM_EXPORT_STREAMS_PER_CALLER",
+  "CM_EXPORT_STREAMS_PER_CONNECTION",
   "CM_ROOT_CERTIFICATE",
   "CM_PKCS11_MODULE",
   "CM_PKCS11_TOKEN_LABEL",
@@ -537,6 +540,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     exportBatchSize: int(env, "CM_EXPORT_BATCH_SIZE", 250, 1, 1000),
     exportMemoryBudgetBytes: int(env, "CM_EXPORT_MEMORY_BUDGET_MB", 64, 1, 65_536) * 1024 * 1024,
     exportStreamsPerCaller: int(env, "CM_EXPORT_STREAMS_PER_CALLER", 8, 1, 10_000),
+    exportStreamsPerConnection: int(env, "CM_EXPORT_STREAMS_PER_CONNECTION", 16, 1, 10_000),
     pkcs11: pkcs11Config(env),
     ...(jwt ? { jwt } : {}),
     logLevel,

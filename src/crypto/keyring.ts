@@ -12,7 +12,7 @@
  * root key disabled in its backend stops every secret-touching call within that TTL; as soon as any call sees
  * the key disabled or destroyed, every cached DEK under that root key is dropped at once.
  */
-import { AbortedError, AlreadyExistsError, DecryptionError, DomainError, RootKeyError } from "../domain/errors.js";
+import { AbortedError, AlreadyExistsError, DecryptionError, RootKeyError } from "../domain/errors.js";
 import { instanceName } from "../domain/names.js";
 import type { Clock, DekRecord, InstanceRecord, Repositories } from "../domain/ports.js";
 import type { RootKeyBackend, RootKeyView } from "../domain/rootkey.js";
@@ -180,11 +180,7 @@ export class Keyring {
     try {
       return await withRetries(fn);
     } catch (err) {
-      const reason = (err as DomainError).reason;
-      if (err instanceof RootKeyError && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
-        throw this.instanceKeyUnavailable(instance, err);
-      }
-      throw err;
+      throw keyOff(err) ? this.instanceKeyUnavailable(instance, err) : err;
     }
   }
 
@@ -192,8 +188,7 @@ export class Keyring {
   private instanceKeyUnavailable(instance: InstanceKey, cause: unknown): RootKeyError {
     const ref = this.instanceKeyRef(instance);
     this.instanceKeys.delete(ref);
-    const reason = (cause as DomainError).reason;
-    const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : "NOT_FOUND";
+    const state = keyOff(cause) ?? "NOT_FOUND";
     const name = instanceName(instance.id);
     return new RootKeyError(
       "ROOT_KEY_UNAVAILABLE",
@@ -219,9 +214,8 @@ export class Keyring {
     try {
       return await unwrapStoredDek(this.backend(instance.rootKeyBackend), wrappedKey, context);
     } catch (err) {
-      const reason = (err as DomainError).reason;
       const onInstanceKey = err instanceof RootKeyError && err.metadata.root_key === this.instanceKeyRef(instance);
-      if (onInstanceKey && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
+      if (onInstanceKey && keyOff(err)) {
         throw this.instanceKeyUnavailable(instance, err);
       }
       throw err;
@@ -354,9 +348,7 @@ export class Keyring {
       const d = await this.backend(instance.rootKeyBackend).describe(instance.rootKeyId);
       status = { state: d.state, currentVersion: d.currentVersion };
     } catch (err) {
-      const reason = (err as DomainError).reason;
-      const states: Record<string, RootKeyView> = { ROOT_KEY_DESTROYED: "DESTROYED", ROOT_KEY_DISABLED: "DISABLED", ROOT_KEY_NOT_FOUND: "NOT_FOUND" };
-      status = { state: states[reason], currentVersion: 0 };
+      status = { state: keyOff(err), currentVersion: 0 };
     }
     if (status.state !== undefined && status.state !== "ENABLED") this.dropRootKey(ref);
     this.described.set(ref, { at: now, status });
@@ -388,12 +380,11 @@ export class Keyring {
     try {
       return await withRetries(fn);
     } catch (err) {
-      const reason = (err as DomainError).reason;
-      if (err instanceof RootKeyError && (reason === "ROOT_KEY_DISABLED" || reason === "ROOT_KEY_DESTROYED" || reason === "ROOT_KEY_NOT_FOUND")) {
+      const state = keyOff(err);
+      if (state) {
         const ref = rootKeyRef(instance);
         this.dropRootKey(ref);
         this.described.delete(ref);
-        const state = reason === "ROOT_KEY_DISABLED" ? "DISABLED" : reason === "ROOT_KEY_DESTROYED" ? "DESTROYED" : "NOT_FOUND";
         const name = instanceName(instance.id);
         const messages = {
           DISABLED: `the root key ${ref} of instance ${name} is disabled; enable it in its backend to restore access`,
@@ -427,6 +418,12 @@ export class Keyring {
     this.cache.clear();
     this.cachedByRootKey.clear();
   }
+}
+
+/** The state a refused key is in, when `err` says it is off (disabled, destroyed or unknown); else undefined. */
+function keyOff(err: unknown): "DISABLED" | "DESTROYED" | "NOT_FOUND" | undefined {
+  if (!(err instanceof RootKeyError)) return undefined;
+  return ({ ROOT_KEY_DISABLED: "DISABLED", ROOT_KEY_DESTROYED: "DESTROYED", ROOT_KEY_NOT_FOUND: "NOT_FOUND" } as const)[err.reason as "ROOT_KEY_DISABLED"];
 }
 
 /** Bounded retries of a backend call whose backend was unreachable: 3 attempts, 50 ms then 200 ms apart. */

@@ -214,19 +214,22 @@ export class RateLimitedError extends RetryLaterError {
 }
 
 /**
- * A new ExportCertificates stream would go over the caller's number of concurrent export streams, or over the
+ * A new ExportCertificates stream would go over the caller's or the connection's number of concurrent export
+ * streams, or over the
  * memory the service gives to exports in flight (src/services/export-budget.ts); `retryAfterMs` becomes a
- * google.rpc.RetryInfo detail. Metadata `limit` names the limit (`streams_per_caller` or `memory_budget`),
+ * google.rpc.RetryInfo detail. Metadata `limit` names the limit (`streams_per_caller`, `streams_per_connection`
+ * or `memory_budget`),
  * `value` its setting.
  */
 export class ExportBudgetExhaustedError extends RetryLaterError {
-  constructor(retryAfterMs: number, limit: "streams_per_caller" | "memory_budget", value: string) {
+  constructor(retryAfterMs: number, limit: "streams_per_caller" | "streams_per_connection" | "memory_budget", value: string) {
+    const wait = Math.ceil(retryAfterMs / 1000);
     super(
       retryAfterMs,
       "EXPORT_BUDGET_EXHAUSTED",
-      limit === "streams_per_caller"
-        ? `too many export streams open for this caller (the limit is ${value}): finish or cancel one, or retry after ${Math.ceil(retryAfterMs / 1000)} s`
-        : `the service is holding as much export data as it allows (${value}) for streams whose clients have not read it yet; retry after ${Math.ceil(retryAfterMs / 1000)} s`,
+      limit === "memory_budget"
+        ? `the service is holding as much export data as it allows (${value}) for streams whose clients have not read it yet; retry after ${wait} s`
+        : `too many export streams open ${limit === "streams_per_caller" ? "for this caller" : "on this connection"} (the limit is ${value}): finish or cancel one, or retry after ${wait} s`,
       { limit, value },
     );
   }

@@ -32,6 +32,8 @@ export interface CallContext {
   caller: Caller;
   /** For lists: only instances bound to these members are visible (AIP-211); undefined: everything. */
   visibleTo?: readonly string[];
+  /** The client connection, as grpc-js names its peer (`ipv4:10.0.0.7:53412`). */
+  peer: string;
 }
 
 /** A call being served: its id, signal and when it started, before the gate let it in. */
@@ -39,13 +41,14 @@ interface Served {
   signal: AbortSignal;
   callId: string;
   started: bigint;
+  peer: string;
 }
 
 /** Starts serving `call`: a new call id, and a signal tied to the call's `cancelled` event. */
-function serve(call: { on(event: "cancelled", listener: () => void): unknown }): Served {
+function serve(call: { on(event: "cancelled", listener: () => void): unknown; getPeer(): string }): Served {
   const cancelled = new AbortController();
   call.on("cancelled", () => cancelled.abort());
-  return { signal: cancelled.signal, callId: randomUUID(), started: process.hrtime.bigint() };
+  return { signal: cancelled.signal, callId: randomUUID(), started: process.hrtime.bigint(), peer: call.getPeer() };
 }
 
 const contextOf = (served: Served, admitted: Admitted): CallContext => ({
@@ -53,6 +56,7 @@ const contextOf = (served: Served, admitted: Admitted): CallContext => ({
   callId: served.callId,
   caller: admitted.caller,
   visibleTo: admitted.visibleTo,
+  peer: served.peer,
 });
 
 /** The call's deadline as epoch ms (Infinity when the client set none). */

@@ -111,7 +111,7 @@ export function certificateHandlers(calls: Calls, certificates: CertificateServi
       const { certificate, repairs } = await importOne(req, signal);
       return { certificate: toProto(certificate), repairs: toRepairs(repairs) };
     }),
-    exportCertificates: calls.serverStream("ExportCertificates", async (req, { signal, caller }) => {
+    exportCertificates: calls.serverStream("ExportCertificates", async (req, { signal, caller, peer }) => {
       // Validation happens here, before the first message, so a bad request fails the call with a clear status.
       const items = await exporter.start(
         {
@@ -123,6 +123,7 @@ export function certificateHandlers(calls: Calls, certificates: CertificateServi
         },
         caller.principal,
         signal,
+        peer,
       );
       // Pulls one item per message asked for: Calls#serverStream asks for the next once this one is written.
       return (async function* () {

@@ -34,8 +34,8 @@ import { AuditServiceService } from "../../gen/ts/certmanager/v1/audit.js";
 import type { AuditService } from "../services/audit.js";
 import { Calls } from "./calls.js";
 import { callFacts, type Gate } from "./gate.js";
-import { guardRequests, RequestBytes } from "./request-bytes.js";
-import { toStatus } from "./status.js";
+import { guardRequests, malformedRequest, RequestBytes } from "./request-bytes.js";
+import { toServiceError, toStatus } from "./status.js";
 
 /** Fully qualified names of the services whose health is reported. */
 const SERVICE_NAMES = [
@@ -61,7 +61,20 @@ function accessInterceptor(authenticator: Authenticator, open: { health: boolean
     if (METHOD_RULES[path]) return new grpc.ServerInterceptingCall(call);
     const isHealth = path.startsWith(HEALTH_PREFIX);
     const isReflection = REFLECTION_PREFIXES.some((p) => path.startsWith(p));
-    if ((isHealth && open.health) || (isReflection && open.reflection)) return new grpc.ServerInterceptingCall(call);
+    // Health and reflection are the libraries' handlers, not calls.ts: refuse bad request bytes here.
+    const refuseMalformed = (message: unknown, msgNext: (m: unknown) => void) => {
+      const bad = malformedRequest(message);
+      if (!bad) return msgNext(message);
+      const { error } = toServiceError(bad);
+      call.sendStatus({ code: error.code, details: error.details, metadata: error.metadata });
+    };
+    if ((isHealth && open.health) || (isReflection && open.reflection)) {
+      return new grpc.ServerInterceptingCall(call, {
+        start(next) {
+          next(new grpc.ServerListenerBuilder().withOnReceiveMessage(refuseMalformed).build());
+        },
+      });
+    }
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next(
@@ -78,6 +91,7 @@ function accessInterceptor(authenticator: Authenticator, open: { health: boolean
               }
               authenticator.authenticate(facts).then(() => mdNext(metadata), refuse);
             })
+            .withOnReceiveMessage(refuseMalformed)
             .build(),
         );
       },
@@ -161,9 +175,11 @@ export function buildServer(
   add(ApiKeyServiceService, apiKeyHandlers(calls("ApiKeyService"), services.apiKeys, access.now));
   add(AuditServiceService, auditHandlers(calls("AuditService"), services.audit));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
-  health.addToServer(server);
+  // The libraries register their services through this shim, so their request bytes are guarded like ours.
+  const guarded = { addService: (def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => add(def, impl) } as unknown as grpc.Server;
+  health.addToServer(guarded);
   const files = fileDescriptorProtos(DESCRIPTOR_SET);
-  new ReflectionService({ __buf_image__: { fileDescriptorProtos: files } } as unknown as protoLoader.PackageDefinition).addToServer(server);
+  new ReflectionService({ __buf_image__: { fileDescriptorProtos: files } } as unknown as protoLoader.PackageDefinition).addToServer(guarded);
   return {
     server,
     health,

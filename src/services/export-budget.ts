@@ -6,7 +6,7 @@
  * took the item, or when the stream ends, fails or is cancelled.
  *
  * - A new stream is refused (ExportBudgetExhaustedError: RESOURCE_EXHAUSTED with RetryInfo) when its caller
- *   already has `streamsPerCaller` open, or when the budget is full (all of it reserved, or streams already
+ *   already has `streamsPerCaller` open, or its connection `streamsPerConnection`, or when the budget is full (all of it reserved, or streams already
  *   waiting for room).
  * - A stream already running waits for room instead (FIFO) and stops waiting when its call is cancelled. A
  *   stream waits only between batches, when it holds nothing, so waiting never blocks those holding bytes.
@@ -29,15 +29,19 @@ interface Waiter {
 export class ExportBudget {
   #used = 0;
   readonly #open = new Map<string, number>();
+  readonly #perConnection = new Map<string, number>();
   readonly #waiting: Waiter[] = [];
 
   /**
    * @param limitBytes bytes all export streams together may hold (CM_EXPORT_MEMORY_BUDGET_MB).
    * @param streamsPerCaller export streams one principal may have open at once (CM_EXPORT_STREAMS_PER_CALLER).
+   * @param streamsPerConnection export streams one client connection may have open at once, whoever the callers
+   *        on it (CM_EXPORT_STREAMS_PER_CONNECTION).
    */
   constructor(
     readonly limitBytes: number,
     readonly streamsPerCaller: number,
+    readonly streamsPerConnection = Number.POSITIVE_INFINITY,
   ) {}
 
   /** Bytes reserved now, by every stream. */
@@ -53,23 +57,26 @@ export class ExportBudget {
   }
 
   /**
-   * Admits a new export stream of `principal`.
+   * Admits a new export stream of `principal` on client connection `connection` (the peer address and port).
    * @returns its lease; the caller must `close()` it on every path (try/finally).
-   * @throws ExportBudgetExhaustedError when the caller is at its cap or the budget is full.
+   * @throws ExportBudgetExhaustedError when the caller or the connection is at its cap, or the budget is full.
    */
-  open(principal: string): ExportLease {
+  open(principal: string, connection?: string): ExportLease {
     const mine = this.#open.get(principal) ?? 0;
     if (mine >= this.streamsPerCaller) throw new ExportBudgetExhaustedError(RETRY_AFTER_MS, "streams_per_caller", String(this.streamsPerCaller));
+    const onConnection = connection === undefined ? 0 : (this.#perConnection.get(connection) ?? 0);
+    if (onConnection >= this.streamsPerConnection) throw new ExportBudgetExhaustedError(RETRY_AFTER_MS, "streams_per_connection", String(this.streamsPerConnection));
     if (this.#used >= this.limitBytes || this.#waiting.length > 0) {
       throw new ExportBudgetExhaustedError(RETRY_AFTER_MS, "memory_budget", this.limitBytes >= 1024 * 1024 ? `${Math.round(this.limitBytes / 1024 / 1024)} MiB` : `${this.limitBytes} bytes`);
     }
-    this.#open.set(principal, mine + 1);
+    count(this.#open, principal, +1);
+    if (connection !== undefined) count(this.#perConnection, connection, +1);
     return new ExportLease(this, () => {
-      const n = (this.#open.get(principal) ?? 1) - 1;
-      if (n <= 0) this.#open.delete(principal);
-      else this.#open.set(principal, n);
+      count(this.#open, principal, -1);
+      if (connection !== undefined) count(this.#perConnection, connection, -1);
     });
   }
+
 
   /** Whether `bytes` more fit now (or nothing is reserved at all: the first always fits). */
   #fits(bytes: number): boolean {
@@ -121,6 +128,13 @@ export class ExportBudget {
       w.grant();
     }
   }
+}
+
+/** Adds `delta` to `key`'s count, dropping the entry at zero. */
+function count(map: Map<string, number>, key: string, delta: number): void {
+  const n = (map.get(key) ?? 0) + delta;
+  if (n <= 0) map.delete(key);
+  else map.set(key, n);
 }
 
 /** One export stream's share of the budget: what it holds now; `close()` gives all of it back (idempotent). */

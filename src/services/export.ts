@@ -78,18 +78,19 @@ export class ExportService {
    * pulling is what gives that item's bytes back. Returning (or throwing into) the generator ends it and gives
    * back everything it holds.
    * @param principal the caller, for the per-caller stream cap.
+   * @param connection the client connection (peer address and port), for the per-connection stream cap.
    * @throws NotFoundError INSTANCE_NOT_FOUND, FailedPreconditionError (instance not ACTIVE), InvalidArgumentError
    *         INVALID_FILTER | INVALID_PAGE_TOKEN | INVALID_FIELD (recipient_public_key); from the stream:
    *         ExportBudgetExhaustedError (before the first item), CancelledError.
    */
-  async start(req: ExportRequest, principal: string, signal?: AbortSignal): Promise<AsyncGenerator<ExportedCertificate>> {
+  async start(req: ExportRequest, principal: string, signal?: AbortSignal, connection?: string): Promise<AsyncGenerator<ExportedCertificate>> {
     const instance = await getActiveInstance(this.uow.repos, req.instanceId);
     const filter = parseCertificateFilter(req.filter);
     const recipient = req.recipientPublicKey ? parseRecipientKey(req.recipientPublicKey) : undefined;
     const withKeys = req.includePrivateKeys || recipient !== undefined;
     const binding = PageTokenCodec.bind("export", req.instanceId, req.filter, String(withKeys), req.recipientPublicKey);
     const after = req.resumeToken ? this.pageTokens.decode(req.resumeToken, binding, "resume_token") : undefined;
-    return this.items({ instance, filter, withKeys, recipient, binding, after, principal, signal });
+    return this.items({ instance, filter, withKeys, recipient, binding, after, principal, connection, signal });
   }
 
   private async *items(o: {
@@ -100,11 +101,12 @@ export class ExportService {
     binding: string;
     after: { value: number | string; id: string } | undefined;
     principal: string;
+    connection: string | undefined;
     signal: AbortSignal | undefined;
   }): AsyncGenerator<ExportedCertificate> {
     const { instance, signal } = o;
     // Opened inside the generator: its finally then runs on every way out once the stream was admitted.
-    const lease = this.budget.open(o.principal);
+    const lease = this.budget.open(o.principal, o.connection);
     try {
       let cursor = o.after;
       for (;;) {

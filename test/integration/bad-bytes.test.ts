@@ -101,6 +101,30 @@ describe.each(await databases())("bad bytes on %s", (db) => {
     expect(await instanceCount()).toBe(before);
   });
 
+  it("refuses garbage sent to health and reflection (the libraries' services) the same way, not as INTERNAL", async () => {
+    const health = await sendRaw("/grpc.health.v1.Health/Check", Buffer.alloc(16, 0xff));
+    expect([health.code, health.reason]).toEqual([status.INVALID_ARGUMENT, "MALFORMED_REQUEST"]);
+    // Reflection is a bidirectional stream: the bad message ends it with the same status.
+    const reflection = await new Promise<RichError>((resolve, reject) => {
+      const call = raw.makeBidiStreamRequest("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", (x: Buffer) => x, (x: Buffer) => x, new Metadata());
+      call.on("data", () => undefined);
+      call.on("error", (err: ServiceError) => resolve(richError(err)));
+      call.on("end", () => reject(new Error("expected the stream to fail")));
+      call.write(Buffer.alloc(16, 0xff));
+      call.end();
+    });
+    expect([reflection.code, reflection.reason]).toEqual([status.INVALID_ARGUMENT, "MALFORMED_REQUEST"]);
+    // A valid health check still answers.
+    expect((await sendRawOk("/grpc.health.v1.Health/Check", Buffer.alloc(0))).length).toBeGreaterThan(0);
+  });
+
+  /** Sends `bytes` as the request of the unary method `path`; resolves with the raw response bytes. */
+  function sendRawOk(path: string, bytes: Uint8Array): Promise<Buffer> {
+    return new Promise((resolve, reject) =>
+      raw.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(bytes), new Metadata(), (err, res) => (err ? reject(err) : resolve(res!))),
+    );
+  }
+
   it("refuses invalid UTF-8 in a nested string (instance.display_name) and in a top-level one (request_id)", async () => {
     const before = await instanceCount();
     const nested = CreateInstanceRequest.encode(CreateInstanceRequest.fromPartial({ instance: { displayName: MARKER } })).finish();

@@ -8,9 +8,12 @@
  * The server runs in this process, so this process's RSS is the server's (plus the clients', which hold at most
  * their HTTP/2 windows).
  */
-import { Metadata, status, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, status, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  CertificateServiceClient,
   ExportCertificatesRequest,
   ImportCertificatesRequest,
   type ExportCertificatesResponse,
@@ -19,12 +22,15 @@ import {
 import { RetryInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
 import { makeCert } from "../helpers/openssl.js";
-import { richError, startTestService, type TestService } from "../helpers/service.js";
+import { bearer, richError, startTestService, type TestService } from "../helpers/service.js";
 
 const MiB = 1024 * 1024;
+/** A full garbage collection, so RSS counts what is held rather than garbage not yet collected. */
+v8.setFlagsFromString("--expose-gc");
+const gc = vm.runInNewContext("gc") as () => void;
 const BUDGET_MB = 16;
 const CERTS = 300;
-const STREAMS = 200;
+const STREAMS = 1000;
 
 /**
  * An unread export: paused at once; `outcome` settles with its error (or "end"), `cancel` ends it.
@@ -103,7 +109,7 @@ describe("export memory budget (sqlite)", () => {
   let names: string[];
 
   beforeAll(async () => {
-    t = await startTestService("sqlite", { CM_EXPORT_MEMORY_BUDGET_MB: String(BUDGET_MB), CM_EXPORT_STREAMS_PER_CALLER: "1000" });
+    t = await startTestService("sqlite", { CM_EXPORT_MEMORY_BUDGET_MB: String(BUDGET_MB), CM_EXPORT_STREAMS_PER_CALLER: "10000", CM_EXPORT_STREAMS_PER_CONNECTION: "10000" });
     parent = (await t.instances.createInstance({ instance: { displayName: "budget" } })).instance!.name;
     names = await importLeaves(t, parent, CERTS);
   }, 120_000);
@@ -114,12 +120,13 @@ describe("export memory budget (sqlite)", () => {
   it("holds unread streams within the budget, refuses the rest with RetryInfo, keeps answering, and frees the budget on cancel", async () => {
     // Warm up every code path once (a full export), so the baseline is not mostly lazy initialisation.
     expect(await readAll(t, parent)).toBe(CERTS);
-    global.gc?.();
+    gc();
     const before = process.memoryUsage().rss;
 
     const streams = Array.from({ length: STREAMS }, () => openUnread(t, parent));
     // Let every stream be admitted or refused and the admitted ones fill their flow-control windows.
     await sleep(3000);
+    gc();
     const peak = process.memoryUsage().rss;
     const growthMiB = (peak - before) / MiB;
 
@@ -215,5 +222,38 @@ describe("export streams per caller (sqlite)", () => {
       }
     }
     expect(n).toBe(CERTS);
+  }, 30_000);
+});
+
+describe("export streams per connection (sqlite)", () => {
+  let t: TestService;
+  let parent: string;
+
+  beforeAll(async () => {
+    t = await startTestService("sqlite", { CM_EXPORT_STREAMS_PER_CONNECTION: "3", CM_EXPORT_STREAMS_PER_CALLER: "100" });
+    parent = (await t.instances.createInstance({ instance: { displayName: "per-connection" } })).instance!.name;
+    await importLeaves(t, parent, CERTS);
+  }, 60_000);
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it("refuses a connection's stream past its cap with RetryInfo, while another connection of the same caller is admitted", async () => {
+    const four = Array.from({ length: 4 }, () => openUnread(t, parent));
+    await Promise.race([Promise.any(four.map((s) => s.outcome)), sleep(10_000)]);
+    const refused = four.filter((s) => s.settled() !== undefined);
+    expect(refused).toHaveLength(1);
+    const e = refused[0]!.settled() as ServiceError;
+    const r = richError(e);
+    expect([r.code, r.reason, r.metadata.limit, r.metadata.value]).toEqual([status.RESOURCE_EXHAUSTED, "EXPORT_BUDGET_EXHAUSTED", "streams_per_connection", "3"]);
+    expect(retryDelayMs(e)).toBeGreaterThan(0);
+    // The same caller on a connection of its own (a new channel) is not held to the first connection's count.
+    // (grpc-js shares connections between clients of one address unless told to keep a pool of its own.)
+    const other = new CertificateServiceClient(t.address, credentials.createInsecure(), { interceptors: [bearer(t.adminKey)], "grpc.use_local_subchannel_pool": 1 });
+    let n = 0;
+    for await (const _ of other.exportCertificates(ExportCertificatesRequest.fromPartial({ parent, includePrivateKeys: true }))) n++;
+    other.close();
+    expect(n).toBe(CERTS);
+    for (const s of four) if (s !== refused[0]) s.call.cancel();
   }, 30_000);
 });

@@ -26,6 +26,22 @@ describe("ExportBudget", () => {
     expect(() => b.open("user:a")).toThrow(ExportBudgetExhaustedError);
   });
 
+  it("caps streams per connection, whoever calls on it, and frees the slot on close", () => {
+    const b = new ExportBudget(1000, 10, 2);
+    const c1 = b.open("user:a", "ipv4:10.0.0.7:5000");
+    b.open("user:b", "ipv4:10.0.0.7:5000");
+    try {
+      b.open("user:c", "ipv4:10.0.0.7:5000");
+      expect.unreachable();
+    } catch (e) {
+      expect([(e as ExportBudgetExhaustedError).metadata.limit, (e as ExportBudgetExhaustedError).metadata.value]).toEqual(["streams_per_connection", "2"]);
+    }
+    b.open("user:c", "ipv4:10.0.0.7:5001");
+    c1.close();
+    b.open("user:c", "ipv4:10.0.0.7:5000");
+    expect(b.openStreams).toBe(3);
+  });
+
   it("refuses new streams when the budget is full or streams wait, lets waiters in FIFO, and gives all back on close", async () => {
     const b = new ExportBudget(100, 10);
     const x = b.open("p");

@@ -235,10 +235,10 @@ export enum ErrorReason {
    */
   ERROR_REASON_SIGNATURE_INVALID = 51,
   /**
-   * ERROR_REASON_EXPORT_BUDGET_EXHAUSTED - RESOURCE_EXHAUSTED: a new ExportCertificates stream would go over the caller's number of concurrent export
-   * streams, or over the memory the service gives to export data its clients have not read yet; a
-   * `google.rpc.RetryInfo` detail says how long to wait. Metadata: `limit` (`streams_per_caller` or
-   * `memory_budget`), `value` (the setting).
+   * ERROR_REASON_EXPORT_BUDGET_EXHAUSTED - RESOURCE_EXHAUSTED: a new ExportCertificates stream would go over the caller's or the connection's number
+   * of concurrent export streams, or over the memory the service gives to export data its clients have not
+   * read yet; a `google.rpc.RetryInfo` detail says how long to wait. Metadata: `limit` (`streams_per_caller`,
+   * `streams_per_connection` or `memory_budget`), `value` (the setting).
    */
   ERROR_REASON_EXPORT_BUDGET_EXHAUSTED = 52,
   UNRECOGNIZED = -1,
