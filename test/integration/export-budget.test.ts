@@ -73,6 +73,18 @@ async function readAll(t: TestService, parent: string): Promise<number> {
   return n;
 }
 
+/** Reads a whole export once one is admitted again: the server may take a moment to see cancellations (bounded, 5 s). */
+async function readAllOnceAdmitted(t: TestService, parent: string): Promise<number> {
+  for (let i = 0; ; i++) {
+    try {
+      return await readAll(t, parent);
+    } catch (err) {
+      if (richError(err).reason !== "EXPORT_BUDGET_EXHAUSTED" || i >= 50) throw err;
+      await sleep(100);
+    }
+  }
+}
+
 const made: { certPem: string; keyPem: string }[] = [];
 /** `count` self-signed RSA leaves with four keys between them (so openssl is quick), made once for both services. */
 function leaves(count: number): { certPem: string; keyPem: string }[] {
@@ -158,18 +170,7 @@ describe("export memory budget (sqlite)", () => {
     for (const s of open) s.call.cancel();
     const ends = await Promise.all(open.map((s) => s.outcome));
     expect(ends.every((e) => e !== "end" && e.code === status.CANCELLED)).toBe(true);
-    let n = 0;
-    for (let i = 0; i < 50; i++) {
-      try {
-        n = await readAll(t, parent);
-        break;
-      } catch (e) {
-        // The server may take a moment to see the cancellations.
-        if (richError(e).reason !== "EXPORT_BUDGET_EXHAUSTED") throw e;
-        await sleep(100);
-      }
-    }
-    expect(n).toBe(CERTS);
+    expect(await readAllOnceAdmitted(t, parent)).toBe(CERTS);
     // Each admitted stream logs its end once the server has seen the cancellation, which may come a moment after
     // the budget was given back; wait for the lines (bounded).
     const ended = () => t.logs.filter((l) => l.msg === "stream done" && l.method === "ExportCertificates" && Number(l.sent) < CERTS);
@@ -211,17 +212,7 @@ describe("export streams per caller (sqlite)", () => {
     const open = four.filter((s) => s !== refused[0]);
     for (const s of open) s.call.cancel();
     await Promise.all(open.map((s) => s.outcome));
-    let n = 0;
-    for (let i = 0; i < 50; i++) {
-      try {
-        n = await readAll(t, parent);
-        break;
-      } catch (err) {
-        if (richError(err).reason !== "EXPORT_BUDGET_EXHAUSTED") throw err;
-        await sleep(100);
-      }
-    }
-    expect(n).toBe(CERTS);
+    expect(await readAllOnceAdmitted(t, parent)).toBe(CERTS);
   }, 30_000);
 });
 
