@@ -2,9 +2,11 @@
  * What a server refuses at start, as processes (the built server): a second server on one SQLite data folder
  * (until the first is gone, even by SIGKILL), and a server whose keystore lacks the root keys a shared MariaDB
  * database's data keys are wrapped by (a replica started with its own empty data folder). Also the warning for
- * misspelt variables, which names the right one and leaves Kubernetes service links alone.
+ * misspelt variables, which names the right one and leaves Kubernetes service links alone; and the start failures an
+ * operator can fix (listen address in use, database missing, unreachable or refusing the user), each one JSON line.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import knexFactory, { type Knex } from "knex";
@@ -66,6 +68,50 @@ describe("one server per SQLite data folder", () => {
     const c = await start(env);
     c.child.kill("SIGTERM");
     expect(await c.exited).toBe(0);
+  });
+});
+
+describe("start failures an operator can fix: exit 2, one JSON line saying what to do", () => {
+  /** The `refusing to start` log record of a start that failed. */
+  function refusal(message: string): { reason: string } {
+    expect(message).toMatch(/server exited with 2/);
+    const line = message.split("\n").find((l) => l.includes('"refusing to start"'));
+    expect(line).toBeDefined();
+    // The first log line follows the "server exited with 2: " prefix on the same line.
+    return JSON.parse(line!.slice(line!.indexOf("{"))) as { reason: string };
+  }
+
+  it("names the listen address another process holds", async () => {
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, "127.0.0.1", () => r()));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const r = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_LISTEN_ADDRESS: `127.0.0.1:${port}` }));
+      expect(r.reason).toBe(`configuration error: CM_LISTEN_ADDRESS is 127.0.0.1:${port}, where another process already listens: stop it, or choose another address or port`);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it("names a database server that cannot be reached", async () => {
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, "127.0.0.1", () => r()));
+    const port = (free.address() as { port: number }).port;
+    await new Promise((r) => free.close(r));
+    const r = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_DATABASE_URL: `mysql://cm:never-logged-pw@127.0.0.1:${port}/cm` }));
+    expect(r.reason).toBe(`configuration error: CM_DATABASE_URL points at 127.0.0.1:${port}, which cannot be reached (ECONNREFUSED): start the database server, or fix the host and port`);
+  });
+
+  it.skipIf(!haveMysql)("names a database that does not exist, with the statement that creates it, and a user the server refuses", async () => {
+    const base = new URL(MYSQL_URL);
+    const missing = `cm_missing_${process.pid}`;
+    const r = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_DATABASE_URL: `${MYSQL_URL}/${missing}` }));
+    expect(r.reason).toBe(
+      `configuration error: CM_DATABASE_URL names database "${missing}" on ${base.hostname}:${base.port || "3306"}, which does not exist: create it with CREATE DATABASE \`${missing}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`,
+    );
+    const denied = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_DATABASE_URL: `mysql://cm_no_such_user:never-logged-pw@${base.host}/cm` }));
+    expect(denied.reason).toMatch(/^configuration error: CM_DATABASE_URL names user "cm_no_such_user", whom the database server at .* refused: check the user, its password and its grants on "cm"$/);
+    expect(denied.reason).not.toContain("never-logged-pw");
   });
 });
 
