@@ -2,6 +2,7 @@
  * The server as a separate process, as an operator runs it: reflection and health through `buf curl` (the
  * grpcurl stand-in: it ships in the @bufbuild/buf npm package), config errors naming the variable, SIGTERM draining and exiting 0.
  */
+import { createServer } from "node:net";
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -100,6 +101,28 @@ describe("server process", () => {
     // Logs never carry PEM bodies.
     const line = chain.leafKeyPem.split("\n")[2];
     expect(p.logs.join("\n")).not.toContain(line);
+  });
+
+  it("answers the health probe (`npm run health`): exit 0 and SERVING; 1 for nothing listening; 2 for a usage error", async () => {
+    const probe = (...args: string[]) =>
+      run(process.execPath, ["dist/src/cli/health.js", ...args], { cwd: ROOT, env: { PATH: process.env.PATH } }).then(
+        (r) => ({ code: 0, out: r.stdout, err: r.stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: e.stdout, err: e.stderr }),
+      );
+    const ok = await probe(`127.0.0.1:${p.port}`);
+    expect([ok.code, JSON.parse(ok.out)]).toEqual([0, { address: `127.0.0.1:${p.port}`, status: "SERVING" }]);
+    // A wildcard address is probed on loopback (the probe reads CM_LISTEN_ADDRESS, as the server does).
+    const wildcard = await run(process.execPath, ["dist/src/cli/health.js"], { cwd: ROOT, env: { PATH: process.env.PATH, CM_LISTEN_ADDRESS: `0.0.0.0:${p.port}` } });
+    expect(JSON.parse(wildcard.stdout).status).toBe("SERVING");
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, "127.0.0.1", () => r()));
+    const port = (free.address() as { port: number }).port;
+    await new Promise((r) => free.close(r));
+    const down = await probe(`127.0.0.1:${port}`, "--timeout", "1");
+    expect(down.code).toBe(1);
+    expect(JSON.parse(down.out).status).toMatch(/^UNREACHABLE/);
+    const usage = await probe("--bogus");
+    expect([usage.code, usage.err]).toEqual([2, expect.stringContaining("unknown option --bogus")]);
   });
 
   it("exits 0 on SIGTERM after draining", async () => {

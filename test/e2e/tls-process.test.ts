@@ -57,6 +57,19 @@ describe("TLS and the listen address, as a process", () => {
       expect([reloaded.reason, reloaded.certificate]).toEqual(["SIGHUP", new X509Certificate(second!.certPem).fingerprint256]);
       // No log line holds key material.
       expect(p.logs.join("\n")).not.toContain("PRIVATE KEY");
+      // The health probe speaks TLS when given the CA; without it, a plaintext probe gets no answer.
+      const caFile = path.join(dir, "ca.crt");
+      writeFileSync(caFile, ca.certPem);
+      const probe = (...args: string[]) =>
+        new Promise<{ code: number | null; out: string }>((resolve) => {
+          const c = spawn(process.execPath, ["dist/src/cli/health.js", `127.0.0.1:${p.port}`, ...args], { cwd: ROOT, env: { PATH: process.env.PATH }, stdio: ["ignore", "pipe", "ignore"] });
+          let out = "";
+          c.stdout.on("data", (d) => (out += String(d)));
+          c.on("exit", (code) => resolve({ code, out }));
+        });
+      const tls = await probe("--ca", caFile);
+      expect([tls.code, JSON.parse(tls.out).status]).toEqual([0, "SERVING"]);
+      expect((await probe("--timeout", "1")).code).toBe(1);
     } finally {
       p.child.kill("SIGTERM");
       await p.exited;
