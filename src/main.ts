@@ -26,7 +26,7 @@ import { startPeriodicJob } from "./jobs/periodic.js";
 import { InstanceKeyMigration } from "./services/instance-keys.js";
 import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./domain/page-token.js";
-import { createKnex, DatabaseInUseError, KnexUnitOfWork, lockDatabase, migrateLatest } from "./storage/index.js";
+import { createKnex, DatabaseInUseError, databaseStartProblem, KnexUnitOfWork, lockDatabase, migrateLatest } from "./storage/index.js";
 import { ApiKeyService, ApiKeyVerifier } from "./auth/api-keys.js";
 import { Authenticator } from "./auth/authenticate.js";
 import { Authorizer } from "./auth/authorize.js";
@@ -345,42 +345,20 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
   }
 }
 
-/** The codes and causes of `err`, outermost first (driver errors arrive wrapped by the storage layer). */
-function errorChain(err: unknown): { code?: string; message: string }[] {
-  const out: { code?: string; message: string }[] = [];
-  for (let e = err as (Error & { code?: string; cause?: unknown }) | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
-    out.push({ code: typeof e.code === "string" ? e.code : undefined, message: String(e.message ?? e) });
-  }
-  return out;
-}
-
 /**
  * A start failure the operator can fix, as a ConfigError naming the variable and the fix (never a password):
- * the listen address in use or not allowed, the MySQL/MariaDB database missing, refusing the user, or
- * unreachable. @returns undefined for any other failure.
+ * the listen address in use or not allowed, or the database (see storage's `databaseStartProblem`).
+ * @returns undefined for any other failure.
  */
 export function explainStartFailure(err: unknown, config: Config): ConfigError | undefined {
   if (err instanceof ConfigError) return err;
-  const chain = errorChain(err);
-  const has = (code: string) => chain.some((e) => e.code === code || e.message.includes(code));
-  if (has("EADDRINUSE")) return new ConfigError("CM_LISTEN_ADDRESS", `is ${config.listenAddress}, where another process already listens: stop it, or choose another address or port`);
-  if (has("EACCES") && chain.some((e) => /bind|No address added/.test(e.message))) {
+  const message = String((err as Error)?.message ?? err);
+  if (message.includes("EADDRINUSE")) return new ConfigError("CM_LISTEN_ADDRESS", `is ${config.listenAddress}, where another process already listens: stop it, or choose another address or port`);
+  if (message.includes("EACCES") && /bind|No address added/.test(message)) {
     return new ConfigError("CM_LISTEN_ADDRESS", `is ${config.listenAddress}, which this user may not listen on (ports below 1024 need privileges): choose a port above 1023`);
   }
-  if (config.database.client !== "mysql") return undefined;
-  const url = new URL(config.database.url);
-  const where = `${url.hostname}:${url.port || "3306"}`;
-  const name = decodeURIComponent(url.pathname.replace(/^\//, ""));
-  if (has("ER_BAD_DB_ERROR")) {
-    return new ConfigError("CM_DATABASE_URL", `names database ${JSON.stringify(name)} on ${where}, which does not exist: create it with CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
-  }
-  if (chain.some((e) => /^ER_(DB)?ACCESS_DENIED/.test(e.code ?? ""))) {
-    return new ConfigError("CM_DATABASE_URL", `names user ${JSON.stringify(decodeURIComponent(url.username))}, whom the database server at ${where} refused: check the user, its password and its grants on ${JSON.stringify(name)}`);
-  }
-  for (const code of ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]) {
-    if (has(code)) return new ConfigError("CM_DATABASE_URL", `points at ${where}, which cannot be reached (${code}): start the database server, or fix the host and port`);
-  }
-  return undefined;
+  const problem = databaseStartProblem(err, config.database);
+  return problem ? new ConfigError(problem.variable, problem.problem) : undefined;
 }
 
 async function main(): Promise<void> {

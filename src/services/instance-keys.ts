@@ -83,14 +83,4 @@ export class InstanceKeyMigration {
   async close(): Promise<void> {
     await this.uow.repos.jobLeases.release(LEASE, this.#owner);
   }
-
-  /** Runs ticks until a tick moves nothing (tests). @returns DEKs moved. */
-  async runToEnd(): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const n = await this.tick();
-      total += n;
-      if (n === 0) return total;
-    }
-  }
 }

@@ -2,6 +2,7 @@
  * What the database drivers' errors mean. better-sqlite3 and mysql2 report failures by `code` and `errno`; this
  * module is the only place that knows those values, so the layers above see domain errors, never a driver's.
  */
+import type { DatabaseConfig } from "./db.js";
 import { UnavailableError } from "../domain/errors.js";
 import type { Repositories } from "../domain/ports.js";
 
@@ -94,4 +95,39 @@ function translating<T extends object>(repo: T): T {
       };
     },
   });
+}
+
+/** The codes and messages of `err` and its causes, outermost first (driver errors may arrive wrapped). */
+function errorChain(err: unknown): { code?: string; message: string }[] {
+  const out: { code?: string; message: string }[] = [];
+  for (let e = err as (Error & { code?: string; cause?: unknown }) | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
+    out.push({ code: typeof e.code === "string" ? e.code : undefined, message: String(e.message ?? e) });
+  }
+  return out;
+}
+
+/**
+ * Why a MySQL/MariaDB database could not be opened at start, when the operator can fix it: the database does not
+ * exist (with the statement that creates it), the server refuses the user, or cannot be reached. Names the host,
+ * port, database and user from `cfg.url`, never its password.
+ * @returns the variable to fix and the problem, or undefined (SQLite, or another failure).
+ */
+export function databaseStartProblem(err: unknown, cfg: DatabaseConfig): { variable: "CM_DATABASE_URL"; problem: string } | undefined {
+  if (cfg.client !== "mysql") return undefined;
+  const chain = errorChain(err);
+  const has = (code: string) => chain.some((e) => e.code === code || e.message.includes(code));
+  const url = new URL(cfg.url);
+  const where = `${url.hostname}:${url.port || "3306"}`;
+  const name = decodeURIComponent(url.pathname.replace(/^\//, ""));
+  const problem = (text: string) => ({ variable: "CM_DATABASE_URL" as const, problem: text });
+  if (has("ER_BAD_DB_ERROR")) {
+    return problem(`names database ${JSON.stringify(name)} on ${where}, which does not exist: create it with CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  }
+  if (chain.some((e) => /^ER_(DB)?ACCESS_DENIED/.test(e.code ?? ""))) {
+    return problem(`names user ${JSON.stringify(decodeURIComponent(url.username))}, whom the database server at ${where} refused: check the user, its password and its grants on ${JSON.stringify(name)}`);
+  }
+  for (const code of ["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]) {
+    if (has(code)) return problem(`points at ${where}, which cannot be reached (${code}): start the database server, or fix the host and port`);
+  }
+  return undefined;
 }

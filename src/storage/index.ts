@@ -178,6 +178,7 @@ export class KnexUnitOfWork implements UnitOfWork {
   }
 }
 
-export { createKnex, DEFAULT_DATABASE_TIMEOUTS, type DatabaseTimeouts } from "./db.js";
+export { createKnex } from "./db.js";
+export { databaseStartProblem } from "./errors.js";
 export { DatabaseInUseError, lockDatabase, type DatabaseLock } from "./database-lock.js";
 export { migrateLatest } from "./migrations.js";
