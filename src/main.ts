@@ -14,7 +14,7 @@ import { Pkcs11RootKeyBackend } from "./crypto/rootkeys/pkcs11.js";
 import type { Clock } from "./domain/ports.js";
 import type { RootKeyBackend } from "./domain/rootkey.js";
 import { bind, buildServer, drain, routeGrpcLogs } from "./grpc/server.js";
-import { ReloadingCertificateProvider } from "./grpc/tls.js";
+import { ReloadingCertificateProvider, TlsFileError } from "./grpc/tls.js";
 import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
 import { CertificateEnvelope } from "./crypto/envelope.js";
@@ -172,6 +172,12 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
   const lock = lockDataFolder(config);
   const closers: (() => Promise<void>)[] = [async () => lock?.release()];
   try {
+    // TLS files first: a server that cannot serve them must refuse before it changes the database.
+    let tls: ReloadingCertificateProvider | undefined;
+    if (config.tls) {
+      tls = await ReloadingCertificateProvider.open(config.tls, log.child({ component: "tls" }), () => clock.now());
+      closers.push(async () => tls!.close());
+    }
     const knex = createKnex(config.database, log);
     closers.push(() => knex.destroy());
     const applied = await migrateLatest(knex);
@@ -251,11 +257,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       { gate, authenticator, authorizer, now, open: { health: config.auth.openHealth, reflection: config.auth.openReflection } },
       { maxReceiveMessageBytes: config.maxReceiveMessageBytes },
     );
-    let tls: ReloadingCertificateProvider | undefined;
-    if (config.tls) {
-      tls = await ReloadingCertificateProvider.open(config.tls, log.child({ component: "tls" }), () => clock.now());
-      closers.push(async () => tls!.close());
-    } else if (config.insecureNonLoopback) {
+    if (!tls && config.insecureNonLoopback) {
       // Said at every start, as long as the setting stays: anyone on the network can read this traffic.
       log.warn({ address: config.listenAddress }, "serving plaintext gRPC on a non-loopback address (CM_ALLOW_INSECURE_NON_LOOPBACK=true): callers' traffic, private keys included, is readable on the network unless something else encrypts it");
     }
@@ -347,11 +349,13 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
 
 /**
  * A start failure the operator can fix, as a ConfigError naming the variable and the fix (never a password):
- * the listen address in use or not allowed, or the database (see storage's `databaseStartProblem`).
+ * TLS files that cannot serve, the listen address in use or not allowed, or the database (see storage's
+ * `databaseStartProblem`).
  * @returns undefined for any other failure.
  */
 export function explainStartFailure(err: unknown, config: Config): ConfigError | undefined {
   if (err instanceof ConfigError) return err;
+  if (err instanceof TlsFileError) return new ConfigError(err.variable, `cannot serve TLS: ${err.message}`);
   const message = String((err as Error)?.message ?? err);
   if (message.includes("EADDRINUSE")) return new ConfigError("CM_LISTEN_ADDRESS", `is ${config.listenAddress}, where another process already listens: stop it, or choose another address or port`);
   if (message.includes("EACCES") && /bind|No address added/.test(message)) {
@@ -367,6 +371,8 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
+      // The level may be what is wrong, so the refusal is logged at the default level.
+      pino({ base: { service: "certmanager" } }).fatal({ reason: err.message }, "refusing to start");
       process.stderr.write(`${err.message}\n`);
       process.exit(2);
     }

@@ -49,36 +49,50 @@ const MAX_TLS_FILE_BYTES = 1024 * 1024;
 const READ_TIMEOUT_MS = 10_000;
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** Reads one file, bounded in size and time. @throws Error naming the file. */
-async function readBounded(file: string): Promise<Buffer> {
+/** The setting that names a TLS file, for a refusal that tells the operator what to fix. */
+export type TlsFileVariable = "CM_TLS_CERT_FILE" | "CM_TLS_KEY_FILE" | "CM_TLS_CLIENT_CA_FILE";
+
+/** TLS files that cannot serve: which setting names the culprit, and why (never the file's content). */
+export class TlsFileError extends Error {
+  constructor(
+    readonly variable: TlsFileVariable,
+    message: string,
+  ) {
+    super(message);
+    this.name = "TlsFileError";
+  }
+}
+
+/** Reads one file, bounded in size and time. @throws TlsFileError naming the file. */
+async function readBounded(file: string, variable: TlsFileVariable): Promise<Buffer> {
   let timer: NodeJS.Timeout | undefined;
   const read = (async () => {
     const st = await stat(file);
-    if (st.size > MAX_TLS_FILE_BYTES) throw new Error(`${file} is ${st.size} bytes, more than a TLS file can need (${MAX_TLS_FILE_BYTES})`);
+    if (st.size > MAX_TLS_FILE_BYTES) throw new TlsFileError(variable, `${file} is ${st.size} bytes, more than a TLS file can need (${MAX_TLS_FILE_BYTES})`);
     return readFile(file);
   })();
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${file} could not be read within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
+    timer = setTimeout(() => reject(new TlsFileError(variable, `${file} could not be read within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
   });
   try {
     return await Promise.race([read, timeout]);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw code ? new Error(`${file} cannot be read (${code})`) : err;
+    throw code ? new TlsFileError(variable, `${file} cannot be read (${code})`) : err;
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** Every PEM certificate in `pem`, parsed. @throws Error naming `file` when there is none or one does not parse. */
-function certificatesIn(pem: Buffer, file: string, what: string): X509Certificate[] {
+/** Every PEM certificate in `pem`, parsed. @throws TlsFileError naming `file` when there is none or one does not parse. */
+function certificatesIn(pem: Buffer, file: string, variable: TlsFileVariable, what: string): X509Certificate[] {
   const blocks = pem.toString("latin1").match(PEM_CERTIFICATE) ?? [];
-  if (blocks.length === 0) throw new Error(`${file} does not hold ${what} in PEM`);
+  if (blocks.length === 0) throw new TlsFileError(variable, `${file} does not hold ${what} in PEM`);
   return blocks.map((b, i) => {
     try {
       return new X509Certificate(b);
     } catch {
-      throw new Error(`${file}: certificate ${i + 1} of ${blocks.length} cannot be read`);
+      throw new TlsFileError(variable, `${file}: certificate ${i + 1} of ${blocks.length} cannot be read`);
     }
   });
 }
@@ -87,39 +101,39 @@ function certificatesIn(pem: Buffer, file: string, what: string): X509Certificat
  * Reads and checks the TLS files: the server chain in order (each certificate issued by the next) with the leaf
  * valid now and its private key, and a client CA bundle of CA certificates only (RFC 5280 §4.2.1.9) — anything
  * that would make handshakes fail later is refused now.
- * @throws Error naming the file and the problem (never its content) when the files cannot serve.
+ * @throws TlsFileError naming the file and the problem (never its content) when the files cannot serve.
  */
 async function readMaterial(s: TlsSettings, now = new Date()): Promise<Material> {
   const [certificate, privateKey, ca] = await Promise.all([
-    readBounded(s.certFile),
-    readBounded(s.keyFile),
-    s.clientCaFile ? readBounded(s.clientCaFile) : Promise.resolve(undefined),
+    readBounded(s.certFile, "CM_TLS_CERT_FILE"),
+    readBounded(s.keyFile, "CM_TLS_KEY_FILE"),
+    s.clientCaFile ? readBounded(s.clientCaFile, "CM_TLS_CLIENT_CA_FILE") : Promise.resolve(undefined),
   ]);
-  const chain = certificatesIn(certificate, s.certFile, "a certificate");
+  const chain = certificatesIn(certificate, s.certFile, "CM_TLS_CERT_FILE", "a certificate");
   const leaf = chain[0]!;
   for (let i = 0; i + 1 < chain.length; i++) {
     if (!chain[i]!.checkIssued(chain[i + 1]!)) {
-      throw new Error(`${s.certFile}: certificate ${i + 2} did not issue certificate ${i + 1}; put the leaf first, then each issuer in order`);
+      throw new TlsFileError("CM_TLS_CERT_FILE", `${s.certFile}: certificate ${i + 2} did not issue certificate ${i + 1}; put the leaf first, then each issuer in order`);
     }
   }
   if (now < new Date(leaf.validFrom) || now > new Date(leaf.validTo)) {
-    throw new Error(`${s.certFile}: the certificate is valid from ${new Date(leaf.validFrom).toISOString()} to ${new Date(leaf.validTo).toISOString()}, not now`);
+    throw new TlsFileError("CM_TLS_CERT_FILE", `${s.certFile}: the certificate is valid from ${new Date(leaf.validFrom).toISOString()} to ${new Date(leaf.validTo).toISOString()}, not now`);
   }
   try {
     if (!leaf.checkPrivateKey(createPrivateKey(privateKey))) throw new Error("mismatch");
   } catch {
-    throw new Error(`${s.keyFile} does not hold the private key of the certificate in ${s.certFile}`);
+    throw new TlsFileError("CM_TLS_KEY_FILE", `${s.keyFile} does not hold the private key of the certificate in ${s.certFile}`);
   }
   if (ca) {
-    const cas = certificatesIn(ca, s.clientCaFile!, "CA certificates");
+    const cas = certificatesIn(ca, s.clientCaFile!, "CM_TLS_CLIENT_CA_FILE", "CA certificates");
     const notCa = cas.findIndex((c) => !c.ca);
-    if (notCa >= 0) throw new Error(`${s.clientCaFile}: certificate ${notCa + 1} is not a CA certificate (basicConstraints CA:TRUE)`);
+    if (notCa >= 0) throw new TlsFileError("CM_TLS_CLIENT_CA_FILE", `${s.clientCaFile}: certificate ${notCa + 1} is not a CA certificate (basicConstraints CA:TRUE)`);
   }
   try {
     // What the server will do with it: a pair Node refuses here would otherwise drop connections later.
     createSecureContext({ cert: certificate, key: privateKey, ca });
   } catch (err) {
-    throw new Error(`the TLS files cannot be used together (${(err as Error).message})`);
+    throw new TlsFileError("CM_TLS_CERT_FILE", `the TLS files cannot be used together (${(err as Error).message})`);
   }
   const digest = createHash("sha256").update(certificate).update(privateKey).update(ca ?? Buffer.alloc(0)).digest("hex");
   return { certificate, privateKey, ca, digest, fingerprint: leaf.fingerprint256, notAfter: new Date(leaf.validTo).toISOString() };

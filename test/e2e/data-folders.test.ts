@@ -5,7 +5,7 @@
  * misspelt variables, which names the right one and leaves Kubernetes service links alone; and the start failures an
  * operator can fix (listen address in use, database missing, unreachable or refusing the user), each one JSON line.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -100,6 +100,34 @@ describe("start failures an operator can fix: exit 2, one JSON line saying what 
     await new Promise((r) => free.close(r));
     const r = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_DATABASE_URL: `mysql://cm:never-logged-pw@127.0.0.1:${port}/cm` }));
     expect(r.reason).toBe(`configuration error: CM_DATABASE_URL points at 127.0.0.1:${port}, which cannot be reached (ECONNREFUSED): start the database server, or fix the host and port`);
+  });
+
+  it("names a TLS file that cannot serve before touching the database, and a bad setting, each as one JSON line", async () => {
+    const dir = tempDir();
+    const leaf = makeLeaf({ cn: "localhost", keySlot: "tls-server" });
+    const other = makeLeaf({ cn: "localhost", keySlot: "tls-other" });
+    const certFile = path.join(dir, "server.pem");
+    const keyFile = path.join(dir, "server.key");
+    writeFileSync(certFile, leaf.certPem);
+    writeFileSync(keyFile, other.keyPem, { mode: 0o600 });
+    const tls = (dataDir: string) => ({ CM_DATA_DIR: dataDir, CM_TLS_CERT_FILE: certFile, CM_TLS_KEY_FILE: keyFile });
+
+    const missing = refusal(await refused({ ...tls(tempDir()), CM_TLS_KEY_FILE: path.join(dir, "absent.key") }));
+    expect(missing.reason).toBe(`configuration error: CM_TLS_KEY_FILE cannot serve TLS: ${path.join(dir, "absent.key")} cannot be read (ENOENT)`);
+
+    const dataDir = tempDir();
+    const mismatch = refusal(await refused(tls(dataDir)));
+    expect(mismatch.reason).toBe(`configuration error: CM_TLS_KEY_FILE cannot serve TLS: ${keyFile} does not hold the private key of the certificate in ${certFile}`);
+    // Refused before the database: nothing was created in the data folder but its lock.
+    expect(existsSync(path.join(dataDir, "certmanager.sqlite"))).toBe(false);
+    expect(existsSync(path.join(dataDir, "bootstrap-admin.key"))).toBe(false);
+
+    writeFileSync(certFile, "not a certificate\n");
+    const garbage = refusal(await refused(tls(tempDir())));
+    expect(garbage.reason).toBe(`configuration error: CM_TLS_CERT_FILE cannot serve TLS: ${certFile} does not hold a certificate in PEM`);
+
+    const setting = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_LISTEN_ADDRESS: "nonsense" }));
+    expect(setting.reason).toBe('configuration error: CM_LISTEN_ADDRESS must be host:port (for example 127.0.0.1:50051), got "nonsense"');
   });
 
   it.skipIf(!haveMysql)("names a database that does not exist, with the statement that creates it, and a user the server refuses", async () => {
