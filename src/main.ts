@@ -13,7 +13,7 @@ import { LocalRootKeyBackend } from "./crypto/rootkeys/local.js";
 import { Pkcs11RootKeyBackend } from "./crypto/rootkeys/pkcs11.js";
 import type { Clock } from "./domain/ports.js";
 import type { RootKeyBackend } from "./domain/rootkey.js";
-import { bind, buildServer, drain, routeGrpcLogs } from "./grpc/server.js";
+import { bind, buildHealthServer, buildServer, drain, routeGrpcLogs } from "./grpc/server.js";
 import { ReloadingCertificateProvider, TlsFileError } from "./grpc/tls.js";
 import { CertificateService } from "./services/certificates.js";
 import { InstanceService } from "./services/instances.js";
@@ -41,6 +41,8 @@ import { AuditService } from "./services/audit.js";
 export interface RunningService {
   /** The bound port. */
   port: number;
+  /** The health listener's bound port (CM_HEALTH_LISTEN_ADDRESS), when there is one. */
+  healthPort?: number;
   /** Runs one purge tick now (tests; production relies on the interval). */
   purgeNow(): Promise<void>;
   /** Runs one tick of the job that finishes data key rotations (tests). */
@@ -268,6 +270,14 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       );
     }
     const port = await bind(grpcServer.server, config.listenAddress, tls?.credentials());
+    let healthPort: number | undefined;
+    if (config.healthListenAddress) {
+      const healthServer = buildHealthServer(grpcServer.health);
+      closers.push(async () => healthServer.forceShutdown());
+      healthPort = await bind(healthServer, config.healthListenAddress).catch((err: unknown) => {
+        throw bindProblem(err, "CM_HEALTH_LISTEN_ADDRESS", config.healthListenAddress!) ?? err;
+      });
+    }
 
     // Health reflects the database and every root-key backend, checked now and every 5 s.
     const checkHealth = async () => {
@@ -318,10 +328,11 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       await flushUses().catch((err: unknown) => log.warn({ err: (err as Error).message }, "could not record API key last use at stop"));
     });
 
-    log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), database: config.database.client, tls: tls ? (config.tls!.clientCaFile ? "mutual" : "server") : "off" }, "certificate manager serving");
+    log.info({ address: config.listenAddress.replace(/:\d+$/, `:${port}`), ...(healthPort !== undefined ? { health_address: config.healthListenAddress!.replace(/:\d+$/, `:${healthPort}`) } : {}), database: config.database.client, tls: tls ? (config.tls!.clientCaFile ? "mutual" : "server") : "off" }, "certificate manager serving");
     let stopped: Promise<void> | undefined;
     return {
       port,
+      healthPort,
       purgeNow: () => purge.runOnce(),
       finishRotationsNow: () => rekey.runOnce(),
       migrateInstanceKeysNow: () => layer.runOnce(),
@@ -347,6 +358,16 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
   }
 }
 
+/** A bind failure of `address` (set by `variable`) the operator can fix, as a ConfigError; else undefined. */
+function bindProblem(err: unknown, variable: string, address: string): ConfigError | undefined {
+  const message = String((err as Error)?.message ?? err);
+  if (message.includes("EADDRINUSE")) return new ConfigError(variable, `is ${address}, where another process already listens: stop it, or choose another address or port`);
+  if (message.includes("EACCES") && /bind|No address added/.test(message)) {
+    return new ConfigError(variable, `is ${address}, which this user may not listen on (ports below 1024 need privileges): choose a port above 1023`);
+  }
+  return undefined;
+}
+
 /**
  * A start failure the operator can fix, as a ConfigError naming the variable and the fix (never a password):
  * TLS files that cannot serve, the listen address in use or not allowed, or the database (see storage's
@@ -356,11 +377,8 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
 export function explainStartFailure(err: unknown, config: Config): ConfigError | undefined {
   if (err instanceof ConfigError) return err;
   if (err instanceof TlsFileError) return new ConfigError(err.variable, `cannot serve TLS: ${err.message}`);
-  const message = String((err as Error)?.message ?? err);
-  if (message.includes("EADDRINUSE")) return new ConfigError("CM_LISTEN_ADDRESS", `is ${config.listenAddress}, where another process already listens: stop it, or choose another address or port`);
-  if (message.includes("EACCES") && /bind|No address added/.test(message)) {
-    return new ConfigError("CM_LISTEN_ADDRESS", `is ${config.listenAddress}, which this user may not listen on (ports below 1024 need privileges): choose a port above 1023`);
-  }
+  const listen = bindProblem(err, "CM_LISTEN_ADDRESS", config.listenAddress);
+  if (listen) return listen;
   const problem = databaseStartProblem(err, config.database);
   return problem ? new ConfigError(problem.variable, problem.problem) : undefined;
 }

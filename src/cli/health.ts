@@ -4,7 +4,9 @@
  * where the server is; it reads no key, database or secret.
  *
  * Usage: `health [host:port] [--ca <pem file>] [--server-name <name>] [--timeout <seconds>]`
- * - address: default `CM_LISTEN_ADDRESS` or 127.0.0.1:50051; a wildcard host (0.0.0.0, ::) is probed on loopback.
+ * - address: default `CM_HEALTH_LISTEN_ADDRESS` (the plaintext health listener), else `CM_LISTEN_ADDRESS`, else
+ *   127.0.0.1:50051; a wildcard host (0.0.0.0, ::) is probed on loopback. So in the server's own environment (a
+ *   container's HEALTHCHECK) it needs no arguments.
  * - `--ca`: probe over TLS, trusting that CA bundle (the server's TLS is on); without it, plaintext.
  * Prints one JSON line `{"address":…,"status":"SERVING"}`. Exit 0 when SERVING, 1 when not serving or
  * unreachable within the timeout (default 3 s), 2 on a usage error.
@@ -15,7 +17,7 @@ import { HealthCheckResponse_ServingStatus, HealthClient, type HealthCheckRespon
 
 /** What the command line asks for. @throws Error with the usage problem. */
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { address: string; ca?: Buffer; serverName?: string; timeoutMs: number } {
-  let address = env.CM_LISTEN_ADDRESS ?? "127.0.0.1:50051";
+  let address = env.CM_HEALTH_LISTEN_ADDRESS || env.CM_LISTEN_ADDRESS || "127.0.0.1:50051";
   let ca: Buffer | undefined;
   let serverName: string | undefined;
   let timeoutMs = 3000;

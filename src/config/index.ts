@@ -16,6 +16,11 @@ export type { DatabaseConfig };
 export interface Config {
   /** host:port to listen on. */
   listenAddress: string;
+  /**
+   * CM_HEALTH_LISTEN_ADDRESS: a second, plaintext listener that serves grpc.health.v1 only, for probes that cannot
+   * do TLS or present credentials (container HEALTHCHECKs, Kubernetes gRPC probes). Unset: none.
+   */
+  healthListenAddress?: string;
   /** TLS from files (CM_TLS_CERT_FILE and CM_TLS_KEY_FILE); unset: plaintext, allowed on loopback only. */
   tls?: {
     certFile: string;
@@ -128,6 +133,7 @@ type Env = Record<string, string | undefined>;
  */
 export const CONFIG_VARIABLES: readonly string[] = Object.freeze([
   "CM_LISTEN_ADDRESS",
+  "CM_HEALTH_LISTEN_ADDRESS",
   "CM_TLS_CERT_FILE",
   "CM_TLS_KEY_FILE",
   "CM_TLS_CLIENT_CA_FILE",
@@ -301,6 +307,16 @@ function isLoopbackHost(host: string): boolean {
   return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
+/** A `host:port` setting (IPv6 hosts in brackets, port 0-65535), or `fallback` when unset. @throws ConfigError. */
+function hostPort(env: Env, name: string, fallback: string): string {
+  const value = str(env, name, fallback);
+  if (value === "" && fallback === "") return value;
+  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(value) || Number(value.split(":").pop()) > 65535) {
+    throw new ConfigError(name, `must be host:port (for example 127.0.0.1:50051), got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
 /** TLS settings: both of CM_TLS_CERT_FILE and CM_TLS_KEY_FILE, or neither; the client CA only with them. */
 function tlsConfig(env: Env): Config["tls"] {
   const certFile = str(env, "CM_TLS_CERT_FILE", "");
@@ -429,9 +445,10 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   env = guarded(env);
   const dataDir = path.resolve(str(env, "CM_DATA_DIR", "./data"));
 
-  const listenAddress = str(env, "CM_LISTEN_ADDRESS", "127.0.0.1:50051");
-  if (!/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(listenAddress) || Number(listenAddress.split(":").pop()) > 65535) {
-    throw new ConfigError("CM_LISTEN_ADDRESS", `must be host:port (for example 127.0.0.1:50051), got ${JSON.stringify(listenAddress)}`);
+  const listenAddress = hostPort(env, "CM_LISTEN_ADDRESS", "127.0.0.1:50051");
+  const healthListenAddress = hostPort(env, "CM_HEALTH_LISTEN_ADDRESS", "") || undefined;
+  if (healthListenAddress !== undefined && healthListenAddress === listenAddress && !listenAddress.endsWith(":0")) {
+    throw new ConfigError("CM_HEALTH_LISTEN_ADDRESS", `is ${listenAddress}, the address of the service itself: give the health listener a port of its own`);
   }
 
   const tls = tlsConfig(env);
@@ -514,6 +531,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
   return Object.freeze({
     listenAddress,
+    ...(healthListenAddress ? { healthListenAddress } : {}),
     auth,
     auditCheckpointIntervalMs: int(env, "CM_AUDIT_CHECKPOINT_SECONDS", 300, 1, 86_400) * 1000,
     ...(tls ? { tls } : {}),

@@ -190,6 +190,17 @@ export function buildServer(
 }
 
 /**
+ * A server that serves only the health service `health` (grpc.health.v1 Check and Watch, the same statuses as the
+ * main server's), for a plaintext probe port: it answers nothing but serving status, so it needs no credentials
+ * and carries no secret. Requests are a service name: 1 KiB is plenty.
+ */
+export function buildHealthServer(health: HealthImplementation): grpc.Server {
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 1024, "grpc.max_concurrent_streams": 16 });
+  health.addToServer(server);
+  return server;
+}
+
+/**
  * Binds `address` ("host:port", port 0 for any) with `credentials` (TLS, see tls.ts) or, without, in plaintext.
  * @returns the bound port.
  */

@@ -63,6 +63,8 @@ describe("loadConfig", () => {
   it.each([
     ["CM_LISTEN_ADDRESS", "50051"],
     ["CM_LISTEN_ADDRESS", "127.0.0.1:70000"],
+    ["CM_HEALTH_LISTEN_ADDRESS", "8080"],
+    ["CM_HEALTH_LISTEN_ADDRESS", "127.0.0.1:50051"],
     ["CM_DEK_CACHE_MAX", "0"],
     ["CM_DEK_CACHE_TTL_SECONDS", "ten"],
     ["CM_MAX_MESSAGE_BYTES", "10"],
@@ -89,6 +91,13 @@ describe("loadConfig", () => {
       expect(loadConfig({ CM_LISTEN_ADDRESS: address }).insecureNonLoopback).toBe(false);
     }
     expect(() => loadConfig({ CM_ALLOW_INSECURE_NON_LOOPBACK: "yes" })).toThrow(/CM_ALLOW_INSECURE_NON_LOOPBACK must be true or false/);
+  });
+
+  it("reads the plaintext health listener: absent by default, any host:port but the service's own", () => {
+    expect(loadConfig({}).healthListenAddress).toBeUndefined();
+    expect(loadConfig({ CM_HEALTH_LISTEN_ADDRESS: "0.0.0.0:50052", CM_TLS_CERT_FILE: "t.crt", CM_TLS_KEY_FILE: "t.key" }).healthListenAddress).toBe("0.0.0.0:50052");
+    // Port 0 on both (tests) is two listeners, each on a port of its own.
+    expect(loadConfig({ CM_LISTEN_ADDRESS: "127.0.0.1:0", CM_HEALTH_LISTEN_ADDRESS: "127.0.0.1:0" }).healthListenAddress).toBe("127.0.0.1:0");
   });
 
   it("reads TLS settings: both files or neither, the client CA only with them, require by default", () => {
