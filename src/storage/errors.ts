@@ -40,6 +40,9 @@ const UNREACHABLE_CODES = new Set([
   "ER_SERVER_SHUTDOWN", // shutting down (1053)
   "ER_OPTION_PREVENTS_STATEMENT", // --read-only, e.g. a replica or a Galera node that left the cluster (1290)
   "ER_READ_ONLY_MODE",
+  // 1047: a Galera node that is not part of the Primary Component (partitioned, lost quorum, or still joining by
+  // IST/SST) answers every query "WSREP has not yet prepared node for application use" until it is Synced again.
+  "ER_UNKNOWN_COM_ERROR",
   "SQLITE_BUSY",
 ]);
 
