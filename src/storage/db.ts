@@ -121,9 +121,15 @@ export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
             if (err) return done(err, conn);
             // MariaDB stops a statement that runs past the operation timeout on its side too (seconds); MySQL
             // has no such variable (ER_UNKNOWN_SYSTEM_VARIABLE), and the client-side bound still holds there.
-            conn.query(`SET SESSION max_statement_time = ${Math.ceil(timeouts.operationMs / 1000)}`, (e) =>
-              done(e && (e as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE ? e : null, conn),
-            );
+            conn.query(`SET SESSION max_statement_time = ${Math.ceil(timeouts.operationMs / 1000)}`, (e) => {
+              if (e && (e as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE) return done(e, conn);
+              // On a Galera cluster, replicas on different nodes must read what another replica was just told
+              // was committed (a created instance, an imported version): nodes apply others' write-sets
+              // asynchronously, so reads and transaction starts wait for the node to catch up with the cluster
+              // (wsrep_sync_wait 1 = SELECT, SHOW, BEGIN). A no-op without Galera; unknown to MySQL and to a
+              // MariaDB built without wsrep (ER_UNKNOWN_SYSTEM_VARIABLE), which have no such lag to wait for.
+              conn.query("SET SESSION wsrep_sync_wait = 1", (e2) => done(e2 && (e2 as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE ? e2 : null, conn));
+            });
           },
         );
       },
