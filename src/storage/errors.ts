@@ -3,7 +3,7 @@
  * module is the only place that knows those values, so the layers above see domain errors, never a driver's.
  */
 import type { DatabaseConfig } from "./db.js";
-import { UnavailableError } from "../domain/errors.js";
+import { AbortedError, UnavailableError } from "../domain/errors.js";
 import type { Repositories } from "../domain/ports.js";
 
 /** A driver error's identifying fields, when it has them. */
@@ -61,9 +61,13 @@ function isUnreachable(err: unknown): boolean {
 
 /**
  * `err` as the layers above should see it: UnavailableError DATABASE_UNAVAILABLE (retry with backoff) for a
- * database that cannot be reached now, the driver error kept as its cause for the log; any other error as is.
+ * database that cannot be reached now; AbortedError CONCURRENT_CONFLICT for a deadlock or lock wait timeout that
+ * reaches here, i.e. one of a statement run outside `UnitOfWork.transaction` (which retries its own): on Galera a
+ * certification conflict of an autocommit statement is 1213 once the server's own retry
+ * (wsrep_retry_autocommit) lost too. The driver error is kept as the cause for the log; any other error as is.
  */
 export function translateDriverError(err: unknown): unknown {
+  if (isRetryableConflict(err)) return new AbortedError("CONCURRENT_CONFLICT", "the change conflicted with a concurrent change; retry it", {}, err);
   if (!isUnreachable(err)) return err;
   return new UnavailableError("DATABASE_UNAVAILABLE", "the database is unavailable; retry with backoff", {}, err);
 }

@@ -6,7 +6,7 @@
 import knexFactory from "knex";
 import mysql from "mysql2/promise";
 import { describe, expect, it } from "vitest";
-import { UnavailableError } from "../../src/domain/errors.js";
+import { AbortedError, UnavailableError } from "../../src/domain/errors.js";
 import { translateDriverError } from "../../src/storage/errors.js";
 import { MYSQL_URL, mysqlAvailable } from "../helpers/service.js";
 
@@ -60,5 +60,33 @@ describe("driver errors that mean the database cannot serve now", () => {
     const closed = await failure(conn.query("select 1"));
     expect((closed as Error).message).toContain("closed state");
     expect(translateDriverError(closed)).toBeInstanceOf(UnavailableError);
+  });
+
+  it.skipIf(!haveMysql)("maps a lock conflict of a statement outside a transaction to ABORTED CONCURRENT_CONFLICT", async () => {
+    // A real conflict on the test server: one connection holds a row lock, another's autocommit UPDATE of the row
+    // gives up after a 1 s lock wait (1205), the same family as the 1213 a Galera certification conflict gives.
+    const url = new URL(MYSQL_URL);
+    const opts = { host: url.hostname, port: Number(url.port || 3306), user: url.username || "root" };
+    const holder = await mysql.createConnection(opts);
+    const waiter = await mysql.createConnection(opts);
+    const table = `cm_test_conflicts_${process.pid}.t`;
+    try {
+      await holder.query(`CREATE DATABASE cm_test_conflicts_${process.pid}`);
+      await holder.query(`CREATE TABLE ${table} (id INT PRIMARY KEY, v INT) ENGINE=InnoDB`);
+      await holder.query(`INSERT INTO ${table} VALUES (1, 0)`);
+      await holder.query("START TRANSACTION");
+      await holder.query(`UPDATE ${table} SET v = v + 1 WHERE id = 1`);
+      await waiter.query("SET SESSION innodb_lock_wait_timeout = 1");
+      const err = await failure(waiter.query(`UPDATE ${table} SET v = v + 2 WHERE id = 1`));
+      expect((err as { errno?: number }).errno).toBe(1205);
+      const mapped = translateDriverError(err);
+      expect(mapped).toBeInstanceOf(AbortedError);
+      expect((mapped as AbortedError).reason).toBe("CONCURRENT_CONFLICT");
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.query(`DROP DATABASE IF EXISTS cm_test_conflicts_${process.pid}`).catch(() => undefined);
+      holder.destroy();
+      waiter.destroy();
+    }
   });
 });
