@@ -1,7 +1,9 @@
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 
 import type { RootKeyBackend } from "../../src/domain/rootkey.js";
 import { unwrapDek, wrapDek, type WrapContext } from "../../src/crypto/wrapped-dek.js";
@@ -327,6 +329,40 @@ describe("crypto/rootkeys/local", () => {
     await expect(b.rotate("last")).rejects.toThrow(RangeError);
     expect(await fsp.readFile(file, "utf8")).toBe(before);
     expect((await b.describe("last")).currentVersion).toBe(999_999_999);
+  });
+
+  it("takes over at once a lock whose holder was killed; a live holder's lock, and a fresh one from elsewhere, wait", async () => {
+    const b = await openBackend();
+    const lock = `${file}.lock`;
+    // Another process takes the lock through the built module, as a replica or the keys CLI would, then hangs.
+    const files = pathToFileURL(path.resolve(import.meta.dirname, "../../dist/src/crypto/rootkeys/local/files.js")).href;
+    const holder = spawn(process.execPath, ["--input-type=module", "-e", `const m = await import(${JSON.stringify(files)}); await m.acquireLock(${JSON.stringify(lock)}); console.log("held"); setInterval(() => {}, 1e6);`], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.on("data", (d) => String(d).includes("held") && resolve());
+        holder.on("exit", (code) => reject(new Error(`lock holder exited ${code}`)));
+      });
+      expect((await fsp.readFile(lock, "utf8")).split(" ")[0]).toBe(String(holder.pid));
+      await expectRootKeyError(b.createKey("while-held"), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    } finally {
+      holder.kill("SIGKILL");
+    }
+    await new Promise((r) => holder.once("exit", r));
+    // Its lock file is still there, seconds old: the dead pid, not the age, frees it.
+    expect(await fsp.readFile(lock, "utf8")).toMatch(/^\d+ /);
+    await b.createKey("after-kill");
+    expect((await b.listKeys()).map((k) => k.keyId)).toContain("after-kill");
+
+    // A lock written where our pids mean something else (another host or container) with a pid that is dead
+    // here must not be taken for abandoned until it is old.
+    await fsp.writeFile(lock, `${holder.pid} elsewhere/boot/pid:[1] 00ff00ff00ff00ff\n`, { mode: 0o600 });
+    await expectRootKeyError(b.createKey("foreign-fresh"), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    const old = new Date(Date.now() - 31_000);
+    await fsp.utimes(lock, old, old);
+    await b.createKey("foreign-old");
+    expect(await fsp.readdir(dir)).toEqual(["keystore.json"]);
   });
 
   it("scrubs the temp files of a writer killed mid-change at the next change", async () => {

@@ -11,6 +11,7 @@
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants, promises as fsp } from "node:fs";
 import type { BigIntStats } from "node:fs";
+import { hostname } from "node:os";
 import path from "node:path";
 
 import { RootKeyError } from "../../../domain/errors.js";
@@ -164,34 +165,79 @@ async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
- * Cross-process exclusive lock: `<keystore>.lock` created with O_EXCL, holding the owner's pid. A lock older than
- * 30 s is taken as left by a crashed process and removed.
+ * Where this process runs, as far as its pids mean anything: the host name, the boot (a pid of an earlier boot
+ * is not a process now) and the pid namespace (containers on one host with one name still have their own pids).
+ * Undefined where /proc does not say (then only a lock's age can show it abandoned).
+ */
+async function pidScope(): Promise<string | undefined> {
+  try {
+    const [boot, ns] = await Promise.all([fsp.readFile("/proc/sys/kernel/random/boot_id", "utf8"), fsp.readlink("/proc/self/ns/pid")]);
+    return `${hostname()}/${boot.trim()}/${ns}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when process `pid` of this pid namespace is gone (ESRCH); a process of another user (EPERM) is alive. */
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
+/**
+ * Whether the lock whose content is `held` (`<pid> <scope> <nonce>`) was left by a process that is gone: its
+ * owner ran where our pids mean the same and that pid is dead; or else (another host, an earlier format) it is
+ * older than LOCK_STALE_MS, far longer than any keystore change holds it.
+ */
+function abandoned(held: string, mtimeMs: number, scope: string | undefined): boolean {
+  const [pid, ownerScope] = held.trim().split(" ");
+  if (scope !== undefined && ownerScope === scope && /^\d+$/.test(pid ?? "")) return processGone(Number(pid));
+  return Date.now() - mtimeMs > LOCK_STALE_MS;
+}
+
+/**
+ * Cross-process exclusive lock: `<keystore>.lock`, created with O_EXCL and holding `<pid> <scope> <nonce>`. A lock
+ * whose owner process is gone (same host, boot and pid namespace: a replica or CLI killed while changing keys) is
+ * taken over at once; one from elsewhere only once it is 30 s old. Takeover and release both re-read the content
+ * first and remove only the lock they judged (or own), so a waiter does not remove a lock another waiter has just
+ * taken. (Files cannot make that airtight: the re-read and the removal are two steps.)
  *
  * @returns a function that releases the lock.
+ * @throws KeystoreFileError when another live process holds it for longer than 5 s; the file system's error.
  */
 export async function acquireLock(lockPath: string): Promise<() => Promise<void>> {
   const deadline = Date.now() + LOCK_WAIT_MS;
+  const scope = await pidScope();
+  const mine = `${process.pid} ${scope ?? "-"} ${randomBytes(8).toString("hex")}\n`;
   for (;;) {
     try {
       const fh = await fsp.open(lockPath, "wx", 0o600);
       try {
-        await fh.writeFile(`${process.pid}\n`);
+        await fh.writeFile(mine);
       } finally {
         await fh.close();
       }
-      return () => fsp.rm(lockPath, { force: true });
+      return async () => {
+        if ((await fsp.readFile(lockPath, "utf8").catch(() => undefined)) === mine) await fsp.rm(lockPath, { force: true });
+      };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
-    const st = await fsp.stat(lockPath).catch(() => undefined);
-    if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) {
+    const [held, st] = await Promise.all([fsp.readFile(lockPath, "utf8").catch(() => undefined), fsp.stat(lockPath).catch(() => undefined)]);
+    // Released meanwhile (try again at once), or abandoned (an empty lock is one being written now: age decides).
+    const gone = held === undefined || st === undefined;
+    if (!gone && abandoned(held, st.mtimeMs, scope) && (await fsp.readFile(lockPath, "utf8").catch(() => undefined)) === held) {
       await fsp.rm(lockPath, { force: true });
       continue;
     }
     if (Date.now() > deadline) {
       throw new KeystoreFileError(`keystore lock ${lockPath} is held by another process; retry, or remove the file if no keys CLI or service is changing keys`);
     }
-    await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 25)));
+    if (!gone) await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 25)));
   }
 }
 
