@@ -25,7 +25,9 @@ RUN groupadd --system --gid 10001 certmanager \
 COPY --from=build --chown=root:root /opt/certmanager /opt/certmanager
 WORKDIR /opt/certmanager
 USER 10001:10001
-RUN bash deploy/install.sh check /opt/certmanager
+# HOME and npm's cache in /tmp: nothing of the check may land in the data volume's path.
+RUN HOME=/tmp npm_config_cache=/tmp/npm-cache npm_config_update_notifier=false bash deploy/install.sh check /opt/certmanager \
+ && rm -rf /tmp/npm-cache /tmp/.npm
 
 # The data folder (SQLite when no CM_DATABASE_URL, API-key pepper, page-token key, bootstrap key) and the local
 # keystore live in separate volumes: a backup of the data must not carry the keys that open it.

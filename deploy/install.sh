@@ -18,7 +18,7 @@ set -euo pipefail
 
 say() { printf '[install] %s\n' "$*"; }
 fail() { printf '[install] FAILED: %s\n' "$*" >&2; exit 1; }
-seconds() { echo $(( $(date +%s%N) / 1000000 )); }
+millis() { echo $(( $(date +%s%N) / 1000000 )); }   # GNU date (Debian)
 
 # package OUT_DIR: the release archive of this checkout (built first, so it needs the dev dependencies).
 package() {
@@ -26,12 +26,14 @@ package() {
   src=$(cd "$(dirname "$0")/.." && pwd)
   [ -f "$src/package-lock.json" ] || fail "$src is not a source checkout (no package-lock.json)"
   mkdir -p "$out"
-  (cd "$src" && npm run --silent build)
+  # A clean build: an incremental one keeps the output of sources since deleted.
+  (cd "$src" && rm -rf dist && npm run --silent build)
   local version
   version=$(node -p "require('$src/package.json').version")
   local archive="$out/certificate-manager-$version.tgz"
   # Sorted names, fixed owner and times: the same checkout gives the same archive.
   tar -C "$src" --sort=name --owner=0 --group=0 --numeric-owner --mtime='2000-01-01 00:00Z' \
+    --exclude='*.tsbuildinfo' --exclude='*.map' \
     -czf "$archive" dist package.json package-lock.json README.md deploy/install.sh
   say "packaged $(du -h "$archive" | cut -f1) into $archive"
   PACKAGED=$archive
@@ -45,14 +47,14 @@ install_release() {
   mkdir -p "$dir"
   tar -C "$dir" -xzf "$archive"
   local t0
-  t0=$(seconds)
+  t0=$(millis)
   (cd "$dir" && NODE_ENV=production npm ci --omit=dev --no-audit --no-fund --loglevel=error)
   # The point of a production install: nothing that only builds or tests the code.
   for dev in typescript vitest tsx @bufbuild/buf; do
     [ ! -e "$dir/node_modules/$dev" ] || fail "development dependency $dev was installed into $dir"
   done
   [ ! -e "$dir/src" ] && [ ! -e "$dir/test" ] || fail "$dir holds sources or tests: the archive is wrong"
-  say "installed into $dir with production dependencies only ($(ls "$dir/node_modules" | wc -l) packages, $(( ($(seconds) - t0) / 1000 )) s)"
+  say "installed into $dir with production dependencies only ($(ls "$dir/node_modules" | wc -l) packages, $(( ($(millis) - t0) / 1000 )) s)"
 }
 
 SERVER_PID=
@@ -81,7 +83,7 @@ check() {
   [ -f "$dir/dist/src/main.js" ] || fail "$dir has no installed server (dist/src/main.js)"
   CHECK_DATA=$(mktemp -d)
   local log="$CHECK_DATA/server.log" t0 address=
-  t0=$(seconds)
+  t0=$(millis)
   run_server "$dir" "$CHECK_DATA" 127.0.0.1:0 >"$log" 2>&1 &
   SERVER_PID=$!
   # Bounded wait for the serving line, which carries the port the kernel chose.
@@ -92,7 +94,7 @@ check() {
     sleep 0.2
   done
   [ -n "$address" ] || { cat "$log" >&2; fail "the server did not serve within 60 s"; }
-  say "server pid $SERVER_PID serving on $address ($(( $(seconds) - t0 )) ms after start)"
+  say "server pid $SERVER_PID serving on $address ($(( $(millis) - t0 )) ms after start)"
 
   local probe health_address
   probe=$(cd "$dir" && npm run --silent health -- "$address" --timeout 10) || { cat "$log" >&2; fail "health probe failed: $probe"; }
@@ -105,7 +107,12 @@ check() {
   # A start failure an operator can fix: exit 2 and one JSON line that says what to do.
   local second="$CHECK_DATA/second" status=0 refusal
   mkdir -p "$second"
-  (run_server "$dir" "$second" "$address") >"$second/out.log" 2>&1 || status=$?
+  (run_server "$dir" "$second" "$address") >"$second/out.log" 2>&1 &
+  local second_pid=$! waited=0
+  # Bounded: a second server that did start would otherwise be waited for forever.
+  while kill -0 "$second_pid" 2>/dev/null && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+  kill -0 "$second_pid" 2>/dev/null && { kill -KILL "$second_pid"; fail "a second server on $address was still running after 60 s"; }
+  wait "$second_pid" || status=$?
   [ "$status" = 2 ] || { cat "$second/out.log" >&2; fail "a second server on $address exited $status, not 2"; }
   refusal=$(grep '"msg":"refusing to start"' "$second/out.log" | head -n 1)
   case $refusal in
@@ -114,7 +121,8 @@ check() {
   esac
 
   kill -TERM "$SERVER_PID"
-  local code=0 waited=0
+  local code=0
+  waited=0
   while kill -0 "$SERVER_PID" 2>/dev/null && [ $waited -lt 300 ]; do sleep 0.1; waited=$((waited + 1)); done
   kill -0 "$SERVER_PID" 2>/dev/null && { cat "$log" >&2; fail "the server did not stop within 30 s of SIGTERM"; }
   wait "$SERVER_PID" || code=$?

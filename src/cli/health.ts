@@ -4,8 +4,8 @@
  * where the server is; it reads no key, database or secret.
  *
  * Usage: `health [host:port] [--ca <pem file>] [--server-name <name>] [--timeout <seconds>]`
- * - address: default `CM_HEALTH_LISTEN_ADDRESS` (the plaintext health listener), else `CM_LISTEN_ADDRESS`, else
- *   127.0.0.1:50051; a wildcard host (0.0.0.0, ::) is probed on loopback. So in the server's own environment (a
+ * - address: default `CM_HEALTH_LISTEN_ADDRESS` (the plaintext health listener; not with `--ca`), else
+ *   `CM_LISTEN_ADDRESS`, else 127.0.0.1:50051; a wildcard host (0.0.0.0, ::) is probed on loopback. So in the server's own environment (a
  *   container's HEALTHCHECK) it needs no arguments.
  * - `--ca`: probe over TLS, trusting that CA bundle (the server's TLS is on); without it, plaintext.
  * Prints one JSON line `{"address":…,"status":"SERVING"}`. Exit 0 when SERVING, 1 when not serving or
@@ -17,7 +17,7 @@ import { HealthCheckResponse_ServingStatus, HealthClient, type HealthCheckRespon
 
 /** What the command line asks for. @throws Error with the usage problem. */
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { address: string; ca?: Buffer; serverName?: string; timeoutMs: number } {
-  let address = env.CM_HEALTH_LISTEN_ADDRESS || env.CM_LISTEN_ADDRESS || "127.0.0.1:50051";
+  let address: string | undefined;
   let ca: Buffer | undefined;
   let serverName: string | undefined;
   let timeoutMs = 3000;
@@ -37,6 +37,8 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): { address: string; c
     } else if (a.startsWith("-")) throw new Error(`unknown option ${a}`);
     else address = a;
   }
+  // The plaintext health listener unless TLS is asked for: that is the service's own port.
+  address ??= (ca ? undefined : env.CM_HEALTH_LISTEN_ADDRESS) || env.CM_LISTEN_ADDRESS || "127.0.0.1:50051";
   if (!/^.+:\d+$/.test(address)) throw new Error(`address ${JSON.stringify(address)} is not host:port`);
   // A server bound to every interface answers on loopback.
   address = address.replace(/^(0\.0\.0\.0|\[::\]|::):/, "127.0.0.1:");

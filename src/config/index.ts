@@ -447,6 +447,9 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
   const listenAddress = hostPort(env, "CM_LISTEN_ADDRESS", "127.0.0.1:50051");
   const healthListenAddress = hostPort(env, "CM_HEALTH_LISTEN_ADDRESS", "") || undefined;
+  if (healthListenAddress !== undefined && !boolDefault(env, "CM_OPEN_HEALTH", true)) {
+    throw new ConfigError("CM_HEALTH_LISTEN_ADDRESS", "serves health to anyone who reaches it, and CM_OPEN_HEALTH=false asks for credentials on health: unset one of them");
+  }
   if (healthListenAddress !== undefined && healthListenAddress === listenAddress && !listenAddress.endsWith(":0")) {
     throw new ConfigError("CM_HEALTH_LISTEN_ADDRESS", `is ${listenAddress}, the address of the service itself: give the health listener a port of its own`);
   }

@@ -195,7 +195,15 @@ export function buildServer(
  * and carries no secret. Requests are a service name: 1 KiB is plenty.
  */
 export function buildHealthServer(health: HealthImplementation): grpc.Server {
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 1024, "grpc.max_concurrent_streams": 16 });
+  // Anyone who reaches the port may connect: idle connections close after a minute and every connection after
+  // ten, so Watch streams cannot pile up (a probe reconnects; a Watch client re-watches).
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": 1024,
+    "grpc.max_concurrent_streams": 16,
+    "grpc.max_connection_idle_ms": 60_000,
+    "grpc.max_connection_age_ms": 600_000,
+    "grpc.max_connection_age_grace_ms": 5_000,
+  });
   health.addToServer(server);
   return server;
 }

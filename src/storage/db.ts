@@ -125,10 +125,11 @@ export function createKnex(cfg: DatabaseConfig, log?: Logger): Knex {
               if (e && (e as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE) return done(e, conn);
               // On a Galera cluster, replicas on different nodes must read what another replica was just told
               // was committed (a created instance, an imported version): nodes apply others' write-sets
-              // asynchronously, so reads and transaction starts wait for the node to catch up with the cluster
-              // (wsrep_sync_wait 1 = SELECT, SHOW, BEGIN). A no-op without Galera; unknown to MySQL and to a
+              // asynchronously, so reads, transaction starts and autocommit UPDATE/DELETE (lease claims, last-use
+              // writes, outside any transaction) wait for the node to catch up with the cluster (wsrep_sync_wait
+              // 3 = 1 SELECT, SHOW, BEGIN + 2 UPDATE, DELETE). A no-op without Galera; unknown to MySQL and to a
               // MariaDB built without wsrep (ER_UNKNOWN_SYSTEM_VARIABLE), which have no such lag to wait for.
-              conn.query("SET SESSION wsrep_sync_wait = 1", (e2) => done(e2 && (e2 as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE ? e2 : null, conn));
+              conn.query("SET SESSION wsrep_sync_wait = 3", (e2) => done(e2 && (e2 as { errno?: number }).errno !== ER_UNKNOWN_SYSTEM_VARIABLE ? e2 : null, conn));
             });
           },
         );

@@ -22,8 +22,13 @@ export function isUniqueViolation(err: unknown): boolean {
 
 /** True for a MySQL deadlock (1213) or lock wait timeout (1205), or SQLite busy: the transaction may be retried. */
 export function isRetryableConflict(err: unknown): boolean {
+  return isMysqlConflict(err) || (err as DriverError)?.code === "SQLITE_BUSY";
+}
+
+/** A MySQL/MariaDB deadlock (1213, also a lost Galera certification) or lock wait timeout (1205). */
+function isMysqlConflict(err: unknown): boolean {
   const e = err as DriverError;
-  return e?.errno === 1213 || e?.errno === 1205 || e?.code === "ER_LOCK_DEADLOCK" || e?.code === "ER_LOCK_WAIT_TIMEOUT" || e?.code === "SQLITE_BUSY";
+  return e?.errno === 1213 || e?.errno === 1205 || e?.code === "ER_LOCK_DEADLOCK" || e?.code === "ER_LOCK_WAIT_TIMEOUT";
 }
 
 /** Driver and socket codes that mean the database cannot serve now, whatever the statement. */
@@ -40,9 +45,6 @@ const UNREACHABLE_CODES = new Set([
   "ER_SERVER_SHUTDOWN", // shutting down (1053)
   "ER_OPTION_PREVENTS_STATEMENT", // --read-only, e.g. a replica or a Galera node that left the cluster (1290)
   "ER_READ_ONLY_MODE",
-  // 1047: a Galera node that is not part of the Primary Component (partitioned, lost quorum, or still joining by
-  // IST/SST) answers every query "WSREP has not yet prepared node for application use" until it is Synced again.
-  "ER_UNKNOWN_COM_ERROR",
   "SQLITE_BUSY",
 ]);
 
@@ -54,6 +56,10 @@ const UNREACHABLE_CODES = new Set([
 function isUnreachable(err: unknown): boolean {
   const e = err as (DriverError & { name?: string; message?: string }) | undefined;
   if (e?.code !== undefined && UNREACHABLE_CODES.has(e.code)) return true;
+  // 1047 (ER_UNKNOWN_COM_ERROR) from a Galera node outside the Primary Component (partitioned, lost quorum, or still
+  // joining by IST/SST), which answers every query so until it is Synced again. Elsewhere 1047 is an unknown
+  // command, a bug of ours: only the wsrep message makes it "unavailable".
+  if (e?.errno === 1047 && typeof e.message === "string" && e.message.includes("WSREP has not yet prepared node")) return true;
   if (e?.name === "KnexTimeoutError") return true;
   // mysql2 reports a query on a connection it already saw close with a bare Error and no code.
   return typeof e?.message === "string" && e.message.includes("connection is in closed state");
@@ -67,7 +73,7 @@ function isUnreachable(err: unknown): boolean {
  * (wsrep_retry_autocommit) lost too. The driver error is kept as the cause for the log; any other error as is.
  */
 export function translateDriverError(err: unknown): unknown {
-  if (isRetryableConflict(err)) return new AbortedError("CONCURRENT_CONFLICT", "the change conflicted with a concurrent change; retry it", {}, err);
+  if (isMysqlConflict(err)) return new AbortedError("CONCURRENT_CONFLICT", "the change conflicted with a concurrent change; retry it", {}, err);
   if (!isUnreachable(err)) return err;
   return new UnavailableError("DATABASE_UNAVAILABLE", "the database is unavailable; retry with backoff", {}, err);
 }

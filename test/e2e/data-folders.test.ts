@@ -81,13 +81,15 @@ describe("start failures an operator can fix: exit 2, one JSON line saying what 
     return JSON.parse(line!.slice(line!.indexOf("{"))) as { reason: string };
   }
 
-  it("names the listen address another process holds", async () => {
+  it("names the listen address, or the health listener's, that another process holds", async () => {
     const holder = createServer();
     await new Promise<void>((r) => holder.listen(0, "127.0.0.1", () => r()));
     const port = (holder.address() as { port: number }).port;
     try {
       const r = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_LISTEN_ADDRESS: `127.0.0.1:${port}` }));
       expect(r.reason).toBe(`configuration error: CM_LISTEN_ADDRESS is 127.0.0.1:${port}, where another process already listens: stop it, or choose another address or port`);
+      const health = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_HEALTH_LISTEN_ADDRESS: `127.0.0.1:${port}` }));
+      expect(health.reason).toBe(`configuration error: CM_HEALTH_LISTEN_ADDRESS is 127.0.0.1:${port}, where another process already listens: stop it, or choose another address or port`);
     } finally {
       holder.close();
     }

@@ -1,7 +1,9 @@
 /**
- * A MariaDB Galera cluster of the test's own on loopback (the recipe of /work/shared/TOOLCHAIN.md, "Galera cluster
- * on loopback"): node N has its own folder under one temp folder, client port 3400+N, gcomm 4700+N, IST 4710+N and
- * rsync SST 4720+N. Nodes are started, killed and stopped by the pid of the mariadbd this helper spawned (mariadbd
+ * A MariaDB Galera cluster of the test's own on loopback: node N has its own folder under one temp folder, client
+ * port 3400+N, gcomm 4700+N, IST 4710+N and rsync SST 4720+N (plus an offset). mariadbd runs as the `mysql` user
+ * (an rsync daemon started by root for SST switches to nobody, who could not write a root-owned datadir); only the
+ * first node of a new cluster starts with --wsrep-new-cluster; a node killed with SIGKILL rejoins by IST after
+ * --wsrep-recover gives its position. Nodes are started, killed and stopped by the pid of the mariadbd this helper spawned (mariadbd
  * does not fork), never by name, and every wait is bounded. The machine's shared MariaDB is never touched.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -55,9 +57,17 @@ export type WsrepStatus = Record<string, string>;
 
 /** Every mariadbd this module started and has not seen exit: killed when the test process exits, whatever happens. */
 const live = new Set<ChildProcess>();
-process.once("exit", () => {
+const killLive = () => {
   for (const p of live) p.kill("SIGKILL");
-});
+};
+process.once("exit", killLive);
+// A test process stopped by a signal (Ctrl-C, vitest ending a worker) runs no "exit" handlers: kill them here.
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    killLive();
+    process.exit(128 + (signal === "SIGHUP" ? 1 : signal === "SIGINT" ? 2 : 15));
+  });
+}
 
 /** One node: its folder, ports and (while running) its mariadbd process. */
 export class GaleraNode {

@@ -96,6 +96,7 @@ describe("loadConfig", () => {
   it("reads the plaintext health listener: absent by default, any host:port but the service's own", () => {
     expect(loadConfig({}).healthListenAddress).toBeUndefined();
     expect(loadConfig({ CM_HEALTH_LISTEN_ADDRESS: "0.0.0.0:50052", CM_TLS_CERT_FILE: "t.crt", CM_TLS_KEY_FILE: "t.key" }).healthListenAddress).toBe("0.0.0.0:50052");
+    expect(() => loadConfig({ CM_HEALTH_LISTEN_ADDRESS: "127.0.0.1:50052", CM_OPEN_HEALTH: "false" })).toThrow(/configuration error: CM_HEALTH_LISTEN_ADDRESS serves health to anyone/);
     // Port 0 on both (tests) is two listeners, each on a port of its own.
     expect(loadConfig({ CM_LISTEN_ADDRESS: "127.0.0.1:0", CM_HEALTH_LISTEN_ADDRESS: "127.0.0.1:0" }).healthListenAddress).toBe("127.0.0.1:0");
   });

@@ -357,11 +357,31 @@ describe("crypto/rootkeys/local", () => {
 
     // A lock written where our pids mean something else (another host or container) with a pid that is dead
     // here must not be taken for abandoned until it is old.
-    await fsp.writeFile(lock, `${holder.pid} elsewhere/boot/pid:[1] 00ff00ff00ff00ff\n`, { mode: 0o600 });
+    await fsp.writeFile(lock, `${holder.pid} 12345 elsewhere/boot/pid:[1] 00ff00ff00ff00ff\n`, { mode: 0o600 });
     await expectRootKeyError(b.createKey("foreign-fresh"), "ROOT_KEY_BACKEND_UNAVAILABLE");
     const old = new Date(Date.now() - 31_000);
     await fsp.utimes(lock, old, old);
     await b.createKey("foreign-old");
+
+    // A pid that runs again, as another process (a restarted container's pid 1): the start time tells them apart.
+    const scope = `${os.hostname()}/${(await fsp.readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim()}/${await fsp.readlink("/proc/self/ns/pid")}`;
+    await fsp.writeFile(lock, `${process.pid} 1 ${scope} 00ff00ff00ff00ff\n`, { mode: 0o600 });
+    await b.createKey("pid-reused");
+    expect(await fsp.readdir(dir)).toEqual(["keystore.json"]);
+  });
+
+  it("lets one waiter at a time take over a dead lock: concurrent changes from many handles all land", async () => {
+    const handles = await Promise.all(Array.from({ length: 6 }, () => openBackend()));
+    const lock = `${file}.lock`;
+    for (let round = 0; round < 3; round++) {
+      // A lock of a process that is gone, then every handle at once.
+      await fsp.writeFile(lock, `${process.pid} 1 dead-${round} 00\n`, { mode: 0o600 });
+      const old = new Date(Date.now() - 31_000);
+      await fsp.utimes(lock, old, old);
+      await Promise.all(handles.map((h, i) => h.createKey(`r${round}-h${i}`)));
+    }
+    const ids = (await handles[0]!.listKeys()).map((k) => k.keyId);
+    for (let round = 0; round < 3; round++) for (let i = 0; i < 6; i++) expect(ids).toContain(`r${round}-h${i}`);
     expect(await fsp.readdir(dir)).toEqual(["keystore.json"]);
   });
 

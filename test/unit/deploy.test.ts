@@ -6,9 +6,9 @@
  * The image itself cannot be built here (no container registry): its build and run steps are deploy/install.sh,
  * which CI runs outside Docker.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -85,6 +85,19 @@ describe("Dockerfile and compose.yaml", () => {
     expect(before[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
     execFileSync("bash", [path.join(ROOT, "deploy/compose-secrets.sh"), secrets], { stdio: "pipe" });
     expect(["db_password", "database_url", "tls.crt", "tls.key"].map(read)).toEqual(before);
+  });
+
+  it("npm start in a checkout without the dev dependencies runs what is built, or says how to build it (exit 2)", () => {
+    // The issue's case: NODE_ENV=production npm ci in a checkout leaves no tsc; `start` must not call it.
+    const checkout = path.join(dir, "checkout");
+    mkdirSync(path.join(checkout, "src"), { recursive: true });
+    copyFileSync(path.join(ROOT, "package.json"), path.join(checkout, "package.json"));
+    const ensure = () => spawnSync("npm", ["run", "--silent", "ensure-built"], { cwd: checkout, encoding: "utf8", env: { PATH: process.env.PATH, HOME: dir } });
+    const missing = ensure();
+    expect([missing.status, missing.stderr.trim()]).toEqual([2, "dist/ is missing: build it with npm ci && npm run build (dev dependencies), or install a release with deploy/install.sh"]);
+    mkdirSync(path.join(checkout, "dist/src"), { recursive: true });
+    writeFileSync(path.join(checkout, "dist/src/main.js"), "");
+    expect(ensure().status).toBe(0);
   });
 
   it("runs files a build has: the server, and the HEALTHCHECK's probe", () => {

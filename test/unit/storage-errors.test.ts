@@ -3,6 +3,10 @@
  * backoff) instead of INTERNAL: a pool with no free connection within its acquire timeout, a refused connection,
  * and a query on a connection mysql2 already saw close.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import Database from "better-sqlite3";
 import knexFactory from "knex";
 import mysql from "mysql2/promise";
 import { describe, expect, it } from "vitest";
@@ -39,6 +43,38 @@ describe("driver errors that mean the database cannot serve now", () => {
     } finally {
       await k.destroy();
     }
+  });
+
+  it("maps a SQLite database locked by another connection (SQLITE_BUSY) to DATABASE_UNAVAILABLE, not a conflict", async () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "cm-busy-")), "db.sqlite");
+    const holder = new Database(file);
+    const other = new Database(file, { timeout: 0 });
+    try {
+      holder.exec("CREATE TABLE t (v INTEGER); BEGIN EXCLUSIVE");
+      let err: unknown;
+      try {
+        other.exec("INSERT INTO t VALUES (1)");
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string }).code).toBe("SQLITE_BUSY");
+      const mapped = translateDriverError(err);
+      expect(mapped).toBeInstanceOf(UnavailableError);
+      expect((mapped as UnavailableError).reason).toBe("DATABASE_UNAVAILABLE");
+    } finally {
+      holder.close();
+      other.close();
+      rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+
+  it("treats 1047 as unavailable only with Galera's message; elsewhere it is an unknown command, left as it is", () => {
+    // mysql2's error shape for a server error (errno, code, sqlMessage); the wsrep text is MariaDB's own.
+    const serverError = (message: string) => Object.assign(new Error(message), { errno: 1047, code: "ER_UNKNOWN_COM_ERROR", sqlState: "08S01", sqlMessage: message });
+    const galera = serverError("WSREP has not yet prepared node for application use");
+    expect(translateDriverError(galera)).toBeInstanceOf(UnavailableError);
+    const unknown = serverError("Unknown command");
+    expect(translateDriverError(unknown)).toBe(unknown);
   });
 
   it("leaves a statement's own error (a syntax error) as it is", async () => {

@@ -178,66 +178,86 @@ async function pidScope(): Promise<string | undefined> {
   }
 }
 
-/** True when process `pid` of this pid namespace is gone (ESRCH); a process of another user (EPERM) is alive. */
-function processGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH";
-  }
-}
-
 /**
- * Whether the lock whose content is `held` (`<pid> <scope> <nonce>`) was left by a process that is gone: its
- * owner ran where our pids mean the same and that pid is dead; or else (another host, an earlier format) it is
- * older than LOCK_STALE_MS, far longer than any keystore change holds it.
+ * When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat, proc(5)), or undefined when
+ * there is no such process here. A pid is reused; a pid with its start time is not (within one boot and namespace).
  */
-function abandoned(held: string, mtimeMs: number, scope: string | undefined): boolean {
-  const [pid, ownerScope] = held.trim().split(" ");
-  if (scope !== undefined && ownerScope === scope && /^\d+$/.test(pid ?? "")) return processGone(Number(pid));
-  return Date.now() - mtimeMs > LOCK_STALE_MS;
+async function processStart(pid: number): Promise<string | undefined> {
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+  // The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
+  return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
 }
 
 /**
- * Cross-process exclusive lock: `<keystore>.lock`, created with O_EXCL and holding `<pid> <scope> <nonce>`. A lock
- * whose owner process is gone (same host, boot and pid namespace: a replica or CLI killed while changing keys) is
- * taken over at once; one from elsewhere only once it is 30 s old. Takeover and release both re-read the content
- * first and remove only the lock they judged (or own), so a waiter does not remove a lock another waiter has just
- * taken. (Files cannot make that airtight: the re-read and the removal are two steps.)
+ * Whether the lock whose content is `held` (`<pid> <start> <scope> <nonce>`) is abandoned: older than
+ * LOCK_STALE_MS (far longer than any keystore change holds it), or its owner ran where our pids mean the same and
+ * that process (pid and start time) is gone.
+ */
+async function abandoned(held: string, mtimeMs: number, scope: string | undefined): Promise<boolean> {
+  if (Date.now() - mtimeMs > LOCK_STALE_MS) return true;
+  const [pid, start, ownerScope] = held.trim().split(" ");
+  if (scope === undefined || ownerScope !== scope || !/^\d+$/.test(pid ?? "")) return false;
+  return (await processStart(Number(pid))) !== start;
+}
+
+/** Creates `file` with O_EXCL holding `content`. @returns false when it exists. */
+async function createExclusive(file: string, content: string): Promise<boolean> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, "wx", 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw err;
+  }
+  try {
+    await fh.writeFile(content);
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+
+/** Removes `file` if it still holds `content` (a lock someone else has since taken is left alone). */
+async function removeIfHolds(file: string, content: string): Promise<void> {
+  if ((await fsp.readFile(file, "utf8").catch(() => undefined)) === content) await fsp.rm(file, { force: true });
+}
+
+/**
+ * Cross-process exclusive lock: `<keystore>.lock`, created with O_EXCL and holding `<pid> <start> <scope> <nonce>`.
+ * A lock whose owner is gone (same host, boot and pid namespace, and that pid with that start time no longer runs: a
+ * replica or CLI killed while changing keys) is taken over at once; any lock older than 30 s too. Waiters take over
+ * one at a time, under `<keystore>.lock.takeover` (O_EXCL as well, abandoned only by age), and remove the lock only
+ * if it still holds what they judged, so two waiters never both take over one dead lock.
  *
- * @returns a function that releases the lock.
+ * @returns a function that releases the lock (removing it only while it is still ours).
  * @throws KeystoreFileError when another live process holds it for longer than 5 s; the file system's error.
  */
 export async function acquireLock(lockPath: string): Promise<() => Promise<void>> {
   const deadline = Date.now() + LOCK_WAIT_MS;
   const scope = await pidScope();
-  const mine = `${process.pid} ${scope ?? "-"} ${randomBytes(8).toString("hex")}\n`;
+  const mine = `${process.pid} ${(await processStart(process.pid)) ?? "-"} ${scope ?? "-"} ${randomBytes(8).toString("hex")}\n`;
+  const guard = `${lockPath}.takeover`;
   for (;;) {
-    try {
-      const fh = await fsp.open(lockPath, "wx", 0o600);
-      try {
-        await fh.writeFile(mine);
-      } finally {
-        await fh.close();
-      }
-      return async () => {
-        if ((await fsp.readFile(lockPath, "utf8").catch(() => undefined)) === mine) await fsp.rm(lockPath, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
+    if (await createExclusive(lockPath, mine)) return () => removeIfHolds(lockPath, mine);
     const [held, st] = await Promise.all([fsp.readFile(lockPath, "utf8").catch(() => undefined), fsp.stat(lockPath).catch(() => undefined)]);
-    // Released meanwhile (try again at once), or abandoned (an empty lock is one being written now: age decides).
-    const gone = held === undefined || st === undefined;
-    if (!gone && abandoned(held, st.mtimeMs, scope) && (await fsp.readFile(lockPath, "utf8").catch(() => undefined)) === held) {
-      await fsp.rm(lockPath, { force: true });
-      continue;
+    // Released meanwhile: try again at once. (An empty lock is one being written now: only age makes it stale.)
+    if (held === undefined || st === undefined) continue;
+    if (await abandoned(held, st.mtimeMs, scope)) {
+      if (await createExclusive(guard, mine)) {
+        try {
+          await removeIfHolds(lockPath, held);
+        } finally {
+          await removeIfHolds(guard, mine);
+        }
+        continue;
+      }
+      const g = await fsp.stat(guard).catch(() => undefined);
+      if (g && Date.now() - g.mtimeMs > LOCK_STALE_MS) await removeIfHolds(guard, await fsp.readFile(guard, "utf8").catch(() => ""));
     }
     if (Date.now() > deadline) {
       throw new KeystoreFileError(`keystore lock ${lockPath} is held by another process; retry, or remove the file if no keys CLI or service is changing keys`);
     }
-    if (!gone) await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 25)));
+    await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 25)));
   }
 }
 
