@@ -23,6 +23,7 @@ import { ReclamationService } from "./services/reclamations.js";
 import { ExportService } from "./services/export.js";
 import { ExportBudget } from "./services/export-budget.js";
 import { startPeriodicJob } from "./jobs/periodic.js";
+import { startProcessStats } from "./jobs/process-stats.js";
 import { InstanceKeyMigration } from "./services/instance-keys.js";
 import { DekRotation } from "./services/dek-rotation.js";
 import { PageTokenCodec } from "./domain/page-token.js";
@@ -317,6 +318,11 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
       log,
     );
     closers.push(() => checkpoints.stop());
+    // Memory, handles and event-loop delay in the log, when asked for (CM_PROCESS_STATS_INTERVAL_SECONDS).
+    if (config.processStatsIntervalMs > 0) {
+      const stats = startProcessStats(config.processStatsIntervalMs, log.child({ component: "process-stats" }));
+      closers.push(async () => stats.stop());
+    }
     // Last-use times of API keys: one write per key per minute at most, never one per call.
     const uses = startPeriodicJob("api-key-last-use", async () => (await flushUses(), 0), 60_000, log);
     // Closers run in reverse: the jobs stop (and the last uses are written) before keys and pool close.

@@ -49,6 +49,8 @@ export interface Config {
   };
   /** How often the heads of audit chains that moved are logged as checkpoints, ms. */
   auditCheckpointIntervalMs: number;
+  /** How often a `process stats` line (memory, handles, file descriptors, event-loop delay) is logged, ms; 0: never. */
+  processStatsIntervalMs: number;
   /** Plaintext on a non-loopback address was explicitly accepted (CM_ALLOW_INSECURE_NON_LOOPBACK=true). */
   insecureNonLoopback: boolean;
   /** Directory for the embedded database, the local keystore and the page-token key. */
@@ -191,6 +193,7 @@ export const CONFIG_VARIABLES: readonly string[] = Object.freeze([
   "CM_PKCS11_SESSIONS",
   "CM_PKCS11_CALL_TIMEOUT_SECONDS",
   "CM_LOG_LEVEL",
+  "CM_PROCESS_STATS_INTERVAL_SECONDS",
 ]);
 
 const KNOWN_VARIABLES = new Set(CONFIG_VARIABLES);
@@ -537,6 +540,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     ...(healthListenAddress ? { healthListenAddress } : {}),
     auth,
     auditCheckpointIntervalMs: int(env, "CM_AUDIT_CHECKPOINT_SECONDS", 300, 1, 86_400) * 1000,
+    processStatsIntervalMs: int(env, "CM_PROCESS_STATS_INTERVAL_SECONDS", 0, 0, 86_400) * 1000,
     ...(tls ? { tls } : {}),
     insecureNonLoopback: insecureNonLoopback && !tls && !isLoopbackHost(host),
     rootCertificate,

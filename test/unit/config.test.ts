@@ -15,6 +15,14 @@ describe("loadConfig", () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it("logs process stats only when CM_PROCESS_STATS_INTERVAL_SECONDS is above 0", () => {
+    expect(loadConfig({}).processStatsIntervalMs).toBe(0);
+    expect(loadConfig({ CM_PROCESS_STATS_INTERVAL_SECONDS: "" }).processStatsIntervalMs).toBe(0);
+    expect(loadConfig({ CM_PROCESS_STATS_INTERVAL_SECONDS: "0" }).processStatsIntervalMs).toBe(0);
+    expect(loadConfig({ CM_PROCESS_STATS_INTERVAL_SECONDS: "10" }).processStatsIntervalMs).toBe(10_000);
+    expect(() => loadConfig({ CM_PROCESS_STATS_INTERVAL_SECONDS: "ten" })).toThrow(/CM_PROCESS_STATS_INTERVAL_SECONDS must be a whole number/);
+  });
+
   it("flags a keystore inside the data folder on a network listener only", () => {
     const net = { CM_DATA_DIR: "/var/lib/cm", CM_LISTEN_ADDRESS: "0.0.0.0:50051", CM_ALLOW_INSECURE_NON_LOOPBACK: "true" };
     expect(loadConfig(net).keystoreBesideData).toBe(true);
@@ -74,6 +82,9 @@ describe("loadConfig", () => {
     ["CM_DEK_MAX_ENCRYPTIONS", String(2 ** 32)],
     ["CM_RECLAMATION_RETENTION_SECONDS", "0"],
     ["CM_PURGE_BATCH_SIZE", "501"],
+    ["CM_PROCESS_STATS_INTERVAL_SECONDS", "-1"],
+    ["CM_PROCESS_STATS_INTERVAL_SECONDS", "1.5"],
+    ["CM_PROCESS_STATS_INTERVAL_SECONDS", "86401"],
   ])("refuses %s=%s naming the variable", (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`configuration error: ${name} `));
   });
