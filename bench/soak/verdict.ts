@@ -1,0 +1,178 @@
+/**
+ * The soak's verdict, as a pure function of what a run recorded, so it can be tested on made-up series (a flat
+ * one passes, a growing one fails) without running anything for an hour.
+ *
+ * Definitions (times are seconds since the traffic started):
+ * - **Warm-up**: the first `warmupSeconds(run)` = max(60 s, 10 % of the run), but never more than half the run:
+ *   60 s for a 2-minute run (its first half), 6 min for an hour. Heaps, caches (DEKs, policies, prepared
+ *   statements) and connection pools fill during it; nothing is judged on it except as the baseline for handles.
+ * - **Post-warm-up samples** `P`: the server's samples after the warm-up. The **reference window** is the first
+ *   third of them (at least one sample), the **end window** the last half (at least one).
+ * - **RSS trend**: median(end) ≤ median(reference) + max(25 %, 40 MiB). Medians, not single samples: a major GC
+ *   or V8 growing its heap by a step moves one sample by tens of MiB, the median of several barely. The 40 MiB
+ *   floor is two young-generation semi-spaces' worth of churn (V8's default is 16 MiB each on 64-bit), noise a
+ *   flat server shows between windows; a leak of 1 MiB/min still fails an hour's run (about +50 MiB).
+ * - **RSS peak**: every post-warm-up sample ≤ median(reference) + max(50 %, 96 MiB): a leak fast enough to
+ *   matter in a short run, or one that the end window's median hides, still fails.
+ * - **Handles**: every post-warm-up sample ≤ the warm-up's largest + 16. In-flight calls hold timers and
+ *   requests, so the count moves with load; the warm-up ran the same load, and a leak of one handle per call
+ *   exceeds 16 within seconds.
+ * - **File descriptors**: every post-warm-up sample ≤ the warm-up's largest + 8 (sockets, database files and
+ *   worker pipes are opened once; a leaked descriptor per call exceeds 8 at once).
+ * - **Errors**: zero unexpected answers or failed checks of any kind, zero server problems (error-level log
+ *   lines, an early exit, a secret in the log), and no minute without completed requests (a stall).
+ */
+
+/** One server sample, from a `process stats` log line. */
+export interface Sample {
+  /** Seconds since the traffic started. */
+  t: number;
+  rssBytes: number;
+  activeHandles: number;
+  /** Undefined where the server has no /proc. */
+  openFds?: number;
+}
+
+/** What a run recorded. */
+export interface RunRecord {
+  /** The planned length of the traffic, seconds. */
+  durationSeconds: number;
+  samples: Sample[];
+  /** Unexpected answers (by gRPC code name) and failed checks (by check name), counted. */
+  errors: Record<string, number>;
+  /** Requests completed in each minute of traffic (a last partial minute included). */
+  requestsPerMinute: number[];
+  /** What went wrong with the server itself, one sentence each (error-level log lines, an early exit, ...). */
+  serverProblems: string[];
+}
+
+/** The bounds; the defaults are those documented above. */
+export interface Limits {
+  rssGrowthFraction: number;
+  rssGrowthBytes: number;
+  rssPeakFraction: number;
+  rssPeakBytes: number;
+  handleSlack: number;
+  fdSlack: number;
+  /** Fewer post-warm-up samples than this cannot show a trend: the run fails as unjudgeable. */
+  minPostWarmupSamples: number;
+}
+
+const MiB = 1024 * 1024;
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  rssGrowthFraction: 0.25,
+  rssGrowthBytes: 40 * MiB,
+  rssPeakFraction: 0.5,
+  rssPeakBytes: 96 * MiB,
+  handleSlack: 16,
+  fdSlack: 8,
+  minPostWarmupSamples: 3,
+});
+
+/** The figures the verdict was reached on (bytes, counts). */
+export interface VerdictFigures {
+  warmupSeconds: number;
+  postWarmupSamples: number;
+  rssReferenceMedian?: number;
+  rssEndMedian?: number;
+  rssTrendLimit?: number;
+  rssPostMax?: number;
+  rssPeakLimit?: number;
+  handlesWarmupMax?: number;
+  handlesPostMax?: number;
+  fdsWarmupMax?: number;
+  fdsPostMax?: number;
+  errors: number;
+}
+
+/** PASS or FAIL with every reason it failed for. */
+export interface Verdict {
+  pass: boolean;
+  reasons: string[];
+  figures: VerdictFigures;
+}
+
+/** The warm-up of a run of `durationSeconds`, seconds: max(60, 10 %), at most half the run. */
+export function warmupSeconds(durationSeconds: number): number {
+  return Math.min(durationSeconds / 2, Math.max(60, durationSeconds / 10));
+}
+
+/** The median of `xs` (the mean of the middle two for an even count); NaN for none. */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** The `p`-th percentile (0-100, nearest rank) of `xs`; NaN for none. */
+export function percentile(xs: readonly number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+const mib = (b: number) => `${(b / MiB).toFixed(1)} MiB`;
+
+/** Judges a run against `limits` (see the module's comment for the definitions). */
+export function judge(run: RunRecord, limits: Limits = DEFAULT_LIMITS): Verdict {
+  const reasons: string[] = [];
+  const warmup = warmupSeconds(run.durationSeconds);
+  const during = run.samples.filter((s) => s.t <= run.durationSeconds);
+  const warm = during.filter((s) => s.t <= warmup);
+  const post = during.filter((s) => s.t > warmup).sort((a, b) => a.t - b.t);
+  const errorCount = Object.values(run.errors).reduce((a, b) => a + b, 0);
+  const figures: VerdictFigures = { warmupSeconds: warmup, postWarmupSamples: post.length, errors: errorCount };
+
+  if (errorCount > 0) {
+    const list = Object.entries(run.errors)
+      .filter(([, n]) => n > 0)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k} ${n}`)
+      .join(", ");
+    reasons.push(`${errorCount} errors (${list})`);
+  }
+  reasons.push(...run.serverProblems);
+  const stalled = run.requestsPerMinute.map((n, i) => (n === 0 ? i + 1 : 0)).filter((m) => m > 0);
+  if (run.requestsPerMinute.length === 0) reasons.push("no requests completed");
+  else if (stalled.length > 0) reasons.push(`no request completed in minute ${stalled.join(", ")}`);
+
+  if (post.length < limits.minPostWarmupSamples) {
+    reasons.push(`only ${post.length} server samples after the ${warmup} s warm-up (need ${limits.minPostWarmupSamples}): nothing to judge memory and handles on`);
+    return { pass: false, reasons, figures };
+  }
+
+  const refCount = Math.max(1, Math.floor(post.length / 3));
+  const endCount = Math.max(1, Math.ceil(post.length / 2));
+  const ref = median(post.slice(0, refCount).map((s) => s.rssBytes));
+  const end = median(post.slice(-endCount).map((s) => s.rssBytes));
+  const trendLimit = ref + Math.max(limits.rssGrowthFraction * ref, limits.rssGrowthBytes);
+  const postMax = Math.max(...post.map((s) => s.rssBytes));
+  const peakLimit = ref + Math.max(limits.rssPeakFraction * ref, limits.rssPeakBytes);
+  Object.assign(figures, { rssReferenceMedian: ref, rssEndMedian: end, rssTrendLimit: trendLimit, rssPostMax: postMax, rssPeakLimit: peakLimit });
+  if (end > trendLimit) {
+    reasons.push(`RSS grew: median ${mib(end)} over the last ${endCount} samples against ${mib(ref)} over the first ${refCount} after warm-up (limit ${mib(trendLimit)})`);
+  }
+  if (postMax > peakLimit) reasons.push(`RSS peaked at ${mib(postMax)} after warm-up, above ${mib(peakLimit)} (reference median ${mib(ref)})`);
+
+  if (warm.length === 0) {
+    reasons.push("no server sample during the warm-up: no baseline for handles and file descriptors");
+  } else {
+    const handlesWarm = Math.max(...warm.map((s) => s.activeHandles));
+    const handlesPost = Math.max(...post.map((s) => s.activeHandles));
+    Object.assign(figures, { handlesWarmupMax: handlesWarm, handlesPostMax: handlesPost });
+    if (handlesPost > handlesWarm + limits.handleSlack) {
+      reasons.push(`active handles reached ${handlesPost} after warm-up, above the warm-up's ${handlesWarm} + ${limits.handleSlack}`);
+    }
+    const fdsWarmList = warm.flatMap((s) => (s.openFds === undefined ? [] : [s.openFds]));
+    const fdsPostList = post.flatMap((s) => (s.openFds === undefined ? [] : [s.openFds]));
+    if (fdsWarmList.length > 0 && fdsPostList.length > 0) {
+      const fdsWarm = Math.max(...fdsWarmList);
+      const fdsPost = Math.max(...fdsPostList);
+      Object.assign(figures, { fdsWarmupMax: fdsWarm, fdsPostMax: fdsPost });
+      if (fdsPost > fdsWarm + limits.fdSlack) reasons.push(`open file descriptors reached ${fdsPost} after warm-up, above the warm-up's ${fdsWarm} + ${limits.fdSlack}`);
+    }
+  }
+  return { pass: reasons.length === 0, reasons, figures };
+}
