@@ -3,12 +3,14 @@
  * errors, memory and handles. `npm run soak -- --minutes N` builds first, then runs this file.
  *
  *   tsx bench/soak.ts [--minutes 60] [--concurrency 64] [--database sqlite|mysql] [--mysql-url mysql://root@127.0.0.1:3306]
- *                     [--stats-interval 10]
+ *                     [--stats-interval 5]
  *
  * - Makes a pool of certificates with openssl (4 per worker, leaf + key + intermediate), starts
  *   `dist/src/main.js` on a free loopback port with a temporary CM_DATA_DIR (SQLite there, or a fresh MySQL/MariaDB
  *   database `cm_soak_<pid>` it creates and drops; the URL from `--mysql-url` or CM_SOAK_MYSQL_URL), logging
- *   `process stats` every `--stats-interval` seconds (CM_PROCESS_STATS_INTERVAL_SECONDS).
+ *   `process stats` every `--stats-interval` seconds (CM_PROCESS_STATS_INTERVAL_SECONDS; 5 by default: the RSS of a
+ *   busy server swings by tens of MiB between major GCs, and the verdict's medians need a dozen samples a minute
+ *   to be steady).
  * - Authenticates with the bootstrap administrator key the server writes to its data folder (read, never
  *   printed), creates 4 shared instances and runs the workers (bench/soak/traffic.ts): every RPC of the
  *   contract, each answer checked. The rate limit is off (CM_RATE_LIMIT_PER_SECOND=0): every worker calls as
@@ -28,17 +30,17 @@ import { parseArgs } from "node:util";
 import knexFactory from "knex";
 import { makePool } from "./soak/certificates.js";
 import { procRssBytes, startSoakServer, type SoakServer } from "./soak/server.js";
-import { connect, Semaphore, Worker, type Connection, type Recorder } from "./soak/traffic.js";
+import { connect, Pacer, Semaphore, Worker, type Connection, type Recorder } from "./soak/traffic.js";
 import { judge, median, percentile, warmupSeconds, type Sample } from "./soak/verdict.js";
 
-const USAGE = "usage: tsx bench/soak.ts [--minutes 60] [--concurrency 64] [--database sqlite|mysql] [--mysql-url URL] [--stats-interval 10]";
+const USAGE = "usage: tsx bench/soak.ts [--minutes 60] [--concurrency 64] [--database sqlite|mysql] [--mysql-url URL] [--stats-interval 5]";
 const { values: args } = parseArgs({
   options: {
     minutes: { type: "string", default: "60" },
     concurrency: { type: "string", default: "64" },
     database: { type: "string", default: "sqlite" },
     "mysql-url": { type: "string", default: process.env.CM_SOAK_MYSQL_URL ?? "mysql://root@127.0.0.1:3306" },
-    "stats-interval": { type: "string", default: "10" },
+    "stats-interval": { type: "string", default: "5" },
     help: { type: "boolean", default: false },
   },
 });
@@ -79,6 +81,8 @@ class Bucket {
 }
 
 const totals = { calls: new Map<string, number>(), errors: new Map<string, number>(), expected: 0 };
+/** Latencies by method over the whole run, ms (a few hundred thousand numbers for an hour: fine). */
+const latencyByMethod = new Map<string, number[]>();
 /** The first answer of each unexpected kind per method, for the report. */
 const errorDetails = new Map<string, { count: number; first: string }>();
 let bucket = new Bucket();
@@ -89,6 +93,9 @@ const recorder: Recorder = {
       add(bucket.calls, method);
       add(totals.calls, method);
       bucket.latencies.push(ms);
+      let l = latencyByMethod.get(method);
+      if (!l) latencyByMethod.set(method, (l = []));
+      l.push(ms);
     }
     if (outcome === "ok") return;
     if (outcome === "expected") {
@@ -269,12 +276,13 @@ async function main(): Promise<number> {
     shared.push((await connections[0]!.instances.createInstance({ instance: { displayName: `soak shared ${i}`, labels: { soak: "shared" } } })).instance!.name);
   }
   const exports = new Semaphore(EXPORT_STREAMS);
+  const lifecycles = new Pacer(2000);
   const workers = Array.from(
     { length: CONCURRENCY },
     (_, w) =>
       new Worker(
         w,
-        { connection: connections[w % CONNECTIONS]!, recorder, exports, stopping: () => stopping },
+        { connection: connections[w % CONNECTIONS]!, recorder, exports, lifecycles, stopping: () => stopping },
         shared[w % SHARED_INSTANCES]!,
         pool.slice(w * CERTS_PER_WORKER, (w + 1) * CERTS_PER_WORKER),
       ),
@@ -310,6 +318,9 @@ async function main(): Promise<number> {
 function report(): boolean {
   const calls = [...totals.calls.values()].reduce((a, b) => a + b, 0);
   console.log(`\ntotal: ${fmt(calls)} calls, ${fmt(totals.expected)} expected refusals; by method: ${[...totals.calls].sort((a, b) => b[1] - a[1]).map(([m, n]) => `${m} ${fmt(n)}`).join(", ")}`);
+  const lat = [...latencyByMethod].sort((a, b) => b[1].length - a[1].length).map(([m, l]) => [m, { calls: l.length, p50: Number(percentile(l, 50).toFixed(1)), p99: Number(percentile(l, 99).toFixed(1)) }] as const);
+  console.log(`latency by method (ms): ${lat.map(([m, l]) => `${m} p50 ${l.p50} p99 ${l.p99}`).join(", ")}`);
+  console.log(`server samples (s since the traffic started: RSS MiB / heap MiB / handles / fds): ${samples.map((s) => `${Math.round(s.t)}: ${mib(s.rssBytes)}/${mib(s.heapUsedBytes)}/${s.activeHandles}/${s.openFds ?? "?"}`).join(", ")}`);
   if (serverWarnings.size > 0) console.log(`server warnings: ${[...serverWarnings].map(([m, n]) => `${n}x "${m}"`).join("; ")}`);
   for (const [key, { count, first }] of errorDetails) console.log(`error: ${count}x ${key}; first: ${first}`);
   const verdict = judge({
@@ -325,7 +336,7 @@ function report(): boolean {
       `max ${mib(f.rssPostMax)} MiB (limit ${mib(f.rssPeakLimit)}); handles max ${f.handlesPostMax} (warm-up ${f.handlesWarmupMax}); fds max ${f.fdsPostMax} (warm-up ${f.fdsWarmupMax})`,
   );
   console.log(`verdict: ${verdict.pass ? "PASS" : "FAIL"}${verdict.reasons.map((r) => `\n  - ${r}`).join("")}`);
-  console.log(JSON.stringify({ soak: "verdict", pass: verdict.pass, reasons: verdict.reasons, figures: verdict.figures, calls, errors: Object.fromEntries(totals.errors) }));
+  console.log(JSON.stringify({ soak: "verdict", pass: verdict.pass, reasons: verdict.reasons, figures: verdict.figures, calls, errors: Object.fromEntries(totals.errors), latencyMsByMethod: Object.fromEntries(lat) }));
   return verdict.pass;
 }
 

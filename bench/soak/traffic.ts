@@ -118,6 +118,30 @@ export class Semaphore {
   }
 }
 
+/**
+ * At most one run at a time, and at least `minIntervalMs` between starts; a worker that finds it busy does
+ * something else rather than wait (waiting workers would lower the concurrency the soak claims).
+ */
+export class Pacer {
+  private busy = false;
+  private lastStart = -Infinity;
+  constructor(private readonly minIntervalMs: number) {}
+  /** Whether `run` would start now. */
+  ready(): boolean {
+    return !this.busy && performance.now() - this.lastStart >= this.minIntervalMs;
+  }
+  async run(fn: () => Promise<void>): Promise<void> {
+    if (!this.ready()) return;
+    this.busy = true;
+    this.lastStart = performance.now();
+    try {
+      await fn();
+    } finally {
+      this.busy = false;
+    }
+  }
+}
+
 /** An unexpected answer or a failed check; already recorded when thrown. */
 class Unexpected extends Error {}
 
@@ -130,6 +154,13 @@ export interface WorkerContext {
   connection: Connection;
   recorder: Recorder;
   exports: Semaphore;
+  /**
+   * Instance lifecycles: one at a time, one every 2 s at most (1,800 an hour, far above any real onboarding
+   * rate). Creating and reclaiming an instance each rewrite the local keystore under its lock, one change at a
+   * time per server, and a change waits for those queued before it within the keyring's 10 s backend timeout:
+   * unpaced, 64 workers queue enough of them that most CreateInstance calls fail UNAVAILABLE.
+   */
+  lifecycles: Pacer;
   /** True once the traffic must end: the worker finishes its current operation and returns. */
   stopping(): boolean;
 }
@@ -234,7 +265,7 @@ export class Worker {
       [live > 1 ? 6 : 0, () => this.deleteCertificate()],
       [3, () => this.exportCertificates()],
       [free >= 2 ? 2 : 0, () => this.importStream()],
-      [1, () => this.instanceLifecycle()],
+      [this.ctx.lifecycles.ready() ? 4 : 0, () => this.ctx.lifecycles.run(() => this.instanceLifecycle())],
       [6, () => this.otherReads()],
     ];
     let r = Math.random() * ops.reduce((a, [w]) => a + w, 0);
