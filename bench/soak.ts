@@ -58,6 +58,7 @@ if (!(MINUTES > 0) || !Number.isInteger(CONCURRENCY) || CONCURRENCY < 1 || !Numb
 }
 const DURATION_S = MINUTES * 60;
 const SHARED_INSTANCES = 4;
+/** Client sets; each client has its own connection (bench/soak/traffic.ts `connect`), so 28 connections. */
 const CONNECTIONS = Math.min(4, CONCURRENCY);
 const CERTS_PER_WORKER = 4;
 /** Below CM_EXPORT_STREAMS_PER_CALLER (8): all workers are one caller, and a stream ends on the server a moment after the client has its last message. */
@@ -233,6 +234,8 @@ async function main(): Promise<number> {
   const pool = makePool(CONCURRENCY, CERTS_PER_WORKER);
   console.log(`soak: ${MINUTES} min, concurrency ${CONCURRENCY}, ${DATABASE}, ${pool.length} certificates made with openssl in ${((performance.now() - poolStart) / 1000).toFixed(1)} s; warm-up ${warmupSeconds(DURATION_S)} s; process stats every ${STATS_SECONDS} s`);
 
+  // openssl ran in the foreground: a Ctrl-C meanwhile is seen only now.
+  if (interrupted) return 130;
   dataDir = mkdtempSync(path.join(tmpdir(), "cm-soak-"));
   const env: Record<string, string> = {
     CM_DATA_DIR: dataDir,
@@ -266,9 +269,11 @@ async function main(): Promise<number> {
     stopping = true;
     wake();
   });
+  if (interrupted) return 130;
   adminKey = readFileSync(path.join(dataDir, "bootstrap-admin.key"), "utf8").trim();
   const address = `127.0.0.1:${server.port}`;
-  console.log(`server pid ${server.pid} on ${address}, data folder ${dataDir}`);
+  // The database's name, never its URL (it may hold a password).
+  console.log(`server pid ${server.pid} on ${address}, data folder ${dataDir}${env.CM_DATABASE_URL ? `, database ${env.CM_DATABASE_URL.split("/").pop()}` : ""}`);
 
   const connections: Connection[] = Array.from({ length: CONNECTIONS }, () => connect(address, adminKey));
   const shared: string[] = [];
@@ -333,7 +338,8 @@ function report(): boolean {
   const f = verdict.figures;
   console.log(
     `memory after the ${f.warmupSeconds} s warm-up (${f.postWarmupSamples} samples): RSS median ${mib(f.rssReferenceMedian)} -> ${mib(f.rssEndMedian)} MiB (limit ${mib(f.rssTrendLimit)}), ` +
-      `max ${mib(f.rssPostMax)} MiB (limit ${mib(f.rssPeakLimit)}); handles max ${f.handlesPostMax} (warm-up ${f.handlesWarmupMax}); fds max ${f.fdsPostMax} (warm-up ${f.fdsWarmupMax})`,
+      `max ${mib(f.rssPostMax)} MiB (limit ${mib(f.rssPeakLimit)}); handles median ${f.handlesReferenceMedian} -> ${f.handlesEndMedian}, max ${f.handlesPostMax} (warm-up ${f.handlesWarmupMax}); ` +
+      `fds median ${f.fdsReferenceMedian} -> ${f.fdsEndMedian}, max ${f.fdsPostMax} (warm-up ${f.fdsWarmupMax})`,
   );
   console.log(`verdict: ${verdict.pass ? "PASS" : "FAIL"}${verdict.reasons.map((r) => `\n  - ${r}`).join("")}`);
   console.log(JSON.stringify({ soak: "verdict", pass: verdict.pass, reasons: verdict.reasons, figures: verdict.figures, calls, errors: Object.fromEntries(totals.errors), latencyMsByMethod: Object.fromEntries(lat) }));
@@ -344,9 +350,9 @@ let code = 1;
 try {
   code = await main();
 } catch (err) {
-  console.error(`soak could not run: ${(err as Error)?.stack ?? String(err)}`);
-  code = 1;
   stopping = true;
+  if (interrupted) code = 130;
+  else console.error(`soak could not run: ${(err as Error)?.stack ?? String(err)}`);
 }
 await cleanup();
 if (code === 0) code = report() ? 0 : 1;

@@ -53,7 +53,7 @@ function unary<S extends Record<string, MethodDef>>(client: Client, def: S, pb: 
   return out as Rpc<S>;
 }
 
-/** Clients of every service over one connection of their own, authenticated with one key. */
+/** Clients of every service, each over a connection of its own, authenticated with one key. */
 export interface Connection {
   instances: Rpc<typeof instancePb.InstanceServiceService>;
   certificates: Rpc<typeof certificatePb.CertificateServiceService>;
@@ -67,8 +67,9 @@ export interface Connection {
 }
 
 /**
- * Opens one connection to `address` sending `apiKey` as a bearer token. grpc-js shares a connection between
- * clients with the same target and options; a local subchannel pool keeps this one to itself.
+ * Opens clients of every service to `address`, sending `apiKey` as a bearer token. grpc-js shares a connection
+ * between clients with the same target and options; a local subchannel pool gives each client its own, so one
+ * set holds 7 connections, as separate client programs would.
  */
 export function connect(address: string, apiKey: string): Connection {
   const options = { interceptors: [bearer(apiKey)], "grpc.use_local_subchannel_pool": 1 };
@@ -236,7 +237,8 @@ export class Worker {
 
   /** Runs operations until the context says stop. */
   async run(): Promise<void> {
-    await this.resync();
+    // Empty at the start; an error here is recorded like any other, and the loop's resync tries again.
+    await this.resync().catch(() => undefined);
     while (!this.ctx.stopping()) {
       try {
         await this.step();

@@ -63,11 +63,18 @@ describe("judge", () => {
 
   it("fails handles or descriptors that grow after the warm-up, however flat the memory", () => {
     const handles = judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t <= 60 ? 40 : 40 + Math.floor((t - 60) / 5) * 2 }))));
-    expect(handles.reasons).toEqual([expect.stringMatching(/^active handles reached 64 after warm-up, above the warm-up's 40 \+ 16$/)]);
+    expect(handles.reasons).toEqual(["active handles grew: median 59 over the last 6 samples against 45 over the first 4 after warm-up (+8 allowed)"]);
     const fds = judge(run(2, series(2, () => 200 * MiB, (t) => ({ openFds: t <= 60 ? 55 : 55 + Math.floor((t - 60) / 5) }))));
-    expect(fds.reasons).toEqual([expect.stringMatching(/^open file descriptors reached 67 after warm-up, above the warm-up's 55 \+ 8$/)]);
-    // Handles moving with the load by a few: within the slack.
+    expect(fds.reasons).toEqual(["open file descriptors grew: median 64.5 over the last 6 samples against 57.5 over the first 4 after warm-up (+4 allowed)"]);
+  });
+
+  it("lets handles move with the calls in flight, but not jump far above the warm-up", () => {
+    // Timers, immediates and file-system requests come and go with the load: 36 to 47, and once 17 above the
+    // warm-up's largest (seen in a 10-minute run).
     expect(judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: 36 + ((t / 5) % 12) })))).pass).toBe(true);
+    expect(judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t === 90 ? 64 : 36 + ((t / 5) % 12) })))).pass).toBe(true);
+    const jump = judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t === 90 ? 120 : 40 }))));
+    expect(jump.reasons).toEqual(["active handles reached 120 after warm-up, above the warm-up's 40 + 32"]);
   });
 
   it("fails on any error, however flat the server", () => {
@@ -91,7 +98,7 @@ describe("judge", () => {
   });
 
   it("uses the documented bounds", () => {
-    expect(DEFAULT_LIMITS).toMatchObject({ rssGrowthFraction: 0.25, rssGrowthBytes: 40 * MiB, handleSlack: 16, fdSlack: 8 });
+    expect(DEFAULT_LIMITS).toMatchObject({ rssGrowthFraction: 0.25, rssGrowthBytes: 40 * MiB, handleTrendSlack: 8, handlePeakSlack: 32, fdTrendSlack: 4, fdPeakSlack: 16 });
   });
 });
 
