@@ -351,6 +351,8 @@ try {
   code = await main();
 } catch (err) {
   stopping = true;
+  // A Ctrl-C during openssl (run synchronously) kills it first: let the signal's handler run before deciding.
+  await new Promise((r) => setTimeout(r, 50));
   if (interrupted) code = 130;
   else console.error(`soak could not run: ${(err as Error)?.stack ?? String(err)}`);
 }

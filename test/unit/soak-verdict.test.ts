@@ -62,8 +62,17 @@ describe("judge", () => {
   });
 
   it("fails handles or descriptors that grow after the warm-up, however flat the memory", () => {
-    const handles = judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t <= 60 ? 40 : 40 + Math.floor((t - 60) / 5) * 2 }))));
-    expect(handles.reasons).toEqual(["active handles grew: median 59 over the last 6 samples against 45 over the first 4 after warm-up (+8 allowed)"]);
+    const handles = judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t <= 60 ? 40 : 40 + Math.floor((t - 60) / 5) * 3 }))));
+    expect(handles.reasons).toEqual([
+      "active handles grew: median 68.5 over the last 6 samples against 47.5 over the first 4 after warm-up (+14 allowed)",
+      "active handles reached 76 after warm-up, above the warm-up's 40 + 32",
+    ]);
+    // On MySQL, with ~150 handles of which most are timers of database calls in flight, the allowance is 30 %.
+    const mysql = judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t <= 60 ? 150 : 150 + Math.floor((t - 60) / 5) * 8 }))));
+    expect(mysql.reasons).toEqual([
+      "active handles grew: median 226 over the last 6 samples against 170 over the first 4 after warm-up (+51 allowed)",
+      "active handles reached 246 after warm-up, above the warm-up's 150 + 75",
+    ]);
     const fds = judge(run(2, series(2, () => 200 * MiB, (t) => ({ openFds: t <= 60 ? 55 : 55 + Math.floor((t - 60) / 5) }))));
     expect(fds.reasons).toEqual(["open file descriptors grew: median 64.5 over the last 6 samples against 57.5 over the first 4 after warm-up (+4 allowed)"]);
   });
@@ -75,6 +84,9 @@ describe("judge", () => {
     expect(judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t === 90 ? 64 : 36 + ((t / 5) % 12) })))).pass).toBe(true);
     const jump = judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: t === 90 ? 120 : 40 }))));
     expect(jump.reasons).toEqual(["active handles reached 120 after warm-up, above the warm-up's 40 + 32"]);
+    // The MySQL run's figures (128 to 200 within a minute): within the allowance.
+    const noisy = [200, 170, 186, 135, 154, 163, 128, 153, 131, 159, 167, 148];
+    expect(judge(run(2, series(2, () => 200 * MiB, (t) => ({ activeHandles: noisy[(t / 5) % 12]! })))).reasons).toEqual([]);
   });
 
   it("fails on any error, however flat the server", () => {
@@ -98,7 +110,7 @@ describe("judge", () => {
   });
 
   it("uses the documented bounds", () => {
-    expect(DEFAULT_LIMITS).toMatchObject({ rssGrowthFraction: 0.25, rssGrowthBytes: 40 * MiB, handleTrendSlack: 8, handlePeakSlack: 32, fdTrendSlack: 4, fdPeakSlack: 16 });
+    expect(DEFAULT_LIMITS).toMatchObject({ rssGrowthFraction: 0.25, rssGrowthBytes: 40 * MiB, handleTrendSlack: 8, handleTrendFraction: 0.3, handlePeakSlack: 32, handlePeakFraction: 0.5, fdTrendSlack: 4, fdPeakSlack: 16 });
   });
 });
 
