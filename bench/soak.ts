@@ -287,7 +287,7 @@ async function main(): Promise<number> {
     (_, w) =>
       new Worker(
         w,
-        { connection: connections[w % CONNECTIONS]!, recorder, exports, lifecycles, stopping: () => stopping },
+        { connection: connections[w % CONNECTIONS]!, recorder, exports, lifecycles, address, stopping: () => stopping },
         shared[w % SHARED_INSTANCES]!,
         pool.slice(w * CERTS_PER_WORKER, (w + 1) * CERTS_PER_WORKER),
       ),

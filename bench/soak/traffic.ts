@@ -162,6 +162,8 @@ export interface WorkerContext {
    * unpaced, 64 workers queue enough of them that most CreateInstance calls fail UNAVAILABLE.
    */
   lifecycles: Pacer;
+  /** The server's host:port, for the clients of the API keys lifecycles make. */
+  address: string;
   /** True once the traffic must end: the worker finishes its current operation and returns. */
   stopping(): boolean;
 }
@@ -470,7 +472,8 @@ export class Worker {
   }
 
   /**
-   * An instance's whole life, on an instance of its own: create (and replay the create), import, update, rotate
+   * An instance's whole life, on an instance of its own: create (and replay the create), import, an API key
+   * with a role on it (`accessControl`), update, rotate
    * the data key, rewrap, soft-delete (certificate calls then FAILED_PRECONDITION), restore (material back),
    * delete again and reclaim now (DELETED tombstone).
    */
@@ -486,6 +489,7 @@ export class Worker {
       p,
       "ImportCertificate",
     );
+    await this.accessControl(made.name, cert.name);
     const got = (await this.ok("GetInstance", () => this.c.instances.getInstance({ name: made.name }))).instance!;
     const updated = (await this.ok("UpdateInstance", () => this.c.instances.updateInstance({ instance: { name: made.name, etag: got.etag, labels: { soak: "ephemeral", step: "updated" } }, updateMask: ["labels"] }))).instance!;
     this.check(updated.labels.step === "updated", "UpdateInstance", `${made.name}: labels ${JSON.stringify(updated.labels)}`);
@@ -509,6 +513,32 @@ export class Worker {
     this.check(reclaimed.state === reclamationPb.Reclamation_State.STATE_RECLAIMED, "DeleteReclamation", `${second.reclamation!.name}: state ${reclaimed.state}`);
     const tomb = (await this.ok("GetInstance", () => this.c.instances.getInstance({ name: made.name }))).instance!;
     this.check(tomb.state === instancePb.Instance_State.STATE_DELETED, "GetInstance", `${made.name}: state ${tomb.state} after the reclamation`);
+  }
+
+  /**
+   * An API key of its own for the instance: created, bound as a reader in the instance's policy (SetIamPolicy
+   * with the policy's etag), used over connections of its own (opened and closed here, so connection churn is
+   * soaked too) to read the instance and the certificate, then revoked. The secret is never printed.
+   */
+  private async accessControl(instance: string, certificate: string): Promise<void> {
+    const made = await this.ok("CreateApiKey", () => this.c.apiKeys.createApiKey({ apiKey: { displayName: `soak w${this.id}` } }));
+    const key = made.apiKey!;
+    const policy = (await this.ok("GetIamPolicy", () => this.c.iam.getIamPolicy({ resource: instance }))).policy!;
+    const set = await this.ok("SetIamPolicy", () =>
+      this.c.iam.setIamPolicy({ resource: instance, policy: { bindings: [...policy.bindings, { role: "roles/reader", members: [key.member] }], etag: policy.etag } }),
+    );
+    this.check(set.policy?.bindings.some((b) => b.role === "roles/reader" && b.members.includes(key.member)) === true, "SetIamPolicy", `${instance}: the reader binding of ${key.member} is missing from the answer`);
+    const reader = connect(this.ctx.address, made.secret);
+    try {
+      await this.ok("GetInstance(as reader)", () => reader.instances.getInstance({ name: instance }));
+      await this.ok("GetCertificate(as reader)", () => reader.certificates.getCertificate({ name: certificate }));
+    } finally {
+      reader.close();
+    }
+    const revoked = (await this.ok("RevokeApiKey", () => this.c.apiKeys.revokeApiKey({ name: key.name }))).apiKey!;
+    this.check(revoked.state === apiKeyPb.ApiKey_State.STATE_REVOKED, "RevokeApiKey", `${key.name}: state ${revoked.state}`);
+    const again = (await this.ok("GetApiKey", () => this.c.apiKeys.getApiKey({ name: key.name }))).apiKey!;
+    this.check(again.state === apiKeyPb.ApiKey_State.STATE_REVOKED, "GetApiKey", `${key.name}: state ${again.state} after the revocation`);
   }
 
   /** The remaining reads: instances, reclamations, IAM, API keys, the audit trail, health. */
