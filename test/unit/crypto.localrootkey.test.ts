@@ -269,6 +269,27 @@ describe("crypto/rootkeys/local", () => {
     expect(list.find((k) => k.keyId === "default")!.currentVersion).toBe(3);
   });
 
+  it("applies a burst of changes together: each answers for itself, a failing one leaves the others in", async () => {
+    const b = await openBackend();
+    await b.createKey("dup");
+    const creates = Array.from({ length: 40 }, (_, i) => b.createKey(`burst-${i}`));
+    const duplicate = b.createKey("dup");
+    const missing = b.rotate("no-such-key");
+    // A change queued after the create of its key, in the same burst, sees it.
+    const rotated = b.rotate("burst-7");
+    const infos = await Promise.all(creates);
+    expect(infos.map((i) => i.keyId)).toEqual(Array.from({ length: 40 }, (_, i) => `burst-${i}`));
+    await expect(duplicate).rejects.toBeInstanceOf(AlreadyExistsError);
+    await expectRootKeyError(missing, "ROOT_KEY_NOT_FOUND");
+    expect((await rotated).currentVersion).toBe(2);
+    // What the file holds, read by another handle: every successful change, and nothing of the failed ones.
+    const other = await openBackend();
+    const keys = await other.listKeys();
+    expect(keys.map((k) => k.keyId).sort()).toEqual(["default", "dup", ...Array.from({ length: 40 }, (_, i) => `burst-${i}`)].sort());
+    expect(keys.find((k) => k.keyId === "burst-7")!.currentVersion).toBe(2);
+    expect(keys.find((k) => k.keyId === "dup")!.currentVersion).toBe(1);
+  });
+
   it("writes atomically: mode stays 0600 and no temp, old or lock files are left behind", async () => {
     const b = await openBackend();
     await b.rotate("default");
