@@ -368,6 +368,7 @@ export async function startService(config: Config, opts: { log?: Logger; clock?:
 function bindProblem(err: unknown, variable: string, address: string): ConfigError | undefined {
   const message = String((err as Error)?.message ?? err);
   if (message.includes("EADDRINUSE")) return new ConfigError(variable, `is ${address}, where another process already listens: stop it, or choose another address or port`);
+  if (message.includes("EADDRNOTAVAIL")) return new ConfigError(variable, `is ${address}, an address this machine does not have: use one of its addresses, 127.0.0.1, or 0.0.0.0 for all`);
   if (message.includes("EACCES") && /bind|No address added/.test(message)) {
     return new ConfigError(variable, `is ${address}, which this user may not listen on (ports below 1024 need privileges): choose a port above 1023`);
   }

@@ -11,7 +11,7 @@ import * as grpc from "@grpc/grpc-js";
 import type * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
-import { HealthImplementation } from "grpc-health-check";
+import { ServingHealth } from "./health.js";
 import type { Logger } from "pino";
 import { PermissionDeniedError } from "../domain/errors.js";
 import { CertificateServiceService } from "../../gen/ts/certmanager/v1/certificate.js";
@@ -117,7 +117,7 @@ function fileDescriptorProtos(path: URL): Buffer[] {
 /** A server with its health service, so the composition root can report readiness. */
 export interface GrpcServer {
   server: grpc.Server;
-  health: HealthImplementation;
+  health: ServingHealth;
   /** Sets every service's health status at once. */
   setServing(serving: boolean): void;
 }
@@ -174,7 +174,7 @@ export function buildServer(
   add(IamServiceService, iamHandlers(calls("IamService"), services.policies, access.authorizer));
   add(ApiKeyServiceService, apiKeyHandlers(calls("ApiKeyService"), services.apiKeys, access.now));
   add(AuditServiceService, auditHandlers(calls("AuditService"), services.audit));
-  const health = new HealthImplementation(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
+  const health = new ServingHealth(Object.fromEntries(["", ...SERVICE_NAMES].map((s) => [s, "NOT_SERVING" as const])));
   // The libraries register their services through this shim, so their request bytes are guarded like ours.
   const guarded = { addService: (def: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) => add(def, impl) } as unknown as grpc.Server;
   health.addToServer(guarded);
@@ -194,7 +194,7 @@ export function buildServer(
  * main server's), for a plaintext probe port: it answers nothing but serving status, so it needs no credentials
  * and carries no secret. Requests are a service name: 1 KiB is plenty.
  */
-export function buildHealthServer(health: HealthImplementation): grpc.Server {
+export function buildHealthServer(health: ServingHealth): grpc.Server {
   // Anyone who reaches the port may connect: idle connections close after a minute and every connection after
   // ten, so Watch streams cannot pile up (a probe reconnects; a Watch client re-watches).
   const server = new grpc.Server({

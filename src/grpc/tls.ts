@@ -9,7 +9,8 @@
  * last good pair otherwise, so a rotation can never take the server off the air.
  */
 import { createHash, createPrivateKey, X509Certificate } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
+import { open } from "node:fs/promises";
 import { createSecureContext } from "node:tls";
 
 import * as grpc from "@grpc/grpc-js";
@@ -63,13 +64,34 @@ export class TlsFileError extends Error {
   }
 }
 
-/** Reads one file, bounded in size and time. @throws TlsFileError naming the file. */
+/**
+ * Reads one file, bounded in size and time. Opened non-blocking and checked on the open handle: a FIFO, a device
+ * or a directory is refused before any read (a FIFO with no writer would hold a thread-pool thread forever, and
+ * /dev/zero would never end), and at most MAX_TLS_FILE_BYTES + 1 bytes are read whatever the file claims.
+ * @throws TlsFileError naming the file.
+ */
 async function readBounded(file: string, variable: TlsFileVariable): Promise<Buffer> {
   let timer: NodeJS.Timeout | undefined;
   const read = (async () => {
-    const st = await stat(file);
-    if (st.size > MAX_TLS_FILE_BYTES) throw new TlsFileError(variable, `${file} is ${st.size} bytes, more than a TLS file can need (${MAX_TLS_FILE_BYTES})`);
-    return readFile(file);
+    const fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new TlsFileError(variable, `${file} is not a regular file`);
+      const tooBig = (size: number) => new TlsFileError(variable, `${file} is ${size} bytes, more than a TLS file can need (${MAX_TLS_FILE_BYTES})`);
+      if (st.size > MAX_TLS_FILE_BYTES) throw tooBig(st.size);
+      const buf = Buffer.alloc(Math.min(st.size, MAX_TLS_FILE_BYTES) + 1);
+      let length = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, length, buf.length - length, length);
+        if (bytesRead === 0) break;
+        length += bytesRead;
+        if (length === buf.length) break;
+      }
+      if (length > MAX_TLS_FILE_BYTES) throw tooBig(length);
+      return buf.subarray(0, length);
+    } finally {
+      await fh.close();
+    }
   })();
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new TlsFileError(variable, `${file} could not be read within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
@@ -78,7 +100,7 @@ async function readBounded(file: string, variable: TlsFileVariable): Promise<Buf
     return await Promise.race([read, timeout]);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw code ? new TlsFileError(variable, `${file} cannot be read (${code})`) : err;
+    throw code && !(err instanceof TlsFileError) ? new TlsFileError(variable, `${file} cannot be read (${code})`) : err;
   } finally {
     clearTimeout(timer);
   }

@@ -5,6 +5,7 @@
  * misspelt variables, which names the right one and leaves Kubernetes service links alone; and the start failures an
  * operator can fix (listen address in use, database missing, unreachable or refusing the user), each one JSON line.
  */
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -90,6 +91,9 @@ describe("start failures an operator can fix: exit 2, one JSON line saying what 
       expect(r.reason).toBe(`configuration error: CM_LISTEN_ADDRESS is 127.0.0.1:${port}, where another process already listens: stop it, or choose another address or port`);
       const health = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_HEALTH_LISTEN_ADDRESS: `127.0.0.1:${port}` }));
       expect(health.reason).toBe(`configuration error: CM_HEALTH_LISTEN_ADDRESS is 127.0.0.1:${port}, where another process already listens: stop it, or choose another address or port`);
+      // 192.0.2.1 is TEST-NET-1 (RFC 5737): no machine has it.
+      const absent = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_HEALTH_LISTEN_ADDRESS: "192.0.2.1:50052" }));
+      expect(absent.reason).toBe("configuration error: CM_HEALTH_LISTEN_ADDRESS is 192.0.2.1:50052, an address this machine does not have: use one of its addresses, 127.0.0.1, or 0.0.0.0 for all");
     } finally {
       holder.close();
     }
@@ -127,6 +131,14 @@ describe("start failures an operator can fix: exit 2, one JSON line saying what 
     writeFileSync(certFile, "not a certificate\n");
     const garbage = refusal(await refused(tls(tempDir())));
     expect(garbage.reason).toBe(`configuration error: CM_TLS_CERT_FILE cannot serve TLS: ${certFile} does not hold a certificate in PEM`);
+
+    // Not regular files: refused at once, never read (a FIFO without a writer would block, /dev/zero never end).
+    const fifo = path.join(dir, "fifo.pem");
+    execFileSync("mkfifo", [fifo]);
+    for (const [file, variable] of [[fifo, "CM_TLS_CERT_FILE"], ["/dev/zero", "CM_TLS_KEY_FILE"], [dir, "CM_TLS_CERT_FILE"]] as const) {
+      const r = refusal(await refused({ ...tls(tempDir()), [variable]: file }));
+      expect(r.reason).toBe(`configuration error: ${variable} cannot serve TLS: ${file} is not a regular file`);
+    }
 
     const setting = refusal(await refused({ CM_DATA_DIR: tempDir(), CM_LISTEN_ADDRESS: "nonsense" }));
     expect(setting.reason).toBe('configuration error: CM_LISTEN_ADDRESS must be host:port (for example 127.0.0.1:50051), got "nonsense"');

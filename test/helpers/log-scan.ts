@@ -3,7 +3,7 @@
  * stop and fail the test with the findings (never the secrets themselves). Also reads the secrets a service's
  * own configuration holds, so they are known without each test planting them.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { Config } from "../../src/config/index.js";
 import { scanForSecrets } from "./secret-scanner.js";
 
@@ -27,7 +27,8 @@ export function assertNoSecretsLogged(label: string, lines: string[], knownSecre
 export function configSecrets(config: Config): (string | Buffer)[] {
   const read = (file: string | undefined): string | undefined => {
     try {
-      return file ? readFileSync(file, "utf8") : undefined;
+      // Regular files only: a test may point a setting at a FIFO or /dev/zero to see the server refuse it.
+      return file && statSync(file).isFile() ? readFileSync(file, "utf8") : undefined;
     } catch {
       return undefined;
     }

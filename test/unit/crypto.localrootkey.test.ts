@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { parseProtectedHeader } from "../../src/crypto/compact.js";
 import { LOCAL_KEYSTORE_FORMAT, LocalRootKeyBackend, type LocalKeystoreDocument } from "../../src/crypto/rootkeys/local.js";
+import { loadKeystore } from "../../src/crypto/rootkeys/local/files.js";
 import { AlreadyExistsError, RootKeyError } from "../../src/domain/errors.js";
 import { expectDecryptionError, tamperSegment } from "./crypto-helpers.js";
 
@@ -388,7 +389,44 @@ describe("crypto/rootkeys/local", () => {
     const scope = `${os.hostname()}/${(await fsp.readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim()}/${await fsp.readlink("/proc/self/ns/pid")}`;
     await fsp.writeFile(lock, `${process.pid} 1 ${scope} 00ff00ff00ff00ff\n`, { mode: 0o600 });
     await b.createKey("pid-reused");
+
+    // A waiter killed while taking over leaves its guard: judged like a lock, so it does not stall everyone.
+    await fsp.writeFile(lock, `${process.pid} 1 ${scope} 1111\n`, { mode: 0o600 });
+    await fsp.writeFile(`${lock}.takeover`, `${process.pid} 2 ${scope} 2222\n`, { mode: 0o600 });
+    await b.createKey("guard-of-the-dead");
     expect(await fsp.readdir(dir)).toEqual(["keystore.json"]);
+
+    // Something that is no lock file in its place (a directory) is never removed and never spun on: the change
+    // fails within the wait bound.
+    await fsp.mkdir(lock);
+    await expectRootKeyError(b.createKey("blocked"), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    await fsp.rmdir(lock);
+  });
+
+  it("reads never see a replaced keystore being zeroed: another process rotating in a loop, no read fails", async () => {
+    await openBackend();
+    const local = pathToFileURL(path.resolve(import.meta.dirname, "../../dist/src/crypto/rootkeys/local.js")).href;
+    const writer = spawn(
+      process.execPath,
+      ["--input-type=module", "-e", `const { LocalRootKeyBackend } = await import(${JSON.stringify(local)}); const b = await LocalRootKeyBackend.open(${JSON.stringify(file)}, { createIfMissing: false, defaultKeyId: "default" }); for (let i = 0; i < 150; i++) await b.rotate("default"); await b.close();`],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const done = new Promise<number | null>((r) => writer.once("exit", r));
+    let running = true;
+    void done.then(() => (running = false));
+    let reads = 0;
+    const failures: string[] = [];
+    while (running) {
+      try {
+        await loadKeystore(file);
+      } catch (err) {
+        failures.push((err as Error).message);
+      }
+      reads++;
+    }
+    expect(await done).toBe(0);
+    expect(reads).toBeGreaterThan(50);
+    expect(failures).toEqual([]);
   });
 
   it("lets one waiter at a time take over a dead lock: concurrent changes from many handles all land", async () => {

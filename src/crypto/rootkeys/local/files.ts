@@ -54,8 +54,9 @@ function checkStat(file: string, st: BigIntStats): void {
 }
 
 /**
- * Reads the file through one descriptor and re-stats it after reading: if a writer scrubbed the inode meanwhile
- * (see writeAtomic) the fingerprints differ and we read again from the path, which by then names the new file.
+ * Reads the file through one descriptor and re-stats it after reading: if a writer replaced or scrubbed the inode
+ * meanwhile (see writeAtomic) the fingerprints differ, or the path names another inode, and we read again from
+ * the path, which by then names the new file.
  */
 async function readSnapshot(file: string): Promise<FileSnapshot> {
   for (let attempt = 0; ; attempt++) {
@@ -65,7 +66,11 @@ async function readSnapshot(file: string): Promise<FileSnapshot> {
       checkStat(file, before);
       const text = await fh.readFile({ encoding: "utf8" });
       const after = await fh.stat({ bigint: true });
-      if (fingerprintOf(before) !== fingerprintOf(after) && attempt < 5) continue;
+      // The path may name another file by now: a writer renamed the new keystore into place and is zeroing this
+      // one, possibly between our two fstats (same fingerprint, zeros read). Read the file the path names.
+      const current = await fsp.lstat(file, { bigint: true }).catch(() => undefined);
+      const replaced = current === undefined || current.dev !== after.dev || current.ino !== after.ino;
+      if ((replaced || fingerprintOf(before) !== fingerprintOf(after)) && attempt < 5) continue;
       return { text, fingerprint: fingerprintOf(after) };
     } finally {
       await fh.close();
@@ -200,26 +205,52 @@ async function abandoned(held: string, mtimeMs: number, scope: string | undefine
   return (await processStart(Number(pid))) !== start;
 }
 
-/** Creates `file` with O_EXCL holding `content`. @returns false when it exists. */
+/**
+ * Creates `file` holding `content`, or returns false when it exists. Written to a temporary name first and then
+ * linked into place (link(2) fails on an existing name, like O_EXCL), so the file never exists without its content:
+ * a process killed mid-way leaves at worst a temporary file, never an empty lock only age could clear.
+ */
 async function createExclusive(file: string, content: string): Promise<boolean> {
-  let fh: fsp.FileHandle;
+  const temp = `${file}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+  await fsp.writeFile(temp, content, { mode: 0o600, flag: "wx" });
   try {
-    fh = await fsp.open(file, "wx", 0o600);
+    await fsp.link(temp, file);
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
     throw err;
-  }
-  try {
-    await fh.writeFile(content);
   } finally {
-    await fh.close();
+    await fsp.rm(temp, { force: true });
   }
-  return true;
+}
+
+/** The most of a lock file read: ours are under 200 bytes; anything longer is judged by its start and age. */
+const LOCK_READ_BYTES = 4096;
+
+/**
+ * A lock file's content (its first LOCK_READ_BYTES) and age; "gone" when it does not exist; "unreadable" when it
+ * cannot be read or is not a regular file (opened non-blocking, so a FIFO in its place cannot hang us).
+ */
+async function readLock(file: string): Promise<{ content: string; mtimeMs: number } | "gone" | "unreadable"> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    const st = await fh.stat();
+    if (!st.isFile()) return "unreadable";
+    const buf = Buffer.alloc(LOCK_READ_BYTES);
+    const { bytesRead } = await fh.read(buf, 0, LOCK_READ_BYTES, 0);
+    return { content: buf.subarray(0, bytesRead).toString("utf8"), mtimeMs: st.mtimeMs };
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" ? "gone" : "unreadable";
+  } finally {
+    await fh?.close();
+  }
 }
 
 /** Removes `file` if it still holds `content` (a lock someone else has since taken is left alone). */
 async function removeIfHolds(file: string, content: string): Promise<void> {
-  if ((await fsp.readFile(file, "utf8").catch(() => undefined)) === content) await fsp.rm(file, { force: true });
+  const now = await readLock(file);
+  if (typeof now === "object" && now.content === content) await fsp.rm(file, { force: true });
 }
 
 /**
@@ -239,20 +270,21 @@ export async function acquireLock(lockPath: string): Promise<() => Promise<void>
   const guard = `${lockPath}.takeover`;
   for (;;) {
     if (await createExclusive(lockPath, mine)) return () => removeIfHolds(lockPath, mine);
-    const [held, st] = await Promise.all([fsp.readFile(lockPath, "utf8").catch(() => undefined), fsp.stat(lockPath).catch(() => undefined)]);
-    // Released meanwhile: try again at once. (An empty lock is one being written now: only age makes it stale.)
-    if (held === undefined || st === undefined) continue;
-    if (await abandoned(held, st.mtimeMs, scope)) {
+    const seen = await readLock(lockPath);
+    // Released meanwhile: try again at once. A lock that cannot be read counts as held (the deadline decides).
+    if (seen === "gone") continue;
+    if (seen !== "unreadable" && (await abandoned(seen.content, seen.mtimeMs, scope))) {
       if (await createExclusive(guard, mine)) {
         try {
-          await removeIfHolds(lockPath, held);
+          await removeIfHolds(lockPath, seen.content);
         } finally {
           await removeIfHolds(guard, mine);
         }
         continue;
       }
-      const g = await fsp.stat(guard).catch(() => undefined);
-      if (g && Date.now() - g.mtimeMs > LOCK_STALE_MS) await removeIfHolds(guard, await fsp.readFile(guard, "utf8").catch(() => ""));
+      // The guard is judged like a lock: its owner may have been killed while taking over.
+      const g = await readLock(guard);
+      if (typeof g === "object" && (await abandoned(g.content, g.mtimeMs, scope))) await removeIfHolds(guard, g.content);
     }
     if (Date.now() > deadline) {
       throw new KeystoreFileError(`keystore lock ${lockPath} is held by another process; retry, or remove the file if no keys CLI or service is changing keys`);
