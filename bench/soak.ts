@@ -281,7 +281,7 @@ async function main(): Promise<number> {
     shared.push((await connections[0]!.instances.createInstance({ instance: { displayName: `soak shared ${i}`, labels: { soak: "shared" } } })).instance!.name);
   }
   const exports = new Semaphore(EXPORT_STREAMS);
-  const lifecycles = new Pacer(250, 8);
+  const lifecycles = new Pacer(500, 4);
   const workers = Array.from(
     { length: CONCURRENCY },
     (_, w) =>

@@ -159,7 +159,7 @@ export interface WorkerContext {
   recorder: Recorder;
   exports: Semaphore;
   /**
-   * Instance lifecycles: up to 8 at a time, one started every 250 ms at most (far above any real onboarding
+   * Instance lifecycles: up to 4 at a time, one started every 500 ms at most (far above any real onboarding
    * rate), so creates and reclaims meet in the keystore's group commits. (Before group commit, a keystore change
    * waited for every one queued before it within the keyring's 10 s backend timeout, and 64 unpaced workers made
    * most CreateInstance calls fail UNAVAILABLE.)

@@ -253,6 +253,8 @@ async function removeIfHolds(file: string, content: string): Promise<void> {
   if (typeof now === "object" && now.content === content) await fsp.rm(file, { force: true });
 }
 
+let ownIdentity: Promise<{ scope: string | undefined; start: string | undefined }> | undefined;
+
 /**
  * Cross-process exclusive lock: `<keystore>.lock`, created with O_EXCL and holding `<pid> <start> <scope> <nonce>`.
  * A lock whose owner is gone (same host, boot and pid namespace, and that pid with that start time no longer runs: a
@@ -265,8 +267,10 @@ async function removeIfHolds(file: string, content: string): Promise<void> {
  */
 export async function acquireLock(lockPath: string): Promise<() => Promise<void>> {
   const deadline = Date.now() + LOCK_WAIT_MS;
-  const scope = await pidScope();
-  const mine = `${process.pid} ${(await processStart(process.pid)) ?? "-"} ${scope ?? "-"} ${randomBytes(8).toString("hex")}\n`;
+  // This process's identity does not change: read it once (every keystore change takes the lock).
+  ownIdentity ??= Promise.all([pidScope(), processStart(process.pid)]).then(([scope, start]) => ({ scope, start }));
+  const { scope, start } = await ownIdentity;
+  const mine = `${process.pid} ${start ?? "-"} ${scope ?? "-"} ${randomBytes(8).toString("hex")}\n`;
   const guard = `${lockPath}.takeover`;
   for (;;) {
     if (await createExclusive(lockPath, mine)) return () => removeIfHolds(lockPath, mine);
