@@ -79,7 +79,8 @@ async function readBounded(file: string, variable: TlsFileVariable): Promise<Buf
       if (!st.isFile()) throw new TlsFileError(variable, `${file} is not a regular file`);
       const tooBig = (size: number) => new TlsFileError(variable, `${file} is ${size} bytes, more than a TLS file can need (${MAX_TLS_FILE_BYTES})`);
       if (st.size > MAX_TLS_FILE_BYTES) throw tooBig(st.size);
-      const buf = Buffer.alloc(Math.min(st.size, MAX_TLS_FILE_BYTES) + 1);
+      // Sized by the bound, not by st.size: a file still being written may have grown since the fstat.
+      const buf = Buffer.alloc(MAX_TLS_FILE_BYTES + 1);
       let length = 0;
       for (;;) {
         const { bytesRead } = await fh.read(buf, length, buf.length - length, length);

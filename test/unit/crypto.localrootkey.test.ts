@@ -390,6 +390,11 @@ describe("crypto/rootkeys/local", () => {
     await fsp.writeFile(lock, `${process.pid} 1 ${scope} 00ff00ff00ff00ff\n`, { mode: 0o600 });
     await b.createKey("pid-reused");
 
+    // A lock whose owner could not read its own start time ("-") is judged by age only, even with a dead pid.
+    await fsp.writeFile(lock, `${holder.pid} - ${scope} 3333\n`, { mode: 0o600 });
+    await expectRootKeyError(b.createKey("no-start-time"), "ROOT_KEY_BACKEND_UNAVAILABLE");
+    await fsp.rm(lock);
+
     // A waiter killed while taking over leaves its guard: judged like a lock, so it does not stall everyone.
     await fsp.writeFile(lock, `${process.pid} 1 ${scope} 1111\n`, { mode: 0o600 });
     await fsp.writeFile(`${lock}.takeover`, `${process.pid} 2 ${scope} 2222\n`, { mode: 0o600 });
@@ -448,8 +453,13 @@ describe("crypto/rootkeys/local", () => {
     const b = await openBackend();
     const leftovers = [".keystore.json.4242.0123456789ab.tmp", ".keystore.json.4242.0123456789ab.old"];
     for (const name of leftovers) await fsp.writeFile(path.join(dir, name), await fsp.readFile(file), { mode: 0o600 });
+    // A writer killed between naming the live keystore `.old` and its rename leaves that name on the live file:
+    // it must be unlinked, never zeroed (that would wipe every key).
+    await fsp.link(file, path.join(dir, ".keystore.json.4243.0123456789ab.old"));
     await fsp.writeFile(path.join(dir, "unrelated.tmp"), "keep");
     await b.createKey("after-crash");
     expect((await fsp.readdir(dir)).sort()).toEqual(["keystore.json", "unrelated.tmp"]);
+    const reopened = await openBackend();
+    expect((await reopened.listKeys()).map((k) => k.keyId)).toEqual(["after-crash", "default"]);
   });
 });

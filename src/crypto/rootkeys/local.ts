@@ -317,7 +317,8 @@ export class LocalRootKeyBackend implements RootKeyBackend {
   #mutate(fn: (doc: LocalKeystoreDocument, now: string) => LocalKeyRecord): Promise<RootKeyInfo> {
     return new Promise((resolve, reject) => {
       this.#pending.push({ fn, resolve, reject });
-      if (this.#pending.length === 1) this.#queue = this.#queue.then(() => this.#commit());
+      // #commit answers every change itself; the catch only keeps one failed write from stopping the queue.
+      if (this.#pending.length === 1) this.#queue = this.#queue.then(() => this.#commit()).catch(() => undefined);
     });
   }
 
@@ -338,7 +339,8 @@ export class LocalRootKeyBackend implements RootKeyBackend {
       try {
         await this.#apply(batch, answers, failAll);
       } finally {
-        await release();
+        // A lock we could not remove is left for its age or our pid to free; the changes' answers stand.
+        await release().catch(() => undefined);
       }
     } finally {
       // Answered once the lock is released: a caller's next step (another process's change) need not wait for it.

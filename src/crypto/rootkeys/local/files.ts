@@ -115,7 +115,7 @@ export async function writeAtomic(target: string, data: string, mode: "create" |
         if (haveOld) await fsp.unlink(old).catch(() => undefined); // still the live file: just drop the extra name
         throw err;
       }
-      if (haveOld) await scrub(old);
+      if (haveOld) await scrub(old, target);
     }
     await fsyncDir(dir);
   } catch (err) {
@@ -124,14 +124,20 @@ export async function writeAtomic(target: string, data: string, mode: "create" |
   }
 }
 
-/** Overwrites a replaced keystore's bytes with zeros, then unlinks it (best effort; see the module comment). */
-async function scrub(file: string): Promise<void> {
+/**
+ * Overwrites a replaced keystore's bytes with zeros, then unlinks it (best effort; see the module comment). A file
+ * that is still the live keystore `target` (a writer killed between linking the old name and the rename leaves the
+ * `.old` name on the live file) is only unlinked: zeroing it would wipe every key.
+ */
+async function scrub(file: string, target: string): Promise<void> {
   try {
     // O_NOFOLLOW: never write zeros through a link planted in place of our own temp file.
     const fh = await fsp.open(file, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
     try {
-      const { size } = await fh.stat();
-      if (size > 0) await fh.write(Buffer.alloc(size), 0, size, 0);
+      const st = await fh.stat();
+      const live = await fsp.lstat(target).catch(() => undefined);
+      if (live !== undefined && live.dev === st.dev && live.ino === st.ino) return;
+      if (st.size > 0) await fh.write(Buffer.alloc(st.size), 0, st.size, 0);
       await fh.sync();
     } finally {
       await fh.close();
@@ -154,7 +160,7 @@ export async function scrubLeftovers(target: string): Promise<number> {
   let removed = 0;
   for (const name of await fsp.readdir(dir)) {
     if (!leftover.test(name)) continue;
-    await scrub(path.join(dir, name)).catch(() => fsp.rm(path.join(dir, name), { force: true }));
+    await scrub(path.join(dir, name), target).catch(() => fsp.rm(path.join(dir, name), { force: true }));
     removed++;
   }
   return removed;
@@ -184,25 +190,34 @@ async function pidScope(): Promise<string | undefined> {
 }
 
 /**
- * When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat, proc(5)), or undefined when
- * there is no such process here. A pid is reused; a pid with its start time is not (within one boot and namespace).
+ * When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat, proc(5)): "gone" when there is
+ * no such process here, "unknown" when /proc could not be read for another reason (then it may well be alive). A
+ * pid is reused; a pid with its start time is not (within one boot and pid namespace).
  */
-async function processStart(pid: number): Promise<string | undefined> {
-  const stat = await fsp.readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+async function processStart(pid: number): Promise<string | "gone" | "unknown"> {
+  let stat: string;
+  try {
+    stat = await fsp.readFile(`/proc/${pid}/stat`, "utf8");
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT" ? "gone" : "unknown";
+  }
   // The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
-  return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  return start !== undefined && /^\d+$/.test(start) ? start : "unknown";
 }
 
 /**
  * Whether the lock whose content is `held` (`<pid> <start> <scope> <nonce>`) is abandoned: older than
- * LOCK_STALE_MS (far longer than any keystore change holds it), or its owner ran where our pids mean the same and
- * that process (pid and start time) is gone.
+ * LOCK_STALE_MS (far longer than any keystore change holds it), or its owner ran where our pids mean the same,
+ * wrote its start time, and that process (pid and start time) is gone. A lock without a start time (its owner
+ * could not read it) is judged by age only.
  */
 async function abandoned(held: string, mtimeMs: number, scope: string | undefined): Promise<boolean> {
   if (Date.now() - mtimeMs > LOCK_STALE_MS) return true;
   const [pid, start, ownerScope] = held.trim().split(" ");
-  if (scope === undefined || ownerScope !== scope || !/^\d+$/.test(pid ?? "")) return false;
-  return (await processStart(Number(pid))) !== start;
+  if (scope === undefined || ownerScope !== scope || !/^\d+$/.test(pid ?? "") || !/^\d+$/.test(start ?? "")) return false;
+  const now = await processStart(Number(pid));
+  return now === "gone" || (now !== "unknown" && now !== start);
 }
 
 /**
@@ -268,8 +283,10 @@ let ownIdentity: Promise<{ scope: string | undefined; start: string | undefined 
 export async function acquireLock(lockPath: string): Promise<() => Promise<void>> {
   const deadline = Date.now() + LOCK_WAIT_MS;
   // This process's identity does not change: read it once (every keystore change takes the lock).
-  ownIdentity ??= Promise.all([pidScope(), processStart(process.pid)]).then(([scope, start]) => ({ scope, start }));
+  // A failed read is not kept: the next lock tries again (meanwhile "-" makes others judge our lock by age only).
+  ownIdentity ??= Promise.all([pidScope(), processStart(process.pid)]).then(([scope, start]) => ({ scope, start: /^\d+$/.test(start) ? start : undefined }));
   const { scope, start } = await ownIdentity;
+  if (scope === undefined || start === undefined) ownIdentity = undefined;
   const mine = `${process.pid} ${start ?? "-"} ${scope ?? "-"} ${randomBytes(8).toString("hex")}\n`;
   const guard = `${lockPath}.takeover`;
   for (;;) {
