@@ -7,92 +7,39 @@
  * rebuilds its view of its certificates from the server (`resync`) so one error is not followed by a cascade.
  */
 import { randomUUID, createPrivateKey } from "node:crypto";
-import { credentials, Metadata, status, type Client, type ServiceError } from "@grpc/grpc-js";
+import { credentials, status, type ServiceError } from "@grpc/grpc-js";
 import * as apiKeyPb from "../../gen/ts/certmanager/v1/api_key.js";
-import * as auditPb from "../../gen/ts/certmanager/v1/audit.js";
 import * as certificatePb from "../../gen/ts/certmanager/v1/certificate.js";
-import * as iamPb from "../../gen/ts/certmanager/v1/iam.js";
 import * as instancePb from "../../gen/ts/certmanager/v1/instance.js";
 import * as reclamationPb from "../../gen/ts/certmanager/v1/reclamation.js";
 import * as healthPb from "../../gen/ts/grpc/health/v1/health.js";
-import { bearer, type Rpc } from "../../test/helpers/service.js";
+import { bearer, clientsFor, promisify, type Clients, type Rpc } from "../../test/helpers/service.js";
 import { squash, type PoolCertificate } from "./certificates.js";
 
 /** Every call gets this deadline: a server that stops answering shows as DEADLINE_EXCEEDED errors, not a hang. */
 const DEADLINE_MS = 30_000;
 
-interface MethodDef {
-  path: string;
-  responseStream: boolean;
-  requestSerialize(value: unknown): Buffer;
-  responseDeserialize(value: Buffer): unknown;
-}
-
-/** As test/helpers/service.ts `promisify`, with a deadline on every call. */
-function unary<S extends Record<string, MethodDef>>(client: Client, def: S, pb: object): Rpc<S> {
-  const out: Record<string, unknown> = {};
-  for (const [key, m] of Object.entries(def)) {
-    if (m.responseStream) continue;
-    const types = pb as Record<string, { fromPartial(p: unknown): unknown }>;
-    const [service, method] = m.path.split("/").slice(1) as [string, string];
-    // buf STANDARD names requests <Method>Request; grpc.health.v1 predates it (HealthCheckRequest).
-    const type = types[`${method}Request`] ?? types[`${service.split(".").pop()}${method}Request`]!;
-    out[key] = (req: unknown) =>
-      new Promise((resolve, reject) =>
-        client.makeUnaryRequest(
-          m.path,
-          (v: unknown) => m.requestSerialize(type.fromPartial(v)),
-          m.responseDeserialize,
-          req,
-          new Metadata(),
-          { deadline: Date.now() + DEADLINE_MS },
-          (err, res) => (err ? reject(err) : resolve(res)),
-        ),
-      );
-  }
-  return out as Rpc<S>;
-}
-
 /** Clients of every service, each over a connection of its own, authenticated with one key. */
-export interface Connection {
-  instances: Rpc<typeof instancePb.InstanceServiceService>;
-  certificates: Rpc<typeof certificatePb.CertificateServiceService>;
-  reclamations: Rpc<typeof reclamationPb.ReclamationServiceService>;
-  iam: Rpc<typeof iamPb.IamServiceService>;
-  apiKeys: Rpc<typeof apiKeyPb.ApiKeyServiceService>;
-  audit: Rpc<typeof auditPb.AuditServiceService>;
+export interface Connection extends Clients {
   health: Rpc<typeof healthPb.HealthService>;
-  certificateClient: certificatePb.CertificateServiceClient;
-  close(): void;
 }
 
 /**
- * Opens clients of every service to `address`, sending `apiKey` as a bearer token. grpc-js shares a connection
- * between clients with the same target and options; a local subchannel pool gives each client its own, so one
- * set holds 7 connections, as separate client programs would.
+ * Opens clients of every service to `address`, sending `apiKey` as a bearer token, with a deadline on every call.
+ * grpc-js shares a connection between clients with the same target and options; a local subchannel pool gives
+ * each client its own, so one set holds 7 connections, as separate client programs would.
  */
 export function connect(address: string, apiKey: string): Connection {
-  const options = { interceptors: [bearer(apiKey)], "grpc.use_local_subchannel_pool": 1 };
-  const creds = credentials.createInsecure();
-  const clients = {
-    instances: new instancePb.InstanceServiceClient(address, creds, options),
-    certificates: new certificatePb.CertificateServiceClient(address, creds, options),
-    reclamations: new reclamationPb.ReclamationServiceClient(address, creds, options),
-    iam: new iamPb.IamServiceClient(address, creds, options),
-    apiKeys: new apiKeyPb.ApiKeyServiceClient(address, creds, options),
-    audit: new auditPb.AuditServiceClient(address, creds, options),
-    health: new healthPb.HealthClient(address, creds, options),
-  };
+  const channelOptions = { "grpc.use_local_subchannel_pool": 1 };
+  const clients = clientsFor(address, apiKey, credentials.createInsecure(), { deadlineMs: DEADLINE_MS, channelOptions });
+  const health = new healthPb.HealthClient(address, credentials.createInsecure(), { ...channelOptions, interceptors: [bearer(apiKey)] });
   return {
-    instances: unary(clients.instances, instancePb.InstanceServiceService, instancePb),
-    certificates: unary(clients.certificates, certificatePb.CertificateServiceService, certificatePb),
-    reclamations: unary(clients.reclamations, reclamationPb.ReclamationServiceService, reclamationPb),
-    iam: unary(clients.iam, iamPb.IamServiceService, iamPb),
-    apiKeys: unary(clients.apiKeys, apiKeyPb.ApiKeyServiceService, apiKeyPb),
-    audit: unary(clients.audit, auditPb.AuditServiceService, auditPb),
-    health: unary(clients.health, healthPb.HealthService, healthPb),
-    certificateClient: clients.certificates,
-    close: () => Object.values(clients).forEach((c) => c.close()),
+    ...clients,
+    health: promisify(health, healthPb.HealthService, healthPb, { deadlineMs: DEADLINE_MS }),
+    close: () => {
+      clients.close();
+      health.close();
+    },
   };
 }
 

@@ -6,7 +6,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { credentials, InterceptingCall, Metadata, type ChannelCredentials, type Client, type Interceptor, type ServiceError } from "@grpc/grpc-js";
+import { credentials, InterceptingCall, Metadata, type ChannelCredentials, type ChannelOptions, type Client, type Interceptor, type ServiceError } from "@grpc/grpc-js";
 import knexFactory, { type Knex } from "knex";
 import { createKnex } from "../../src/storage/index.js";
 import pino from "pino";
@@ -82,10 +82,17 @@ export interface Clients {
 
 /**
  * Clients for `address` that authenticate with `secret` (an API key or a JWT), or send no credential when it is
- * undefined. `creds` defaults to plaintext.
+ * undefined. `creds` defaults to plaintext; `opts.deadlineMs` bounds every unary call, `opts.channelOptions`
+ * go to every client (e.g. `grpc.use_local_subchannel_pool` for a connection per client).
  */
-export function clientsFor(address: string, secret: string | undefined, creds: ChannelCredentials = credentials.createInsecure()): Clients {
-  const options = secret === undefined ? {} : { interceptors: [bearer(secret)] };
+export function clientsFor(
+  address: string,
+  secret: string | undefined,
+  creds: ChannelCredentials = credentials.createInsecure(),
+  opts: { deadlineMs?: number; channelOptions?: ChannelOptions } = {},
+): Clients {
+  const options = { ...opts.channelOptions, ...(secret === undefined ? {} : { interceptors: [bearer(secret)] }) };
+  const rpc = { deadlineMs: opts.deadlineMs };
   const instanceClient = new instancePb.InstanceServiceClient(address, creds, options);
   const certificateClient = new certificatePb.CertificateServiceClient(address, creds, options);
   const reclamationClient = new reclamationPb.ReclamationServiceClient(address, creds, options);
@@ -93,12 +100,12 @@ export function clientsFor(address: string, secret: string | undefined, creds: C
   const apiKeyClient = new apiKeyPb.ApiKeyServiceClient(address, creds, options);
   const auditClient = new auditPb.AuditServiceClient(address, creds, options);
   return {
-    instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb),
-    certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb),
-    reclamations: promisify(reclamationClient, reclamationPb.ReclamationServiceService, reclamationPb),
-    iam: promisify(iamClient, iamPb.IamServiceService, iamPb),
-    apiKeys: promisify(apiKeyClient, apiKeyPb.ApiKeyServiceService, apiKeyPb),
-    audit: promisify(auditClient, auditPb.AuditServiceService, auditPb),
+    instances: promisify(instanceClient, instancePb.InstanceServiceService, instancePb, rpc),
+    certificates: promisify(certificateClient, certificatePb.CertificateServiceService, certificatePb, rpc),
+    reclamations: promisify(reclamationClient, reclamationPb.ReclamationServiceService, reclamationPb, rpc),
+    iam: promisify(iamClient, iamPb.IamServiceService, iamPb, rpc),
+    apiKeys: promisify(apiKeyClient, apiKeyPb.ApiKeyServiceService, apiKeyPb, rpc),
+    audit: promisify(auditClient, auditPb.AuditServiceService, auditPb, rpc),
     certificateClient,
     close() {
       for (const c of [instanceClient, certificateClient, reclamationClient, iamClient, apiKeyClient, auditClient]) c.close();
@@ -277,17 +284,27 @@ interface MethodDef {
 
 /**
  * Wraps a generated client: every unary method takes a partial request (filled by the generated
- * `<Rpc>Request.fromPartial`, buf STANDARD naming) and returns a promise.
+ * `<Rpc>Request.fromPartial`, buf STANDARD naming; grpc.health.v1, older, names it `<Service><Rpc>Request`) and
+ * returns a promise. `deadlineMs` puts a deadline on every call (a server that stops answering shows as
+ * DEADLINE_EXCEEDED, not a hang).
  */
-export function promisify<S extends Record<string, MethodDef>>(client: Client, def: S, pb: object): Rpc<S> {
+export function promisify<S extends Record<string, MethodDef>>(client: Client, def: S, pb: object, opts: { deadlineMs?: number } = {}): Rpc<S> {
   const out: Record<string, unknown> = {};
+  const types = pb as Record<string, { fromPartial(p: unknown): unknown }>;
   for (const [key, m] of Object.entries(def)) {
     if (m.responseStream) continue;
-    const type = (pb as Record<string, { fromPartial(p: unknown): unknown }>)[`${m.path.split("/").pop()}Request`];
+    const [service, method] = m.path.split("/").slice(1) as [string, string];
+    const type = types[`${method}Request`] ?? types[`${service.split(".").pop()}${method}Request`]!;
     out[key] = (req: unknown, md = new Metadata()) =>
       new Promise((resolve, reject) =>
-        client.makeUnaryRequest(m.path, (v: unknown) => m.requestSerialize(type.fromPartial(v)), m.responseDeserialize, req, md, (err, res) =>
-          err ? reject(err) : resolve(res),
+        client.makeUnaryRequest(
+          m.path,
+          (v: unknown) => m.requestSerialize(type.fromPartial(v)),
+          m.responseDeserialize,
+          req,
+          md,
+          opts.deadlineMs === undefined ? {} : { deadline: Date.now() + opts.deadlineMs },
+          (err, res) => (err ? reject(err) : resolve(res)),
         ),
       );
   }
